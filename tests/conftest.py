@@ -1,0 +1,27 @@
+"""Shared fixtures: small phantom cases, an artefact folder for screenshots."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("nnUNet_n_proc_DA", "0")
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = (24, 48, 48)
+
+
+@pytest.fixture(scope="session")
+def artifact_dir() -> Path:
+    """Screenshots and reports from the tests land here (git-ignored) so people can look at them."""
+    path = ROOT / "test_artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_ct():
+    """A small CT phantom case: (image, labels)."""
+    from napari_uda.phantom import make_case
+
+    return make_case("ct", 0, seed=1, shape=SMALL)

@@ -1,0 +1,168 @@
+"""Geometry-true I/O: round trips in every format and clear errors for bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
+
+from napari_uda.errors import VolumeError
+from napari_uda.io import (FILE_SUFFIXES, Geometry, Volume, check_same_grid, read_volume, stem_of, suffix_of,
+                           volume_info, write_dicom_series, write_volume)
+
+OBLIQUE = Rotation.from_euler("xyz", [12, -20, 33], degrees=True).as_matrix()
+
+
+@pytest.fixture
+def oblique_volume() -> Volume:
+    rng = np.random.default_rng(0)
+    array = (rng.normal(0, 400, (6, 9, 11))).astype(np.int16)
+    return Volume(array, Geometry((4.5, 0.77, 0.93), (-120.25, 33.5, 7.125), tuple(map(tuple, OBLIQUE))))
+
+
+def assert_same_geometry(a: Geometry, b: Geometry, tol: float = 1e-4) -> None:
+    assert np.abs(np.subtract(a.spacing, b.spacing)).max() < tol
+    assert np.abs(np.subtract(a.origin, b.origin)).max() < tol
+    assert np.abs(a.direction_matrix - b.direction_matrix).max() < tol
+
+
+@pytest.mark.parametrize("suffix", FILE_SUFFIXES)
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
+def test_round_trip_every_format(tmp_path, oblique_volume, suffix, dtype):
+    vol = oblique_volume.with_array(oblique_volume.array.astype(dtype) if dtype != np.uint8 else
+                                    (oblique_volume.array % 14).astype(np.uint8))
+    back = read_volume(write_volume(vol, tmp_path / f"v{suffix}"))
+    assert back.array.dtype == vol.array.dtype
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert_same_geometry(back.geometry, vol.geometry)
+
+
+def test_round_trip_dicom_series(tmp_path, oblique_volume):
+    folder = write_dicom_series(oblique_volume, tmp_path / "series")
+    back = read_volume(folder)
+    np.testing.assert_array_equal(back.array, oblique_volume.array)
+    assert_same_geometry(back.geometry, oblique_volume.geometry)
+
+
+def test_axis_order_matches_simpleitk(tmp_path):
+    """Spacing and origin are reported in array (z, y, x) order: the reverse of SimpleITK's."""
+    img = sitk.Image(5, 6, 7, sitk.sitkInt16)  # x=5, y=6, z=7
+    img.SetSpacing((0.5, 0.75, 3.0))
+    img.SetOrigin((10.0, 20.0, 30.0))
+    sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))
+    vol = read_volume(tmp_path / "a.nii.gz")
+    assert vol.shape == (7, 6, 5)
+    assert vol.spacing == pytest.approx((3.0, 0.75, 0.5))
+    assert vol.origin == pytest.approx((30.0, 20.0, 10.0))
+
+
+def test_suffix_helpers():
+    assert suffix_of("a/b/case_001.nii.gz") == ".nii.gz"
+    assert stem_of("a/b/case_001.nii.gz") == "case_001"
+    assert suffix_of("x.MHA") == ".mha"
+    assert suffix_of("x.png") == ""
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VolumeError, match="no such file"):
+        read_volume(tmp_path / "nothing.nii.gz")
+
+
+def test_corrupt_file_named(tmp_path):
+    bad = tmp_path / "corrupt.nii.gz"
+    bad.write_bytes(b"this is not an image at all")
+    with pytest.raises(VolumeError, match=r"corrupt.nii.gz: (cannot be read|compressed data is truncated or corrupt)"):
+        read_volume(bad)
+
+
+@pytest.mark.parametrize("suffix", FILE_SUFFIXES)
+def test_truncated_file_named(tmp_path, oblique_volume, suffix):
+    """SimpleITK zero-fills some truncated files silently; we must not."""
+    if suffix == ".mhd":
+        pytest.skip("the .mhd header stays intact; its .raw/.zraw companion is what would be truncated")
+    path = write_volume(oblique_volume.with_array(oblique_volume.array.astype(np.float32)), tmp_path / f"t{suffix}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VolumeError, match=f"t{suffix}"):
+        read_volume(path)
+
+
+def test_unsupported_extension(tmp_path):
+    p = tmp_path / "image.png"
+    p.write_bytes(b"\x89PNG")
+    with pytest.raises(VolumeError, match="unsupported file type"):
+        read_volume(p)
+
+
+def test_2d_and_4d_rejected(tmp_path):
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkFloat32), str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(VolumeError, match=r"flat.nii.gz: is 2D.*3D volume is needed"):
+        read_volume(tmp_path / "flat.nii.gz")
+    sitk.WriteImage(sitk.Image([4, 4, 4, 3], sitk.sitkFloat32), str(tmp_path / "series.nii.gz"))
+    with pytest.raises(VolumeError, match=r"series.nii.gz: is 4D"):
+        read_volume(tmp_path / "series.nii.gz")
+
+
+def test_empty_folder_is_not_dicom(tmp_path):
+    with pytest.raises(VolumeError, match="no DICOM series"):
+        read_volume(tmp_path)
+
+
+def test_label_geometry_mismatch(oblique_volume):
+    label = Volume(np.zeros(oblique_volume.shape, np.uint8),
+                   Geometry((4.5, 0.77, 0.95), oblique_volume.origin, oblique_volume.geometry.direction))
+    with pytest.raises(VolumeError, match="lab.nii.gz: geometry does not match image img.nii.gz"):
+        check_same_grid(oblique_volume, label, "img.nii.gz", "lab.nii.gz")
+    wrong_shape = Volume(np.zeros((6, 9, 10), np.uint8), oblique_volume.geometry)
+    with pytest.raises(VolumeError, match="shape"):
+        check_same_grid(oblique_volume, wrong_shape, "img.nii.gz", "lab.nii.gz")
+    check_same_grid(oblique_volume, oblique_volume.with_array(np.zeros(oblique_volume.shape, np.uint8)), "a", "b")
+
+
+def test_bad_geometry_values():
+    with pytest.raises(VolumeError, match="spacing"):
+        Geometry((1.0, 0.0, 1.0))
+    with pytest.raises(VolumeError, match="3D"):
+        Volume(np.zeros((3, 3)))
+
+
+def test_info_reports_nan(oblique_volume):
+    a = oblique_volume.array.astype(np.float32)
+    a[0, 0, 0] = np.nan
+    info = volume_info(oblique_volume.with_array(a))
+    assert info["non_finite_voxels"] == 1
+    assert info["shape_zyx"] == [6, 9, 11]
+    assert np.isfinite(info["percentiles"]["p50"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "napari_uda.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_info(tmp_path, oblique_volume):
+    path = write_volume(oblique_volume, tmp_path / "x.mha")
+    res = _cli("info", str(path))
+    assert res.returncode == 0, res.stderr
+    for word in ("shape:", "(6, 9, 11)", "spacing:", "4.5", "origin:", "direction:", "int16", "p99="):
+        assert word in res.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"garbage")
+    for args in (["info", str(bad)], ["info", str(tmp_path / "missing.nii")], ["phantom", str(tmp_path), "--modalities", "xray"]):
+        res = _cli(*args)
+        assert res.returncode == 1
+        assert "Traceback" not in res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("napari-uda: error:"), res.stderr
+
+
+def test_cli_help_lists_commands():
+    res = _cli("--help")
+    assert res.returncode == 0
+    for cmd in ("info", "phantom", "demo"):
+        assert cmd in res.stdout

@@ -10,7 +10,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -123,16 +122,19 @@ def make_prob_folds(shape=(168, 512, 512), n=5, n_classes=14) -> list[Path]:
     return paths
 
 
+# VmHWM (peak resident set) is reset by exec, unlike ru_maxrss, which a child inherits from its parent.
 FUSE_CHILD = """
-import resource, sys, time, json
-import numpy as np
+import sys, time, json
 from napari_uda.pseudo import fuse_probabilities
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+base = hwm_mb()
 t = time.perf_counter()
 out = fuse_probabilities(sys.argv[1:])
 sec = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": sec, "peak_rss_MB": peak / 1024, "rss_before_MB": base / 1024, "labels": list(out.shape)}))
+print(json.dumps({"seconds": sec, "peak_rss_MB": hwm_mb(), "rss_before_MB": base, "labels": list(out.shape)}))
 """
 
 
@@ -151,7 +153,11 @@ def bench_fusion() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-fusion", action="store_true")
+    parser.add_argument("--only-fusion", action="store_true")
     args = parser.parse_args()
+    if args.only_fusion:
+        print(json.dumps(bench_fusion(), indent=2))
+        return
     gt, folds, spacing = make_folds()
     results = {"machine": f"{os.cpu_count()} cores", "shape": list(gt.shape), "spacing_mm": [float(s) for s in spacing]}
     results["fold_consistency"] = bench_consistency(folds)

@@ -31,6 +31,72 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_translate_train(args: argparse.Namespace) -> int:
+    import signal
+
+    import numpy as np
+
+    from .slices import list_volumes, pair_labels
+    from .translator import TranslatorConfig, train_translator
+
+    cfg = TranslatorConfig(
+        modality=args.modality, variant=args.variant, size=args.size, iterations=args.iterations, ngf=args.ngf,
+        ndf=args.ndf, n_blocks=args.blocks, batch_size=args.batch, fusion=args.fusion, s_regime=args.s_regime,
+        seg_head=args.seg_head, checkpoint_every=args.checkpoint_every, preview_every=args.preview_every, seed=args.seed,
+    )
+    ct = list_volumes(args.ct_images)
+    labels = pair_labels(ct, args.ct_labels) if args.ct_labels else None
+    targets = list_volumes(args.target_images)
+    stop = {"flag": False}
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    out = Path(args.out)
+    log = (out / "progress.jsonl") if args.progress_jsonl is None else Path(args.progress_jsonl)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def progress(event: dict) -> None:
+        if "preview" in event:
+            path = out / "previews" / f"preview_{event['iteration']:07d}.npz"
+            path.parent.mkdir(exist_ok=True)
+            ct_s, fake_s, att_s = event.pop("preview")
+            np.savez_compressed(path, ct=ct_s, translated=fake_s, attention=att_s)
+            event["preview"] = str(path)
+        with open(log, "a") as f:
+            f.write(json.dumps(event) + "\n")
+        it, total = event.get("iteration", 0), event.get("total", 0)
+        if "event" in event or it == total or it % max(1, args.print_every) == 0:
+            losses = " ".join(f"{k}={v:.3f}" for k, v in event.get("losses", {}).items())
+            print(f"[{event.get('stage', 'train')} {it}/{total}] {event.get('event', '')}{losses}", file=sys.stderr)
+
+    train_translator(cfg, ct, labels, targets, out, device=args.device, progress=progress, should_stop=lambda: stop["flag"])
+    if stop["flag"]:
+        print(f"stopped; checkpoint saved in {out}; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"translator written to {out}")
+    return 0
+
+
+def _cmd_translate_apply(args: argparse.Namespace) -> int:
+    from .io import read_volume, stem_of, write_volume
+    from .slices import list_volumes
+    from .translator import load_translator, translate_volume
+
+    tr = load_translator(args.translator, device=args.device)
+    inputs = list_volumes(args.input) if Path(args.input).is_dir() else [Path(args.input)]
+    for path in inputs:
+        translated, attention = translate_volume(tr, read_volume(path, "CT"))
+        write_volume(translated, Path(args.out) / f"{stem_of(path)}.nii.gz")
+        if args.attention_out and attention is not None:
+            write_volume(attention, Path(args.attention_out) / f"{stem_of(path)}.nii.gz")
+        print(f"{path.name} -> {tr.modality}", file=sys.stderr)
+    print(f"translated {len(inputs)} volume(s) into {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -59,6 +125,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("Z", "Y", "X"))
     p.set_defaults(func=_cmd_phantom)
+
+    tp = sub.add_parser("translate", help="train or apply CT-to-MRI/PET translators").add_subparsers(
+        dest="translate_command", required=True, metavar="ACTION")
+    from .translator import FUSIONS, S_REGIMES, VARIANTS
+
+    p = tp.add_parser("train", help="train (or resume) a translator for one target modality")
+    p.add_argument("--ct-images", required=True, type=Path)
+    p.add_argument("--ct-labels", type=Path, help="CT organ labels (same file names); needed for organ attention")
+    p.add_argument("--target-images", required=True, type=Path, help="unpaired target-modality volumes")
+    p.add_argument("--modality", required=True, help="target modality, e.g. T2WI, C+V, PET-FDG")
+    p.add_argument("--variant", default="organ-attention", choices=VARIANTS)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--size", type=int, default=256, help="in-plane training size in pixels")
+    p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--blocks", type=int, default=9, help="residual blocks in the generator")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--fusion", default="additive", choices=FUSIONS)
+    p.add_argument("--s-regime", default="joint", choices=S_REGIMES)
+    p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--preview-every", type=int, default=50)
+    p.add_argument("--print-every", type=int, default=10)
+    p.add_argument("--progress-jsonl", type=Path, default=None, help="progress events (default OUT/progress.jsonl)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_translate_train)
+
+    p = tp.add_parser("apply", help="translate CT volumes with a trained translator")
+    p.add_argument("--translator", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="a CT volume or a folder of them")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--attention-out", type=Path, default=None)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_translate_apply)
 
     p = sub.add_parser("demo", help="open napari with the plugin's widgets and the sample data "
                                     "(headless: screenshots and a report)")

@@ -1,0 +1,74 @@
+"""2D slices for translation: volumes to normalised, resized slice stacks and back."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .errors import UdaError
+from .intensity import intensity_window, to_unit_range
+from .io import FILE_SUFFIXES, Volume, check_same_grid, read_volume, stem_of
+from .modalities import Modality
+
+
+def list_volumes(folder: str | Path) -> list[Path]:
+    """Volume files in ``folder``, sorted by name; an error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UdaError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and any(p.name.lower().endswith(s) for s in FILE_SUFFIXES))
+    if not files:
+        raise UdaError(f"{folder}: holds no volumes ({', '.join(FILE_SUFFIXES)})")
+    return files
+
+
+def pair_labels(images: Sequence[Path], label_folder: str | Path) -> list[Path]:
+    """The label file of each image (same name in ``label_folder``), or an error naming the first missing one."""
+    label_folder = Path(label_folder)
+    by_stem = {stem_of(p): p for p in list_volumes(label_folder)}
+    missing = [p.name for p in images if stem_of(p) not in by_stem]
+    if missing:
+        raise UdaError(f"{label_folder}: no labels for {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    return [by_stem[stem_of(p)] for p in images]
+
+
+def resize_slices(x: torch.Tensor, size: tuple[int, int], labels: bool = False) -> torch.Tensor:
+    """Resize (N, C, H, W) slices in-plane (bilinear for images, nearest for labels)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if labels:
+        return F.interpolate(x.float(), size=size, mode="nearest").to(x.dtype)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def volume_to_slices(volume: Volume, modality: Modality, size: int) -> torch.Tensor:
+    """A volume as (Z, 1, size, size) float32 slices in [-1, 1] (the modality's intensity rule)."""
+    a = volume.array.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise UdaError("volume contains NaN or infinite values")
+    unit = to_unit_range(a, intensity_window(a, modality))
+    return resize_slices(torch.from_numpy(unit)[:, None], (size, size))
+
+
+def load_slices(paths: Sequence[Path], modality: Modality, size: int, label_paths: Sequence[Path] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[float, float]]]:
+    """All slices of the volumes at ``paths`` (and their labels), plus each volume's raw window."""
+    images, labels, windows = [], [], []
+    for i, path in enumerate(paths):
+        vol = read_volume(path, modality.key)
+        try:
+            images.append(volume_to_slices(vol, modality, size))
+        except UdaError as exc:
+            raise UdaError(f"{path}: {exc}") from None
+        windows.append(intensity_window(vol.array.astype(np.float32), modality))
+        if label_paths is not None:
+            lab = read_volume(label_paths[i])
+            check_same_grid(vol, lab, str(path), str(label_paths[i]))
+            if not np.issubdtype(lab.array.dtype, np.integer) or lab.array.min() < 0 or lab.array.max() > 13:
+                raise UdaError(f"{label_paths[i]}: labels must be integers 0..13 (the organ table)")
+            t = torch.from_numpy(lab.array.astype(np.int64))[:, None]
+            labels.append(resize_slices(t, (size, size), labels=True)[:, 0])
+    return torch.cat(images), (torch.cat(labels) if label_paths is not None else None), windows

@@ -1,0 +1,179 @@
+"""Translators: reference defaults, learning, attention, safe loading, geometry, resume and kill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_uda.device import pick_device
+from napari_uda.errors import UdaError
+from napari_uda.io import read_volume
+from napari_uda.nets import PatchDiscriminator, ResnetGenerator, sobel
+from napari_uda.phantom import write_phantom_dataset
+from napari_uda.slices import list_volumes
+from napari_uda.translator import (ImagePool, TranslatorConfig, fuse, load_translator, lr_factor, train_translator,
+                                   translate_volume)
+
+TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, s_base=8, preview_every=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom_dataset(root, {"ct": 3, "t2wi": 3}, seed=21, shape=(16, 40, 40))
+    return {"ct": list_volumes(root / "ct/images"), "labels": list_volumes(root / "ct/labels"),
+            "t2": list_volumes(root / "t2wi/images")}
+
+
+def test_reference_defaults():
+    cfg = TranslatorConfig("T2WI")
+    assert (cfg.size, cfg.ngf, cfg.ndf, cfg.n_blocks, cfg.d_layers) == (256, 64, 64, 9, 3)
+    assert (cfg.lambda_cycle, cfg.lambda_identity * cfg.lambda_cycle, cfg.pool_size) == (10.0, 5.0, 50)
+    assert (cfg.lr, cfg.beta1) == (2e-4, 0.5)
+    assert (cfg.lambda_local, cfg.lambda_seg, cfg.fusion, cfg.variant) == (0.5, 5.0, "additive", "organ-attention")
+    g = ResnetGenerator()
+    assert sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "ResnetBlock" for m in g.modules()) == 9
+    assert g(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    d = PatchDiscriminator()
+    # the 70x70 PatchGAN maps 256x256 to a 30x30 grid of patch scores
+    assert d(torch.zeros(1, 1, 256, 256)).shape == (1, 1, 30, 30)
+    assert lr_factor(0, cfg) == 1.0 and lr_factor(999, cfg) == 1.0
+    assert lr_factor(1500, cfg) == pytest.approx(0.5) and lr_factor(2000, cfg) == 0.0
+
+
+def test_config_validation():
+    with pytest.raises(UdaError, match="unknown variant"):
+        TranslatorConfig("T2WI", variant="pix2pix")
+    with pytest.raises(UdaError, match="not CT"):
+        TranslatorConfig("CT")
+    with pytest.raises(UdaError, match="unknown modality"):
+        TranslatorConfig("xray")
+
+
+def test_fusions_pool_sobel():
+    img, att = torch.full((1, 1, 4, 4), 0.5), torch.full((1, 1, 4, 4), 0.25)
+    assert torch.allclose(fuse(img, att, "additive"), torch.full_like(img, 0.75))
+    assert torch.allclose(fuse(img, att, "multiplicative"), torch.full_like(img, 0.625))
+    assert fuse(img, att, "concat").shape == (1, 2, 4, 4)
+    pool = ImagePool(2, torch.Generator().manual_seed(0))
+    a = pool.query(torch.ones(3, 1, 2, 2))
+    assert a.shape == (3, 1, 2, 2) and len(pool.images) == 2
+    assert ImagePool(0, torch.Generator()).query(img) is img
+    flat = sobel(torch.zeros(1, 1, 8, 8))
+    assert torch.allclose(flat, torch.full_like(flat, -1.0), atol=1e-3)
+    step = torch.zeros(1, 1, 8, 8)
+    step[..., 4:] = 1.0
+    assert sobel(step)[0, 0, 4, 3] > -0.5 > sobel(step)[0, 0, 4, 0]  # edge bright, flat region at -1
+
+
+def test_losses_fall(data, tmp_path):
+    cfg = TranslatorConfig("T2WI", variant="cyclegan", iterations=120, checkpoint_every=1000, batch_size=2, **TINY)
+    hist = []
+    train_translator(cfg, data["ct"], None, data["t2"], tmp_path, progress=hist.append)
+    cycle = [e["losses"]["cycle"] for e in hist]
+    assert np.mean(cycle[-20:]) < 0.7 * np.mean(cycle[:10])
+
+
+def test_attention_is_high_inside_organs(data, tmp_path):
+    cfg = TranslatorConfig("T2WI", variant="organ-attention", s_regime="pretrained", s_pretrain_iterations=300,
+                           iterations=2, batch_size=4, checkpoint_every=1000, **{**TINY, "size": 40})
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
+    tr = load_translator(tmp_path)
+    ct, labels = read_volume(data["ct"][0]), read_volume(data["labels"][0])
+    _, att = translate_volume(tr, ct)
+    a = att.array
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    inside, outside = a[labels.array > 0].mean(), a[labels.array == 0].mean()
+    assert inside > 0.5 and inside > outside + 0.3, (inside, outside)
+
+
+@pytest.mark.parametrize("variant", ["organ-attention", "sobel"])
+def test_reload_identical_and_geometry(data, tmp_path, variant):
+    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "sobel", **TINY)
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
+    ct = read_volume(data["ct"][1])
+    a1, att1 = translate_volume(load_translator(tmp_path), ct)
+    a2, att2 = translate_volume(load_translator(tmp_path), ct)
+    np.testing.assert_array_equal(a1.array, a2.array)
+    assert a1.geometry == ct.geometry and a1.shape == ct.shape and a1.modality == "C+V"
+    sidecar = json.loads((tmp_path / "translator.json").read_text())
+    assert sidecar["modality"] == "C+V" and sidecar["variant"] == variant
+    assert sidecar["intensity"]["source"]["window"] == [-600.0, 600.0]
+    lo, hi = sidecar["intensity"]["output_window"]
+    assert 0 <= lo < hi and lo - 1e-3 <= a1.array.min() and a1.array.max() <= hi + 1e-3
+    assert (att1 is None) == (variant == "sobel")
+
+
+def test_bad_checkpoints_are_clear_errors(data, tmp_path):
+    cfg = TranslatorConfig("T2WI", variant="cyclegan", iterations=2, **TINY)
+    train_translator(cfg, data["ct"], None, data["t2"], tmp_path)
+    sidecar = json.loads((tmp_path / "translator.json").read_text())
+    sidecar["training"]["ngf"] = 16
+    sidecar["architecture"]["ngf"] = 16
+    (tmp_path / "translator.json").write_text(json.dumps(sidecar))
+    with pytest.raises(UdaError, match="translator.safetensors: weights do not fit"):
+        load_translator(tmp_path)
+    (tmp_path / "translator.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(UdaError, match="translator.safetensors: corrupt"):
+        load_translator(tmp_path)
+    (tmp_path / "translator.json").write_text("{not json")
+    with pytest.raises(UdaError, match="translator.json: not valid JSON"):
+        load_translator(tmp_path)
+    with pytest.raises(UdaError, match="missing"):
+        load_translator(tmp_path / "nowhere")
+
+
+def test_resume_continues_iteration_count(data, tmp_path):
+    cfg = TranslatorConfig("T2WI", variant="organ-attention", iterations=12, checkpoint_every=100, **TINY)
+    first = []
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=first.append,
+                     should_stop=lambda: len(first) >= 7)
+    assert first[-1]["event"] == "cancelled" and first[-1]["iteration"] == 7
+    second = []
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=second.append)
+    iters = [e["iteration"] for e in second if "losses" in e]
+    assert iters[0] == 8 and iters[-1] == 12
+    assert json.loads((tmp_path / "translator.json").read_text())["training"]["iterations_done"] == 12
+
+
+def test_killed_process_resumes_from_last_checkpoint(data, tmp_path):
+    out = tmp_path / "tr"
+    cmd = [sys.executable, "-m", "napari_uda.cli", "translate", "train", "--ct-images", str(data["ct"][0].parent),
+           "--ct-labels", str(data["labels"][0].parent), "--target-images", str(data["t2"][0].parent),
+           "--modality", "T2WI", "--out", str(out), "--iterations", "400", "--size", "32", "--ngf", "8", "--ndf", "8",
+           "--blocks", "2", "--checkpoint-every", "5", "--preview-every", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "progress.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if log.exists() and sum(1 for _ in open(log)) >= 13:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "train_state.pt").exists()
+    killed_at = max(json.loads(line)["iteration"] for line in open(log))
+    saved = torch.load(out / "train_state.pt", weights_only=True)["iteration"]
+    assert 5 <= saved <= killed_at and saved % 5 == 0
+    res = subprocess.run(cmd[:cmd.index("400")] + ["20"] + cmd[cmd.index("400") + 1:], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    iters = [json.loads(line)["iteration"] for line in open(log) if "losses" in json.loads(line)]
+    restart = next(i for i in range(1, len(iters)) if iters[i] <= iters[i - 1])
+    assert iters[restart] == saved + 1 and iters[-1] == 20
+
+
+def test_device_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device(None).type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(UdaError, match="CUDA was requested but no CUDA GPU"):
+            pick_device("cuda")
+    with pytest.raises(UdaError, match="unknown device"):
+        pick_device("tpu-9")

@@ -57,6 +57,9 @@ def _cmd_translate_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     log = (out / "progress.jsonl") if args.progress_jsonl is None else Path(args.progress_jsonl)
     out.mkdir(parents=True, exist_ok=True)
+    if log.exists() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
+        with open(log, "a") as f:  # a killed run may have left half a line
+            f.write("\n")
 
     def progress(event: dict) -> None:
         if "preview" in event:

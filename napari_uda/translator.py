@@ -189,6 +189,12 @@ class _Nets(nn.Module):
             self.S = UNet2D(1, N_CLASSES, cfg.s_base)
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
@@ -292,9 +298,7 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
             ra, lab = batch(xa, la)
             with autocast():
                 loss = seg_loss(nets.S(ra), lab)
-            opt_S.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_S.step()
+            _step(opt_S, loss)
             if progress and it % 10 == 0:
                 progress({"stage": "pretrain_S", "iteration": it, "total": cfg.s_pretrain_iterations, "losses": {"S": loss.item()}})
         s_pretrained = True
@@ -352,9 +356,7 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
                 loss_head = cfg.lambda_seg * seg_loss(seg_logits, lab_a)
                 loss_g = loss_g + loss_head
                 losses["seg_head"] = loss_head.item()
-        opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_G.step()
+        _step(opt_G, loss_g)
         losses.update(G_adv=loss_adv.item(), cycle=loss_cyc.item())
 
         # discriminators
@@ -375,18 +377,14 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
                 loss_dl = cfg.lambda_local * d_loss(nets.D_L, fuse(real_b, att_b, cfg.fusion), pools["L"].query(fused_fake))
                 loss_d = loss_d + loss_dl
                 losses["D_local"] = loss_dl.item()
-        opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_D.step()
+        _step(opt_D, loss_d)
         losses.update(D_A=loss_da.item(), D_B=loss_db.item())
 
         # S, trained jointly on CT and on translated CT (detached) with the CT labels
         if cfg.attention and cfg.s_regime == "joint":
             with autocast():
                 loss_s = seg_loss(nets.S(torch.cat([real_a, fake_b.detach()])), torch.cat([lab_a, lab_a]))
-            opt_S.zero_grad(set_to_none=True)
-            loss_s.backward()
-            opt_S.step()
+            _step(opt_S, loss_s)
             losses["S"] = loss_s.item()
 
         done = iteration + 1

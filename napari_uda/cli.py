@@ -100,6 +100,55 @@ def _cmd_translate_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment_export(args: argparse.Namespace) -> int:
+    from .segmenter import export_dataset
+    from .slices import list_volumes, pair_labels
+
+    images = list_volumes(args.images)
+    target = export_dataset(args.workspace, args.dataset, args.name, images, pair_labels(images, args.labels), args.modality)
+    print(f"exported {len(images)} cases to {target}")
+    return 0
+
+
+def _cmd_segment_plan(args: argparse.Namespace) -> int:
+    from .segmenter import plan_and_preprocess
+
+    plan_and_preprocess(args.workspace, args.dataset, args.planner, args.configuration)
+    print(f"planned and preprocessed dataset {args.dataset} ({args.planner}, {args.configuration})")
+    return 0
+
+
+def _cmd_segment_train(args: argparse.Namespace) -> int:
+    from .device import pick_device
+    from .segmenter import train_folds
+
+    device = str(pick_device(args.device))
+
+    def progress(event: dict) -> None:
+        if "epoch" in event:
+            print(f"[fold {event['fold']} epoch {event['epoch']}/{event['num_epochs']}] train_loss={event['train_loss']:.3f} "
+                  f"val_loss={event['val_loss']:.3f}", file=sys.stderr)
+        else:
+            print(f"[fold {event.get('fold')}] {event.get('event', '')}", file=sys.stderr)
+
+    model = train_folds(args.workspace, args.dataset, args.folds, args.budget, args.planner, args.configuration, device, progress)
+    print(f"trained folds {' '.join(map(str, args.folds))} in {model}")
+    return 0
+
+
+def _cmd_segment_predict(args: argparse.Namespace) -> int:
+    from .device import pick_device
+    from .segmenter import NnunetFolders, predict_folds
+    from .slices import list_volumes
+
+    model = NnunetFolders(Path(args.workspace)).model_dir(args.dataset, args.budget, args.planner, args.configuration)
+    inputs = list_volumes(args.input) if Path(args.input).is_dir() else [Path(args.input)]
+    records = predict_folds(model, inputs, args.out, args.folds, str(pick_device(args.device)), args.save_probabilities,
+                            args.mirroring, progress=lambda e: print(f"[fold {e['fold']}] {e['case']} {e['seconds']:.1f}s", file=sys.stderr))
+    print(f"predicted {len(records)} case(s) into {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -164,6 +213,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-out", type=Path, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_translate_apply)
+
+    sp = sub.add_parser("segment", help="nnU-Net v2 segmenters: export, plan, train folds, predict").add_subparsers(
+        dest="segment_command", required=True, metavar="ACTION")
+    from .segmenter import BUDGETS, PLANNERS
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workspace", required=True, type=Path)
+        p.add_argument("--dataset", required=True, type=int, help="nnU-Net dataset id (1..999)")
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--planner", default="resenc-m", choices=list(PLANNERS))
+        p.add_argument("--configuration", default="3d_fullres")
+
+    p = sp.add_parser("export", help="write images + labels as an nnU-Net raw dataset in the workspace")
+    common(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--modality", required=True, help="the images' modality (channel name), e.g. T2WI for translated CT")
+    p.set_defaults(func=_cmd_segment_export)
+    p = sp.add_parser("plan", help="nnU-Net fingerprint, plan and preprocess")
+    common(p)
+    model_options(p)
+    p.set_defaults(func=_cmd_segment_plan)
+    p = sp.add_parser("train", help="train folds with a budget (resumes interrupted folds)")
+    common(p)
+    model_options(p)
+    p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--budget", default="full", choices=list(BUDGETS))
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_segment_train)
+    p = sp.add_parser("predict", help="predict with every fold; per-fold probabilities and fused labels")
+    common(p)
+    model_options(p)
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--folds", type=int, nargs="+", default=None)
+    p.add_argument("--budget", default="full", choices=list(BUDGETS))
+    p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--mirroring", action="store_true", help="test-time mirroring")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_segment_predict)
 
     p = sub.add_parser("demo", help="open napari with the plugin's widgets and the sample data "
                                     "(headless: screenshots and a report)")

@@ -1,0 +1,313 @@
+"""nnU-Net v2 driven from the project: export, plan and preprocess, train folds, predict per fold.
+
+nnU-Net's folders live in the workspace (``W/nnunet/{raw,preprocessed,results}``) and its
+environment variables are set here for every call, so a user never exports them. Planning,
+preprocessing and training run nnU-Net's own commands in child processes (cancel terminates
+the process group; a killed training resumes with ``--c``); prediction runs nnU-Net's
+predictor fold by fold and stores float16 probabilities with the input's geometry.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .efficiency import RunMeter
+from .errors import UdaError
+from .io import Volume, check_same_grid, read_volume, stem_of, write_volume
+from .modalities import get_modality
+from .organs import MAX_LABEL, nnunet_labels
+from .probabilities import save_probabilities
+from .pseudo import fuse_probabilities, majority_vote
+
+TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
+BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress"}
+PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class NnunetFolders:
+    """nnU-Net's three folders inside a workspace."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "nnunet" / "raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "nnunet" / "preprocessed"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "nnunet" / "results"
+
+    def env(self) -> dict[str, str]:
+        """The environment for nnU-Net: its folders, our trainers, and one data-augmentation
+        process per core at most (``nnUNet_n_proc_DA=0`` on small machines)."""
+        env = dict(os.environ)
+        for key, path in (("nnUNet_raw", self.raw), ("nnUNet_preprocessed", self.preprocessed), ("nnUNet_results", self.results)):
+            path.mkdir(parents=True, exist_ok=True)
+            env[key] = str(path)
+        env["nnUNet_extTrainer"] = str(TRAINERS_DIR)
+        if "nnUNet_n_proc_DA" not in env and (os.cpu_count() or 1) <= 4:
+            env["nnUNet_n_proc_DA"] = "0"
+        return env
+
+    def dataset_dir(self, dataset_id: int) -> Path:
+        found = sorted(p for p in self.raw.glob(f"Dataset{dataset_id:03d}_*") if not p.name.endswith(".tmp"))
+        if not found:
+            raise UdaError(f"{self.raw}: no dataset {dataset_id:03d}; export one first (napari-uda segment export)")
+        return found[0]
+
+    def model_dir(self, dataset_id: int, budget: str, planner: str = "resenc-m", configuration: str = "3d_fullres") -> Path:
+        name = self.dataset_dir(dataset_id).name
+        return self.results / name / f"{BUDGETS[budget]}__{PLANNERS[planner][1]}__{configuration}"
+
+
+def use_project_trainers() -> None:
+    """Resolve the project's trainers by name before nnU-Net searches its own trainer folder.
+
+    nnU-Net finds a trainer by importing every module of its trainer folder in turn; one of
+    them (Primus) imports timm and through it torchvision, which cannot load beside a
+    CPU-only torch, so the search dies before it reaches ``nnUNet_extTrainer``. Both
+    training and prediction resolve trainers through this one function of nnU-Net.
+    """
+    import nnunetv2.inference.predict_from_raw_data as predict_module
+    import nnunetv2.run.run_training as train_module
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities import find_objects
+
+    from .nnunet_trainers import uda_trainers
+
+    original = find_objects.recursive_find_trainer_class_by_name
+    if getattr(original, "napari_uda", False):
+        return
+
+    def find(trainer_name: str) -> type:
+        if trainer_name == nnUNetTrainer.__name__:
+            return nnUNetTrainer
+        return getattr(uda_trainers, trainer_name, None) or original(trainer_name)
+
+    find.napari_uda = True  # type: ignore[attr-defined]
+    for module in (find_objects, train_module, predict_module):
+        module.recursive_find_trainer_class_by_name = find
+
+
+def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequence[Path], labels: Sequence[Path],
+                   modality: str) -> Path:
+    """Write images and labels as nnU-Net raw data ``DatasetXXX_Name`` with a ``dataset.json``
+    (organ table labels, one channel named after ``modality``). Geometry and label values are
+    checked per case; errors name the case."""
+    if len(images) != len(labels):
+        raise UdaError(f"{len(images)} images but {len(labels)} label files")
+    if not 1 <= dataset_id <= 999:
+        raise UdaError(f"dataset id must be 1..999, got {dataset_id}")
+    folders = NnunetFolders(Path(root))
+    folders.env()
+    target = folders.raw / f"Dataset{dataset_id:03d}_{name}"
+    others = [p for p in folders.raw.glob(f"Dataset{dataset_id:03d}_*") if p != target and not p.name.endswith(".tmp")]
+    if others:
+        raise UdaError(f"dataset id {dataset_id} is already used by {others[0].name}")
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_raw_cases(tmp, images, labels)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    meta = {"channel_names": {"0": get_modality(modality).key}, "labels": nnunet_labels(),
+            "numTraining": len(images), "file_ending": ".nii.gz", "name": name,
+            "description": "exported by napari-uda"}
+    (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return target
+
+
+def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path]) -> None:
+    """imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz, each case checked first."""
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for img_path, lab_path in zip(images, labels):
+        case = stem_of(img_path)
+        img, lab = read_volume(img_path), read_volume(lab_path)
+        check_same_grid(img, lab, str(img_path), str(lab_path))
+        if not np.issubdtype(lab.array.dtype, np.integer) or lab.array.min() < 0 or lab.array.max() > MAX_LABEL:
+            raise UdaError(f"{lab_path}: label values outside the organ table 0..{MAX_LABEL} "
+                           f"(min {lab.array.min()}, max {lab.array.max()})")
+        if not np.all(np.isfinite(img.array)):
+            raise UdaError(f"{img_path}: image contains NaN or infinite values")
+        write_volume(img, folder / "imagesTr" / f"{case}_0000.nii.gz")
+        write_volume(Volume(lab.array.astype(np.uint8), lab.geometry), folder / "labelsTr" / f"{case}.nii.gz")
+
+
+def _nnunet_command(name: str) -> str:
+    exe = Path(sys.executable).with_name(name)
+    return str(exe) if exe.exists() else (shutil.which(name) or name)
+
+
+def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Callable[[], bool] | None = None,
+              on_poll: Callable[[], None] | None = None) -> None:
+    """Run ``cmd`` in its own process group, output to ``log``; cancel terminates the whole group.
+
+    A non-zero exit raises :class:`UdaError` with the end of the log.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while proc.poll() is None:
+                if on_poll:
+                    on_poll()
+                if should_stop is not None and should_stop():
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                    raise UdaError(f"cancelled: {Path(cmd[0]).name} stopped; its log is {log}")
+                time.sleep(0.5)
+        except BaseException:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise
+        if on_poll:
+            on_poll()
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+        raise UdaError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); end of {log}:\n" + "\n".join(tail))
+
+
+def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resenc-m", configuration: str = "3d_fullres",
+                        should_stop: Callable[[], bool] | None = None) -> Path:
+    """nnU-Net's fingerprinting, planning (Residual Encoder M by default) and preprocessing."""
+    if planner not in PLANNERS:
+        raise UdaError(f"unknown planner {planner!r}; choose one of {', '.join(PLANNERS)}")
+    folders = NnunetFolders(Path(root))
+    env = folders.env()
+    # the planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0
+    env["nnUNet_n_proc_DA"] = str(max(1, int(env.get("nnUNet_n_proc_DA") or 1)))
+    folders.dataset_dir(dataset_id)
+    cmd = [_nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-pl", PLANNERS[planner][0],
+           "-c", configuration, "-np", "1", "--verify_dataset_integrity"]
+    run_child(cmd, env, Path(root) / "logs" / f"plan_{dataset_id:03d}.log", should_stop)
+    return folders.preprocessed
+
+
+def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
+                configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished is
+    skipped and an interrupted one continues from its latest checkpoint. Returns the model folder."""
+    if budget not in BUDGETS:
+        raise UdaError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    folders = NnunetFolders(Path(root))
+    env = folders.env()
+    model = folders.model_dir(dataset_id, budget, planner, configuration)
+    progress_file = Path(root) / "logs" / f"train_{dataset_id:03d}_{budget}.jsonl"
+    env["NAPARI_UDA_PROGRESS"] = str(progress_file)
+    device_type = device.split(":")[0]
+    if device_type == "cuda" and ":" in device:
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+    for fold in folds:
+        if (model / f"fold_{fold}" / "checkpoint_final.pth").exists():
+            if progress:
+                progress({"fold": fold, "event": "already trained"})
+            continue
+        seen = {"n": 0}
+
+        def forward() -> None:
+            if not (progress and progress_file.exists()):
+                return
+            lines = progress_file.read_text().splitlines()
+            for line in lines[seen["n"]:]:
+                try:
+                    progress(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            seen["n"] = len(lines)
+
+        if progress_file.exists():
+            seen["n"] = len(progress_file.read_text().splitlines())
+        cmd = [sys.executable, "-m", "napari_uda.nnunet_train", str(dataset_id), configuration, str(fold), "-tr", BUDGETS[budget],
+               "-p", PLANNERS[planner][1], "-device", device_type, "--c"]
+        run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, forward)
+    return model
+
+
+def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path, folds: Sequence[int] | None = None,
+                  device: str = "cpu", save_probabilities_files: bool = True, mirroring: bool = False,
+                  progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Predict every input with every fold; per fold the probabilities (float16, input geometry)
+    go to ``out/fold_<k>/<case>.npz`` and labels to ``out/fold_<k>/<case>.nii.gz``; the fused label
+    (mean of fold probabilities, streamed; a majority vote of fold labels when probabilities are
+    not saved) to ``out/<case>.nii.gz``. Returns one record per case
+    with per-fold running time and, on CUDA, GPU memory peak and area under the curve."""
+    import torch
+
+    model_dir, out = Path(model_dir), Path(out)
+    folds = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("fold_*") if (p / "checkpoint_final.pth").exists()) \
+        if folds is None else list(folds)
+    if not folds:
+        raise UdaError(f"{model_dir}: no trained folds (checkpoint_final.pth) to predict with")
+    dataset = json.loads((model_dir / "dataset.json").read_text())
+    n_channels = len(dataset["channel_names"])
+    if n_channels != 1:
+        raise UdaError(f"{model_dir}: the model expects {n_channels} input channels; napari-uda predicts single-channel volumes")
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    use_project_trainers()
+    dev = torch.device(device)
+    records: dict[str, dict[str, Any]] = {}
+    volumes = {}
+    for path in inputs:
+        vol = read_volume(path)
+        if not np.all(np.isfinite(vol.array)):
+            raise UdaError(f"{path}: image contains NaN or infinite values")
+        volumes[stem_of(path)] = vol
+        records[stem_of(path)] = {"case": stem_of(path), "input": str(path), "folds": {}}
+    for fold in folds:
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+                                    perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
+                                    allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,), checkpoint_name="checkpoint_final.pth")
+        for case, vol in volumes.items():
+            if should_stop is not None and should_stop():
+                raise UdaError("prediction cancelled")
+            with RunMeter(dev) as meter:
+                seg, probs = predictor.predict_single_npy_array(vol.array[None].astype(np.float32),
+                                                                {"spacing": list(vol.spacing)}, None, None, True)
+            fold_dir = out / f"fold_{fold}"
+            if save_probabilities_files:
+                save_probabilities(fold_dir / f"{case}.npz", probs, vol.geometry)
+            write_volume(Volume(seg.astype(np.uint8), vol.geometry), fold_dir / f"{case}.nii.gz")
+            records[case]["folds"][str(fold)] = meter.result
+            if progress:
+                progress({"fold": fold, "case": case, **meter.result})
+        del predictor
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    for case, vol in volumes.items():
+        if save_probabilities_files:  # eq. 9: argmax of the mean fold probabilities
+            fused = fuse_probabilities([out / f"fold_{f}" / f"{case}.npz" for f in folds])
+        else:
+            fused = majority_vote([read_volume(out / f"fold_{f}" / f"{case}.nii.gz").array for f in folds])
+        write_volume(Volume(fused, vol.geometry), out / f"{case}.nii.gz")
+        records[case]["fused"] = str(out / f"{case}.nii.gz")
+    (out / "predictions.json").write_text(json.dumps(list(records.values()), indent=2))
+    return list(records.values())

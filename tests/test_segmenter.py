@@ -1,0 +1,117 @@
+"""nnU-Net v2 for real on the phantom: export, plan, train two folds (tiny budget), predict, score."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from napari_uda.errors import UdaError
+from napari_uda.io import Geometry, Volume, read_volume, write_volume
+from napari_uda.phantom import write_phantom_dataset
+from napari_uda.probabilities import ProbabilityFile
+from napari_uda.pseudo import fold_consistency
+from napari_uda.segmenter import (NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, run_child,
+                                  train_folds)
+from napari_uda.slices import list_volumes, pair_labels
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg")
+    data = root / "phantom"
+    write_phantom_dataset(data, {"ct": 5, "t2wi": 2}, seed=8, shape=(24, 48, 48))
+    ws = root / "workspace"
+    images = list_volumes(data / "ct/images")
+    raw = export_dataset(ws, 7, "PhantomCT", images, pair_labels(images, data / "ct/labels"), "CT")
+    plan_and_preprocess(ws, 7)
+    events = []
+    model = train_folds(ws, 7, [0, 1], "tiny", device="cpu", progress=events.append)
+    return {"ws": ws, "data": data, "raw": raw, "model": model, "events": events}
+
+
+def test_export_layout(trained):
+    raw = trained["raw"]
+    meta = json.loads((raw / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT"} and meta["labels"]["liver"] == 1 and meta["numTraining"] == 5
+    assert sorted(p.name for p in (raw / "imagesTr").iterdir())[0] == "ct_000_0000.nii.gz"
+    assert (raw / "labelsTr" / "ct_000.nii.gz").exists()
+    assert (trained["ws"] / "nnunet/preprocessed/Dataset007_PhantomCT/nnUNetResEncUNetMPlans.json").exists()
+
+
+def test_two_folds_trained_with_progress(trained):
+    for fold in (0, 1):
+        assert (trained["model"] / f"fold_{fold}" / "checkpoint_final.pth").exists()
+    epochs = [(e["fold"], e["epoch"]) for e in trained["events"] if "epoch" in e]
+    assert epochs == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    # a finished fold is not trained again
+    again = []
+    train_folds(trained["ws"], 7, [0], "tiny", progress=again.append)
+    assert again == [{"fold": 0, "event": "already trained"}]
+
+
+def test_predict_every_fold(trained, tmp_path):
+    inputs = list_volumes(trained["data"] / "t2wi/images")
+    records = predict_folds(trained["model"], inputs, tmp_path, device="cpu")
+    assert [r["case"] for r in records] == ["t2wi_000", "t2wi_001"]
+    for path in inputs:
+        src = read_volume(path)
+        fold_labels = []
+        for fold in (0, 1):
+            with ProbabilityFile(tmp_path / f"fold_{fold}" / f"{path.name.split('.')[0]}.npz") as pf:
+                probs = pf.read_all()
+                assert pf.geometry == src.geometry
+            assert probs.shape == (14, *src.shape)
+            np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-2)  # float16 on disk
+            lab = read_volume(tmp_path / f"fold_{fold}" / path.name)
+            assert lab.geometry.matches(src.geometry) and lab.shape == src.shape
+            fold_labels.append(lab.array)
+        fused = read_volume(tmp_path / path.name)
+        assert fused.geometry.matches(src.geometry)
+        scores = fold_consistency(fold_labels)
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+    rec = records[0]["folds"]["0"]
+    assert rec["seconds"] > 0 and rec["gpu_peak_mb"] is None
+
+
+def test_model_for_other_channels_is_refused(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained["model"], model)
+    meta = json.loads((model / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "T1", "1": "T2"}
+    (model / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(UdaError, match="expects 2 input channels"):
+        predict_folds(model, list_volumes(trained["data"] / "t2wi/images")[:1], tmp_path / "out")
+
+
+def test_export_bad_input(tmp_path):
+    img = Volume(np.zeros((4, 8, 8), np.int16), Geometry((2, 1, 1)))
+    lab = Volume(np.zeros((4, 8, 8), np.uint8), Geometry((2, 1, 1.5)))
+    write_volume(img, tmp_path / "i" / "case1.nii.gz")
+    write_volume(lab, tmp_path / "l" / "case1.nii.gz")
+    with pytest.raises(UdaError, match="case1.nii.gz: geometry does not match"):
+        export_dataset(tmp_path / "ws", 1, "X", [tmp_path / "i/case1.nii.gz"], [tmp_path / "l/case1.nii.gz"], "CT")
+    write_volume(Volume(np.full((4, 8, 8), 20, np.uint8), Geometry((2, 1, 1))), tmp_path / "l" / "case1.nii.gz")
+    with pytest.raises(UdaError, match="case1.nii.gz: label values outside the organ table"):
+        export_dataset(tmp_path / "ws", 1, "X", [tmp_path / "i/case1.nii.gz"], [tmp_path / "l/case1.nii.gz"], "CT")
+    write_volume(img, tmp_path / "i" / "case2.nii.gz")
+    with pytest.raises(UdaError, match="no labels for case2.nii.gz"):
+        pair_labels(list_volumes(tmp_path / "i"), tmp_path / "l")
+    with pytest.raises(UdaError, match="no dataset 003"):
+        NnunetFolders(tmp_path / "ws").dataset_dir(3)
+
+
+def test_cancel_terminates_the_process_group(tmp_path):
+    start = time.time()
+    with pytest.raises(UdaError, match="cancelled"):
+        run_child([sys.executable, "-c", "import subprocess,time; subprocess.Popen(['sleep','60']); time.sleep(60)"],
+                  {}, tmp_path / "log.txt", should_stop=lambda: time.time() - start > 1)
+    assert time.time() - start < 30
+    left = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
+    assert not left

@@ -7,7 +7,6 @@ Data: a 120x384x384 phantom label map and 5 perturbed "folds"; for fusion, 5 fol
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import subprocess
@@ -20,6 +19,8 @@ from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
+sys.path.insert(0, str(HERE.parent))
+from tests.test_pseudo import naive_consistency  # noqa: E402  the tests' reference loop is the baseline
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -56,17 +57,6 @@ def make_folds(shape=(120, 384, 384), n=5):
     return gt, folds, lab.spacing
 
 
-def naive_consistency(folds, labels=range(1, 14)):
-    out = {}
-    for c in labels:
-        ds = []
-        for a, b in itertools.combinations(folds, 2):
-            inter, s = ((a == c) & (b == c)).sum(), (a == c).sum() + (b == c).sum()
-            ds.append(1.0 if s == 0 else 2 * inter / s)
-        out[c] = float(np.mean(ds))
-    return out
-
-
 def bench_consistency(folds) -> dict:
     from napari_uda.pseudo import fold_consistency
 
@@ -74,8 +64,8 @@ def bench_consistency(folds) -> dict:
     fold_consistency(folds[:2], labels=[1])  # numba compile (cached on disk afterwards)
     first = time.perf_counter() - t
     ours = best_of(lambda: fold_consistency(folds))
-    naive = best_of(lambda: naive_consistency(folds), repeat=1)
-    assert np.allclose(list(fold_consistency(folds).values()), list(naive_consistency(folds).values()))
+    naive = best_of(lambda: naive_consistency(folds, range(1, 14)), repeat=1)
+    assert np.allclose(list(fold_consistency(folds).values()), list(naive_consistency(folds, range(1, 14)).values()))
     gb = sum(f.nbytes for f in folds) / 1e9
     return {"naive_s": naive, "ours_s": ours, "speedup": naive / ours, "first_call_s": first,
             "read_GB_per_s": gb / ours}

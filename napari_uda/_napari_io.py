@@ -9,8 +9,8 @@ import SimpleITK as sitk
 from napari.utils.notifications import show_error
 
 from .errors import VolumeError
-from .io import Volume, read_volume, suffix_of, write_volume
-from .layers import LayerDataTuple, geometry_from_layer_meta, layer_name, volume_to_layer_data
+from .io import Volume, read_volume, stem_of, suffix_of, write_volume
+from .layers import LayerDataTuple, geometry_from_layer_meta, volume_to_layer_data
 
 
 def _is_dicom_folder(path: Path) -> bool:
@@ -39,7 +39,7 @@ def read_layers(path: str | list[str]) -> list[LayerDataTuple]:
         except VolumeError as exc:
             show_error(str(exc))  # napari would otherwise only say that "a plugin failed"
             raise
-        layers.append(volume_to_layer_data(volume, layer_name(p), source=str(p)))
+        layers.append(volume_to_layer_data(volume, stem_of(p), source=str(p)))
     return layers
 
 

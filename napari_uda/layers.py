@@ -1,12 +1,11 @@
 """Volumes <-> napari layer data tuples (plain data; no napari import)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import Geometry, Volume, stem_of
+from .io import Geometry, Volume
 from .organs import BACKGROUND, MAX_LABEL, napari_colormap, organ_name
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -52,10 +51,6 @@ def volume_to_layer_data(volume: Volume, name: str, as_labels: bool | None = Non
         kwargs["contrast_limits"] = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
     kwargs["colormap"] = "gray"
     return a, kwargs, "image"
-
-
-def layer_name(path: str | Path) -> str:
-    return stem_of(path)
 
 
 def geometry_from_layer_meta(meta: dict[str, Any]) -> Geometry:

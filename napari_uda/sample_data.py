@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .io import read_volume
+from .io import read_volume, stem_of
 from .layers import LayerDataTuple, volume_to_layer_data
 from .modalities import get_modality
 from .phantom import case_name, write_phantom_dataset
@@ -42,10 +42,10 @@ def sample_case_paths(modality: str, case: int = 0) -> tuple[Path, Path]:
 def _load(modality: str, with_labels: bool) -> list[LayerDataTuple]:
     image_path, label_path = sample_case_paths(modality)
     image = read_volume(image_path, get_modality(modality).key)
-    layers = [volume_to_layer_data(image, f"{image_path.name.split('.')[0]}", as_labels=False, source=str(image_path))]
+    layers = [volume_to_layer_data(image, stem_of(image_path), as_labels=False, source=str(image_path))]
     if with_labels:
         labels = read_volume(label_path, get_modality(modality).key)
-        layers.append(volume_to_layer_data(labels, f"{label_path.name.split('.')[0]}_organs", as_labels=True, source=str(label_path)))
+        layers.append(volume_to_layer_data(labels, f"{stem_of(label_path)}_organs", as_labels=True, source=str(label_path)))
     return layers
 
 

@@ -10,6 +10,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QWidget
 
 from ..layers import volume_to_layer_data
+from ..modalities import get_modality
 from ..phantom import DEFAULT_SHAPE, PHANTOM_MODALITIES, case_name, make_case
 from ._common import add_layer_data, notify_error
 
@@ -17,7 +18,7 @@ from ._common import add_layer_data, notify_error
 @thread_worker
 def _generate(modality: str, case: int, seed: int, shape: tuple[int, int, int], with_labels: bool):
     image, labels = make_case(modality, case, seed, shape)
-    name = case_name(PHANTOM_MODALITIES[[m.slug for m in PHANTOM_MODALITIES].index(modality)], case)
+    name = case_name(get_modality(modality), case)
     out = [volume_to_layer_data(image, f"{name} (seed {seed})", as_labels=False)]
     if with_labels:
         out.append(volume_to_layer_data(labels, f"{name} organs (seed {seed})", as_labels=True))

@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--train-cases", type=int, default=6)
     p.add_argument("--eval-cases", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--variants", nargs="+", default=["cyclegan", "organ-attention"])
     p.add_argument("--out", type=Path, default=HERE / ".cache" / "translate")
     args = p.parse_args()
     dev = torch.device(args.device)
@@ -98,7 +99,7 @@ def main() -> None:
     results["intensity_spearman"] = {"raw_ct": float(raw_rho)}
     results["train_s"], results["throughput_slices_per_s"], results["per_organ_dice"] = {}, {}, {}
 
-    for variant in ("cyclegan", "organ-attention"):
+    for variant in args.variants:
         out = args.out / variant
         cfg = TranslatorConfig("T2WI", variant=variant, size=size, ngf=32, ndf=32, n_blocks=6, s_base=16,
                                iterations=args.iterations, checkpoint_every=500, preview_every=0, seed=0)
@@ -118,7 +119,7 @@ def main() -> None:
             translate_volume(tr, v)
         results["throughput_slices_per_s"][variant] = sum(v.shape[0] for v in vols) / (time.perf_counter() - t)
         print(json.dumps(results, indent=2), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / f"results_{'_'.join(args.variants)}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ PLUGIN = "napari-uda"
 
 
 def test_manifest_valid_and_registered():
-    res = subprocess.run([sys.executable, "-m", "npe2", "validate", PLUGIN], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "npe2", "validate", PLUGIN], capture_output=True, encoding="utf-8", errors="replace")
     assert res.returncode == 0 and "valid" in res.stdout, res.stdout + res.stderr
     from npe2 import PluginManager
 

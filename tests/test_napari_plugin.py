@@ -86,7 +86,7 @@ def test_writer_keeps_source_geometry(make_napari_viewer, tmp_path, suffix):
     np.testing.assert_array_equal(read_volume(tmp_path / f"img{suffix}").array, read_volume(image_path).array)
 
 
-def test_sample_data_in_viewer_with_screenshot(make_napari_viewer, artifact_dir):
+def test_sample_data_in_viewer_with_screenshot(make_napari_viewer, artifact_dir, qtbot):
     viewer = make_napari_viewer(show=True)
     for key in ("ct", "t2wi", "cv", "pet"):
         viewer.open_sample(PLUGIN, key)
@@ -98,8 +98,13 @@ def test_sample_data_in_viewer_with_screenshot(make_napari_viewer, artifact_dir)
     viewer.grid.enabled = True
     ct = viewer.layers[0]
     viewer.dims.set_point(0, ct.translate[0] + ct.scale[0] * ct.data.shape[0] / 2)
+    qtbot.wait(200)  # let Qt lay the canvas out, or the camera is fitted to a canvas of the wrong size
+    viewer.reset_view()
     shot = viewer.screenshot(str(artifact_dir / "sample_data_grid.png"), canvas_only=True)
-    assert shot.ndim == 3 and shot[..., :3].std() > 10  # not a blank canvas
+    # whole bodies framed on a dark background (84 % dark here); a canvas zoomed onto a few voxels
+    # is about 30 % dark, a blank one 100 %
+    brightness = shot[..., :3].max(axis=-1)
+    assert 0.6 < (brightness < 30).mean() < 0.95 and (brightness > 100).mean() > 0.02
 
 
 def test_phantom_widget_generates_layers(make_napari_viewer, qtbot):

@@ -160,11 +160,13 @@ def _nnunet_command(name: str) -> str:
 
 
 def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Callable[[], bool] | None = None,
-              on_poll: Callable[[], None] | None = None) -> None:
-    """Run ``cmd`` in its own process group, output to ``log``; cancel terminates the whole group.
+              on_poll: Callable[[], None] | None = None, what: str | None = None) -> None:
+    """Run ``cmd`` (described as ``what`` in messages) in its own process group, output to ``log``;
+    cancel terminates the whole group.
 
     A non-zero exit raises :class:`UdaError` with the end of the log.
     """
+    what = what or Path(cmd[0]).name
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -179,7 +181,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Calla
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
-                    raise UdaError(f"cancelled: {Path(cmd[0]).name} stopped; its log is {log}")
+                    raise UdaError(f"cancelled: {what} stopped; its log is {log}")
                 time.sleep(0.5)
         except BaseException:
             if proc.poll() is None:
@@ -190,7 +192,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Calla
             on_poll()
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-8:]
-        raise UdaError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); end of {log}:\n" + "\n".join(tail))
+        raise UdaError(f"{what} failed (exit {proc.returncode}); end of {log}:\n" + "\n".join(tail))
 
 
 def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resenc-m", configuration: str = "3d_fullres",
@@ -205,7 +207,7 @@ def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resen
     folders.dataset_dir(dataset_id)
     cmd = [_nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-pl", PLANNERS[planner][0],
            "-c", configuration, "-np", "1", "--verify_dataset_integrity"]
-    run_child(cmd, env, Path(root) / "logs" / f"plan_{dataset_id:03d}.log", should_stop)
+    run_child(cmd, env, Path(root) / "logs" / f"plan_{dataset_id:03d}.log", should_stop, what=f"nnU-Net planning of dataset {dataset_id}")
     return folders.preprocessed
 
 
@@ -246,7 +248,8 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
             seen["n"] = len(progress_file.read_text().splitlines())
         cmd = [sys.executable, "-m", "napari_uda.nnunet_train", str(dataset_id), configuration, str(fold), "-tr", BUDGETS[budget],
                "-p", PLANNERS[planner][1], "-device", device_type, "--c"]
-        run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, forward)
+        run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, forward,
+                  what=f"nnU-Net training of fold {fold}")
     return model
 
 

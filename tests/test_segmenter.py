@@ -115,3 +115,36 @@ def test_cancel_terminates_the_process_group(tmp_path):
     assert time.time() - start < 30
     left = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
     assert not left
+
+
+def test_killed_training_resumes(trained):
+    """SIGKILL nnU-Net's training process after its first epoch; the same command resumes it."""
+    import os
+    import signal
+
+    ws = trained["ws"]
+    progress = ws / "logs" / "train_007_tiny.jsonl"
+    cmd = [sys.executable, "-m", "napari_uda.cli", "segment", "train", "--workspace", str(ws), "--dataset", "7",
+           "--folds", "2", "--budget", "tiny", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def fold2_epochs() -> list[int]:
+        if not progress.exists():
+            return []
+        return [json.loads(line)["epoch"] for line in progress.read_text().splitlines() if json.loads(line)["fold"] == 2]
+
+    deadline = time.time() + 300
+    while time.time() < deadline and fold2_epochs() != [1]:
+        time.sleep(0.2)
+    assert fold2_epochs() == [1]
+    child = subprocess.run(["pgrep", "-f", "napari_uda.nnunet_train 7 3d_fullres 2"], capture_output=True, text=True).stdout.split()
+    assert child
+    for pid in child:
+        os.kill(int(pid), signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "napari-uda: error: nnU-Net training of fold 2 failed (exit -9)" in err
+    assert not (trained["model"] / "fold_2" / "checkpoint_final.pth").exists()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert fold2_epochs() == [1, 2]  # epoch 1 was not trained again
+    assert (trained["model"] / "fold_2" / "checkpoint_final.pth").exists()

@@ -105,7 +105,8 @@ def _cmd_segment_export(args: argparse.Namespace) -> int:
     from .slices import list_volumes, pair_labels
 
     images = list_volumes(args.images)
-    target = export_dataset(args.workspace, args.dataset, args.name, images, pair_labels(images, args.labels), args.modality)
+    target = export_dataset(args.workspace, args.dataset, args.name, images, pair_labels(images, args.labels), args.modality,
+                            args.spacing_factor)
     print(f"exported {len(images)} cases to {target}")
     return 0
 
@@ -138,13 +139,24 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
 
 def _cmd_segment_predict(args: argparse.Namespace) -> int:
     from .device import pick_device
-    from .segmenter import NnunetFolders, predict_folds
+    from .segmenter import NnunetFolders, coarse_to_fine_predict, predict_folds
     from .slices import list_volumes
 
-    model = NnunetFolders(Path(args.workspace)).model_dir(args.dataset, args.budget, args.planner, args.configuration)
+    folders = NnunetFolders(Path(args.workspace))
+    model = folders.model_dir(args.dataset, args.budget, args.planner, args.configuration)
     inputs = list_volumes(args.input) if Path(args.input).is_dir() else [Path(args.input)]
-    records = predict_folds(model, inputs, args.out, args.folds, str(pick_device(args.device)), args.save_probabilities,
-                            args.mirroring, progress=lambda e: print(f"[fold {e['fold']}] {e['case']} {e['seconds']:.1f}s", file=sys.stderr))
+    device = str(pick_device(args.device))
+
+    def progress(e: dict) -> None:
+        print(f"[fold {e['fold']}] {e['case']} {e['seconds']:.1f}s", file=sys.stderr)
+
+    if args.coarse_dataset is not None:
+        coarse = folders.model_dir(args.coarse_dataset, args.budget, args.planner, args.configuration)
+        records = coarse_to_fine_predict(coarse, model, inputs, args.out, args.coarse_spacing_factor, args.margin_mm,
+                                         args.folds, device, progress)
+    else:
+        records = predict_folds(model, inputs, args.out, args.folds, device, args.save_probabilities, args.mirroring,
+                                progress=progress)
     print(f"predicted {len(records)} case(s) into {args.out}")
     return 0
 
@@ -232,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--labels", required=True, type=Path)
     p.add_argument("--modality", required=True, help="the images' modality (channel name), e.g. T2WI for translated CT")
+    p.add_argument("--spacing-factor", type=float, default=1.0, help="> 1: a low-resolution copy for a coarse model")
     p.set_defaults(func=_cmd_segment_export)
     p = sp.add_parser("plan", help="nnU-Net fingerprint, plan and preprocess")
     common(p)
@@ -254,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--mirroring", action="store_true", help="test-time mirroring")
     p.add_argument("--device", default=None)
+    p.add_argument("--coarse-dataset", type=int, default=None,
+                   help="coarse-to-fine: a low-resolution model (exported with --spacing-factor) finds the organs first")
+    p.add_argument("--coarse-spacing-factor", type=float, default=2.0)
+    p.add_argument("--margin-mm", type=float, default=10.0)
     p.set_defaults(func=_cmd_segment_predict)
 
     p = sub.add_parser("demo", help="open napari with the plugin's widgets and the sample data "

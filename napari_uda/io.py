@@ -239,6 +239,20 @@ def _to_sitk(volume: Volume) -> sitk.Image:
     return image
 
 
+def resample(volume: Volume, spacing: tuple[float, float, float], labels: bool = False) -> Volume:
+    """``volume`` on a grid of ``spacing`` (z, y, x mm) covering the same extent, with the same origin and
+    direction: linear interpolation for images, nearest neighbour for labels."""
+    src = _to_sitk(volume)
+    new_xyz = [float(v) for v in spacing[::-1]]
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(src.GetSize(), src.GetSpacing(), new_xyz)]
+    ref = sitk.Image(size, src.GetPixelID())
+    ref.SetSpacing(new_xyz)
+    ref.SetOrigin(src.GetOrigin())
+    ref.SetDirection(src.GetDirection())
+    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkNearestNeighbor if labels else sitk.sitkLinear, 0)
+    return Volume(sitk.GetArrayFromImage(out), Geometry.from_sitk(out), volume.modality)
+
+
 def write_volume(volume: Volume, path: str | Path, compress: bool = True) -> Path:
     """Write ``volume`` with its geometry; the format follows the suffix of ``path``.
 

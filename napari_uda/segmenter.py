@@ -24,11 +24,12 @@ import numpy as np
 
 from .efficiency import RunMeter
 from .errors import UdaError
-from .io import Volume, check_same_grid, read_volume, stem_of, write_volume
+from .io import Volume, check_same_grid, read_volume, resample, stem_of, write_volume
 from .modalities import get_modality
 from .organs import MAX_LABEL, nnunet_labels
-from .probabilities import save_probabilities
+from .probabilities import ProbabilityFile, save_probabilities
 from .pseudo import fuse_probabilities, majority_vote
+from .roi import Box, crop, foreground_box, paste
 
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress"}
@@ -107,10 +108,11 @@ def use_project_trainers() -> None:
 
 
 def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequence[Path], labels: Sequence[Path],
-                   modality: str) -> Path:
+                   modality: str, spacing_factor: float = 1.0) -> Path:
     """Write images and labels as nnU-Net raw data ``DatasetXXX_Name`` with a ``dataset.json``
     (organ table labels, one channel named after ``modality``). Geometry and label values are
-    checked per case; errors name the case."""
+    checked per case; errors name the case. ``spacing_factor`` > 1 exports a low-resolution
+    copy (spacing multiplied on every axis), the training data of a coarse model."""
     if len(images) != len(labels):
         raise UdaError(f"{len(images)} images but {len(labels)} label files")
     if not 1 <= dataset_id <= 999:
@@ -124,7 +126,7 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_raw_cases(tmp, images, labels)
+        _write_raw_cases(tmp, images, labels, spacing_factor)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -137,7 +139,7 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     return target
 
 
-def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path]) -> None:
+def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], spacing_factor: float = 1.0) -> None:
     """imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz, each case checked first."""
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
@@ -150,6 +152,9 @@ def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path
                            f"(min {lab.array.min()}, max {lab.array.max()})")
         if not np.all(np.isfinite(img.array)):
             raise UdaError(f"{img_path}: image contains NaN or infinite values")
+        if spacing_factor != 1.0:
+            coarse = tuple(s * spacing_factor for s in img.spacing)
+            img, lab = resample(img, coarse), resample(lab, coarse, labels=True)  # type: ignore[arg-type]
         write_volume(img, folder / "imagesTr" / f"{case}_0000.nii.gz")
         write_volume(Volume(lab.array.astype(np.uint8), lab.geometry), folder / "labelsTr" / f"{case}.nii.gz")
 
@@ -314,3 +319,62 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
         records[case]["fused"] = str(out / f"{case}.nii.gz")
     (out / "predictions.json").write_text(json.dumps(list(records.values()), indent=2))
     return list(records.values())
+
+
+def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str | Path, coarse_spacing_factor: float,
+                   margin_mm: float = 10.0, device: str = "cpu", progress: Progress | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict[str, Box]:
+    """The region of all organs in each input, found by the coarse model (trained on data exported
+    with ``coarse_spacing_factor``) on a downsampled copy, plus ``margin_mm``; the whole volume
+    where the coarse model finds no foreground."""
+    work = Path(work)
+    volumes = {stem_of(p): read_volume(p) for p in inputs}
+    low_inputs = [write_volume(resample(vol, tuple(s * coarse_spacing_factor for s in vol.spacing)),  # type: ignore[arg-type]
+                               work / "coarse_input" / f"{case}.nii.gz") for case, vol in volumes.items()]
+    predict_folds(coarse_model, low_inputs, work / "coarse", None, device, False, progress=progress, should_stop=should_stop)
+    shutil.rmtree(work / "coarse_input", ignore_errors=True)
+    return {case: foreground_box(read_volume(work / "coarse" / f"{case}.nii.gz"), vol, margin_mm)
+            or tuple(slice(0, n) for n in vol.shape) for case, vol in volumes.items()}  # type: ignore[misc]
+
+
+def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: dict[str, Box], out: str | Path,
+                       folds: Sequence[int] | None = None, device: str = "cpu", progress: Progress | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Predict each input only inside its region and paste the result back into the full grid
+    (probabilities: background outside the region). Output layout as :func:`predict_folds`; each
+    record also holds the region (``roi``: z, y, x start and stop)."""
+    out = Path(out)
+    work = out / "_regions"
+    volumes = {stem_of(p): read_volume(p) for p in inputs}
+    crops = [write_volume(crop(vol, regions[case]), work / "input" / f"{case}.nii.gz") for case, vol in volumes.items()]
+    records = predict_folds(fine_model, crops, work / "pred", folds, device, True, progress=progress, should_stop=should_stop)
+    used_folds = sorted(int(f) for f in records[0]["folds"])
+    for rec in records:
+        case, vol, box = rec["case"], volumes[rec["case"]], regions[rec["case"]]
+        outside = paste(np.zeros(tuple(b.stop - b.start for b in box), bool), box, vol.shape, fill=True)
+        for fold in used_folds:
+            with ProbabilityFile(work / "pred" / f"fold_{fold}" / f"{case}.npz") as pf:
+                part = pf.read_all().astype(np.float16)
+            full = paste(part, box, (part.shape[0], *vol.shape), fill=0)
+            full[0][outside] = 1  # background outside the region
+            save_probabilities(out / f"fold_{fold}" / f"{case}.npz", full, vol.geometry)
+            part_labels = read_volume(work / "pred" / f"fold_{fold}" / f"{case}.nii.gz").array
+            write_volume(Volume(paste(part_labels, box, vol.shape), vol.geometry), out / f"fold_{fold}" / f"{case}.nii.gz")
+        fused = fuse_probabilities([out / f"fold_{f}" / f"{case}.npz" for f in used_folds])
+        write_volume(Volume(fused, vol.geometry), out / f"{case}.nii.gz")
+        rec.update(input=str(next(p for p in inputs if stem_of(p) == case)), fused=str(out / f"{case}.nii.gz"),
+                   roi=[[s.start, s.stop] for s in box])
+    (out / "predictions.json").write_text(json.dumps(records, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return records
+
+
+def coarse_to_fine_predict(coarse_model: str | Path, fine_model: str | Path, inputs: Sequence[Path], out: str | Path,
+                           coarse_spacing_factor: float, margin_mm: float = 10.0, folds: Sequence[int] | None = None,
+                           device: str = "cpu", progress: Progress | None = None,
+                           should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Coarse-to-fine prediction (FLARE 2025): :func:`coarse_regions` finds where the organs are,
+    :func:`predict_in_regions` segments there at full resolution and pastes the result back."""
+    regions = coarse_regions(coarse_model, inputs, Path(out) / "_coarse", coarse_spacing_factor, margin_mm, device,
+                             progress, should_stop)
+    return predict_in_regions(fine_model, inputs, regions, out, folds, device, progress, should_stop)

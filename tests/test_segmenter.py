@@ -148,3 +148,45 @@ def test_killed_training_resumes(trained):
     assert res.returncode == 0, res.stderr
     assert fold2_epochs() == [1, 2]  # epoch 1 was not trained again
     assert (trained["model"] / "fold_2" / "checkpoint_final.pth").exists()
+
+
+def test_predict_in_region_pastes_back(trained, tmp_path):
+    """The fine stage: predict inside a region (here from the ground truth) and paste back."""
+    from napari_uda.roi import foreground_box
+    from napari_uda.segmenter import predict_in_regions
+
+    image = list_volumes(trained["data"] / "ct/images")[4]
+    src, gt = read_volume(image), read_volume(trained["data"] / "ct/labels" / image.name)
+    box = foreground_box(gt, src, margin_mm=10.0)
+    records = predict_in_regions(trained["model"], [image], {"ct_004": box}, tmp_path, folds=[0])
+    outside = np.ones(src.shape, bool)
+    outside[box] = False
+    assert outside.any() and records[0]["roi"] == [[b.start, b.stop] for b in box]
+    labels, fused = read_volume(tmp_path / "fold_0" / image.name), read_volume(tmp_path / image.name)
+    assert labels.geometry.matches(src.geometry) and labels.shape == src.shape == fused.shape
+    assert not labels.array[outside].any() and not fused.array[outside].any()
+    with ProbabilityFile(tmp_path / "fold_0" / "ct_004.npz") as pf:
+        probs = pf.read_all()
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-2)
+    assert (probs[0][outside] == 1).all()
+
+
+def test_coarse_to_fine_end_to_end(trained, tmp_path):
+    """A coarse model trained at twice the spacing, then the fine model inside its region."""
+    from napari_uda.segmenter import coarse_to_fine_predict
+
+    ws, data = trained["ws"], trained["data"]
+    images = list_volumes(data / "ct/images")
+    export_dataset(ws, 8, "PhantomCTLow", images, pair_labels(images, data / "ct/labels"), "CT", spacing_factor=2.0)
+    assert read_volume(ws / "nnunet/raw/Dataset008_PhantomCTLow/imagesTr/ct_000_0000.nii.gz").shape == (12, 24, 24)
+    plan_and_preprocess(ws, 8)
+    coarse = train_folds(ws, 8, [0], "tiny")
+    target = list_volumes(data / "t2wi/images")[0]
+    records = coarse_to_fine_predict(coarse, trained["model"], [target], tmp_path, 2.0, margin_mm=10.0, folds=[0])
+    src = read_volume(target)
+    roi = records[0]["roi"]
+    assert all(0 <= a < b <= n for (a, b), n in zip(roi, src.shape))
+    fused = read_volume(tmp_path / target.name)
+    assert fused.geometry.matches(src.geometry) and fused.shape == src.shape
+    with ProbabilityFile(tmp_path / "fold_0" / target.name.replace(".nii.gz", ".npz")) as pf:
+        np.testing.assert_allclose(pf.read_all().sum(axis=0), 1.0, atol=1e-2)

@@ -269,8 +269,10 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     import torch
 
     model_dir, out = Path(model_dir), Path(out)
-    folds = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("fold_*") if (p / "checkpoint_final.pth").exists()) \
-        if folds is None else list(folds)
+    if folds is None:  # every numbered fold with a final checkpoint (nnU-Net's fold_all is not a fold)
+        folds = sorted(int(p.name[5:]) for p in model_dir.glob("fold_*")
+                       if p.name[5:].isdigit() and (p / "checkpoint_final.pth").exists())
+    folds = list(folds)
     if not folds:
         raise UdaError(f"{model_dir}: no trained folds (checkpoint_final.pth) to predict with")
     dataset = json.loads((model_dir / "dataset.json").read_text())

@@ -161,6 +161,63 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review_queue(args: argparse.Namespace) -> int:
+    from .review_store import ReviewStore
+
+    with ReviewStore.for_workspace(args.workspace) as store:
+        rows = store.queue(args.modality)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        failed = [f"{f['name']}: {f['reason']}" for f in (r["filters"] or []) if not f["passed"]]
+        score = f"{r['case_score']:.3f}" if r["case_score"] is not None else "  -  "
+        print(f"{r['case']:<24} {r['modality']:<9} score {score}  {r['state']:<13} {'; '.join(failed) or 'filters passed'}")
+    return 0
+
+
+def _cmd_review_decide(args: argparse.Namespace) -> int:
+    from .io import read_volume
+    from .review_store import ReviewStore
+
+    action = "edited" if args.label else ("accept" if args.accept else "reject" if args.reject else "undo")
+    if args.label and not args.accept:
+        raise UdaError("--label is the edited label of an accepted case: use it with --accept")
+    edited = read_volume(args.label) if args.label else None
+    with ReviewStore.for_workspace(args.workspace) as store:
+        d = store.decide(args.case, action, args.reviewer, args.note, edited_label=edited)
+        state, _ = store.state(args.case)
+    if args.json:
+        print(json.dumps({"id": d.id, "case": d.case_id, "action": d.action, "reviewer": d.reviewer, "at": d.at,
+                          "label_hash": d.label_hash, "label_path": d.label_path, "state": state}))
+    else:
+        print(f"{d.case_id}: {d.action} by {d.reviewer} at {d.at}; now {state}")
+    return 0
+
+
+def _cmd_review_export(args: argparse.Namespace) -> int:
+    from .review_store import ReviewStore
+    from .segmenter import export_dataset
+    from .slices import list_volumes, pair_labels
+
+    with ReviewStore.for_workspace(args.workspace) as store:
+        accepted = store.accepted()
+        paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
+    images, labels = [], []
+    if args.translated_ct and not args.ct_labels:
+        raise UdaError("--translated-ct needs --ct-labels (the CT labels, same file names)")
+    if args.translated_ct:
+        ct = list_volumes(args.translated_ct)
+        images, labels = list(ct), pair_labels(ct, args.ct_labels)
+    images += [Path(paths[c]) for c, _ in accepted]
+    labels += [Path(lab) for _, lab in accepted]
+    if not images:
+        raise UdaError("nothing to export: no accepted cases and no --translated-ct")
+    target = export_dataset(args.workspace, args.dataset, args.name, images, labels, args.modality)
+    print(f"exported {len(accepted)} accepted case(s) and {len(images) - len(accepted)} translated CT case(s) to {target}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -272,6 +329,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse-spacing-factor", type=float, default=2.0)
     p.add_argument("--margin-mm", type=float, default=10.0)
     p.set_defaults(func=_cmd_segment_predict)
+
+    rp = sub.add_parser("review", help="pseudo-label review: queue, decide, export accepted cases").add_subparsers(
+        dest="review_command", required=True, metavar="ACTION")
+    p = rp.add_parser("queue", help="cases ranked by score, with filter outcomes and current decision")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--modality", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_review_queue)
+    p = rp.add_parser("decide", help="accept, reject, accept an edited label, or undo the last decision")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--case", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--accept", action="store_true")
+    group.add_argument("--reject", action="store_true")
+    group.add_argument("--undo", action="store_true")
+    p.add_argument("--label", type=Path, default=None, help="the reviewer's edited label (with --accept)")
+    p.add_argument("--note", default="")
+    p.add_argument("--reviewer", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_review_decide)
+    p = rp.add_parser("export", help="accepted cases (edited labels where edited) + translated CT as an nnU-Net dataset")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--dataset", required=True, type=int)
+    p.add_argument("--name", required=True)
+    p.add_argument("--modality", required=True, help="channel name of the dataset, e.g. T2WI")
+    p.add_argument("--translated-ct", type=Path, default=None)
+    p.add_argument("--ct-labels", type=Path, default=None)
+    p.set_defaults(func=_cmd_review_export)
 
     p = sub.add_parser("demo", help="open napari with the plugin's widgets and the sample data "
                                     "(headless: screenshots and a report)")

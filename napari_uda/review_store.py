@@ -1,0 +1,295 @@
+"""The review store: every pseudo-label, its scores and every reviewer decision, in SQLite.
+
+WAL journal, foreign keys on, ``synchronous=FULL``, one short transaction per write, and a
+schema version (``PRAGMA user_version``) with ordered migrations. Decisions are append-only:
+the state of a case is what its history adds up to, and undo is a new row. An edited label is
+written to a temporary file and renamed into place *before* the decision that names it is
+committed, so a committed decision always points at an existing file with the recorded hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UdaError
+from .io import Volume, read_volume, write_volume
+
+ACTIONS = ("accept", "reject", "edited", "undo")
+STATES = ("not reviewed", "accepted", "rejected", "edited")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE models (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, path TEXT, round INTEGER NOT NULL DEFAULT 0,
+        settings TEXT NOT NULL DEFAULT '{}', created TEXT NOT NULL);
+    CREATE TABLE cases (
+        id TEXT PRIMARY KEY, path TEXT NOT NULL, modality TEXT NOT NULL, content_hash TEXT NOT NULL, added TEXT NOT NULL);
+    CREATE TABLE predictions (
+        id INTEGER PRIMARY KEY, case_id TEXT NOT NULL REFERENCES cases(id), model_id INTEGER NOT NULL REFERENCES models(id),
+        label_path TEXT NOT NULL, label_hash TEXT NOT NULL, case_score REAL, created TEXT NOT NULL,
+        UNIQUE (case_id, model_id));
+    CREATE TABLE organ_scores (
+        prediction_id INTEGER NOT NULL REFERENCES predictions(id), organ INTEGER NOT NULL, consistency REAL NOT NULL,
+        PRIMARY KEY (prediction_id, organ));
+    CREATE TABLE filter_results (
+        prediction_id INTEGER NOT NULL REFERENCES predictions(id), name TEXT NOT NULL, passed INTEGER NOT NULL,
+        reason TEXT NOT NULL, PRIMARY KEY (prediction_id, name));
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL REFERENCES cases(id),
+        prediction_id INTEGER REFERENCES predictions(id),
+        action TEXT NOT NULL CHECK (action IN ('accept', 'reject', 'edited', 'undo')),
+        reviewer TEXT NOT NULL CHECK (length(reviewer) > 0), at TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+        label_hash TEXT, label_path TEXT);
+    CREATE INDEX decisions_case ON decisions(case_id, id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def label_hash(array: np.ndarray) -> str:
+    """Content hash of a label map: shape, dtype and voxels (independent of file compression)."""
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype.str}|".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file and its folder entry to disk (the rename must survive a crash too)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_hash(path: str | Path) -> str:
+    """Hash of a volume file's label content (see :func:`label_hash`)."""
+    return label_hash(read_volume(path).array)
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    case_id: str
+    action: str
+    reviewer: str
+    at: str
+    note: str
+    label_hash: str | None
+    label_path: str | None
+    prediction_id: int | None
+
+
+def current_state(history: Iterable[Decision]) -> tuple[str, Decision | None]:
+    """State of a case from its decision history: each undo withdraws the latest standing decision."""
+    standing: list[Decision] = []
+    for d in history:
+        if d.action == "undo":
+            if standing:
+                standing.pop()
+        else:
+            standing.append(d)
+    if not standing:
+        return "not reviewed", None
+    last = standing[-1]
+    return {"accept": "accepted", "reject": "rejected", "edited": "edited"}[last.action], last
+
+
+DB_NAME = "review.sqlite"
+
+
+class ReviewStore:
+    """One workspace's review database (``W/review.sqlite``, see :meth:`for_workspace`)."""
+
+    @classmethod
+    def for_workspace(cls, workspace: str | Path) -> ReviewStore:
+        return cls(Path(workspace) / DB_NAME)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise UdaError(f"{self.path}: not a usable review database ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ReviewStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): one writer at a time, nothing half-done."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise UdaError(f"{self.path}: schema version {version} is newer than this napari-uda ({SCHEMA_VERSION})")
+            for v in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[v].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    # --- what was predicted ---------------------------------------------------------------
+    def add_model(self, name: str, path: str | Path | None = None, round: int = 0, settings: Mapping[str, Any] | None = None) -> int:
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
+            if row:
+                return int(row[0])
+            cur = db.execute("INSERT INTO models (name, path, round, settings, created) VALUES (?, ?, ?, ?, ?)",
+                             (name, str(path) if path else None, round, json.dumps(dict(settings or {})), now()))
+            return int(cur.lastrowid)
+
+    def add_case(self, case_id: str, path: str | Path, modality: str) -> None:
+        content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        with self.transaction() as db:
+            db.execute("INSERT INTO cases (id, path, modality, content_hash, added) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT(id) DO UPDATE SET path = excluded.path, modality = excluded.modality, "
+                       "content_hash = excluded.content_hash", (case_id, str(path), modality, content, now()))
+
+    def add_prediction(self, case_id: str, model_id: int, label_path: str | Path, organ_consistency: Mapping[int, float],
+                       case_score: float, filters: Iterable[Any] = ()) -> int:
+        """Record a model's pseudo-label for a case with its per-organ consistency and filter outcomes
+        (objects with ``name``, ``passed``, ``reason``, e.g. :class:`napari_uda.pseudo.FilterResult`)."""
+        digest = file_hash(label_path)
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO predictions (case_id, model_id, label_path, label_hash, case_score, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(case_id, model_id) DO UPDATE SET "
+                             "label_path = excluded.label_path, label_hash = excluded.label_hash, "
+                             "case_score = excluded.case_score RETURNING id",
+                             (case_id, model_id, str(label_path), digest, float(case_score), now()))
+            pid = int(cur.fetchone()[0])
+            db.execute("DELETE FROM organ_scores WHERE prediction_id = ?", (pid,))
+            db.executemany("INSERT INTO organ_scores VALUES (?, ?, ?)",
+                           [(pid, int(k), float(v)) for k, v in organ_consistency.items()])
+            db.execute("DELETE FROM filter_results WHERE prediction_id = ?", (pid,))
+            db.executemany("INSERT INTO filter_results VALUES (?, ?, ?, ?)",
+                           [(pid, f.name, int(bool(f.passed)), f.reason) for f in filters])
+            return pid
+
+    # --- decisions ---------------------------------------------------------------------------
+    def history(self, case_id: str) -> list[Decision]:
+        rows = self.db.execute("SELECT id, case_id, action, reviewer, at, note, label_hash, label_path, prediction_id "
+                               "FROM decisions WHERE case_id = ? ORDER BY id", (case_id,)).fetchall()
+        return [Decision(*r) for r in rows]
+
+    def state(self, case_id: str) -> tuple[str, Decision | None]:
+        return current_state(self.history(case_id))
+
+    def latest_prediction(self, case_id: str) -> tuple[int, str, str]:
+        row = self.db.execute("SELECT p.id, p.label_path, p.label_hash FROM predictions p JOIN models m ON m.id = p.model_id "
+                              "WHERE p.case_id = ? ORDER BY m.round DESC, p.id DESC LIMIT 1", (case_id,)).fetchone()
+        if row is None:
+            raise UdaError(f"case {case_id!r} has no prediction to decide on")
+        return int(row[0]), row[1], row[2]
+
+    def decide(self, case_id: str, action: str, reviewer: str, note: str = "", edited_label: Volume | None = None,
+               edited_dir: str | Path | None = None) -> Decision:
+        """Record ``accept``, ``reject`` or ``undo`` for a case, or ``edited`` with the reviewer's label.
+
+        The edited label is written (temporary file, then rename) into ``edited_dir`` before the
+        decision is committed; the decision stores its content hash and path.
+        """
+        if action not in ACTIONS:
+            raise UdaError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
+        if not reviewer.strip():
+            raise UdaError("a decision needs a reviewer name")
+        if self.db.execute("SELECT 1 FROM cases WHERE id = ?", (case_id,)).fetchone() is None:
+            raise UdaError(f"unknown case {case_id!r}")
+        pred_id, label_path, digest = (None, None, None)
+        if action in ("accept", "edited"):
+            pred_id, label_path, digest = self.latest_prediction(case_id)
+        if action == "edited":
+            if edited_label is None:
+                raise UdaError("an edited decision needs the edited label")
+            folder = Path(edited_dir) if edited_dir else self.path.parent / "edited_labels"
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            target = folder / f"{case_id}__{reviewer}__{stamp}.nii.gz"
+            write_volume(edited_label, target)  # temporary name, then rename: complete before the commit below
+            _fsync(target)
+            label_path, digest = str(target), label_hash(edited_label.array)
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO decisions (case_id, prediction_id, action, reviewer, at, note, label_hash, label_path) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (case_id, pred_id, action, reviewer.strip(), now(), note, digest, label_path))
+            did = int(cur.lastrowid)
+        row = self.db.execute("SELECT id, case_id, action, reviewer, at, note, label_hash, label_path, prediction_id "
+                              "FROM decisions WHERE id = ?", (did,)).fetchone()
+        return Decision(*row)
+
+    # --- queue ---------------------------------------------------------------------------------
+    def queue(self, modality: str | None = None) -> list[dict[str, Any]]:
+        """Cases (of ``modality``) ranked by their latest prediction's case score, best first, with
+        per-organ consistency, filter outcomes and the current decision."""
+        rows = self.db.execute("SELECT c.id, c.modality, c.path FROM cases c WHERE (? IS NULL OR c.modality = ?)",
+                               (modality, modality)).fetchall()
+        out = []
+        for case_id, mod, path in rows:
+            try:
+                pid, label_path, _ = self.latest_prediction(case_id)
+            except UdaError:
+                pid, label_path = None, None
+            score = organ = filters = None
+            if pid is not None:
+                score = self.db.execute("SELECT case_score FROM predictions WHERE id = ?", (pid,)).fetchone()[0]
+                organ = {int(o): c for o, c in self.db.execute(
+                    "SELECT organ, consistency FROM organ_scores WHERE prediction_id = ? ORDER BY organ", (pid,))}
+                filters = [{"name": n, "passed": bool(p), "reason": r} for n, p, r in self.db.execute(
+                    "SELECT name, passed, reason FROM filter_results WHERE prediction_id = ? ORDER BY name", (pid,))]
+            state, last = self.state(case_id)
+            out.append({"case": case_id, "modality": mod, "image": path, "label": label_path, "case_score": score,
+                        "organ_consistency": organ, "filters": filters, "state": state,
+                        "reviewer": last.reviewer if last else None, "at": last.at if last else None})
+        return sorted(out, key=lambda r: (-(r["case_score"] if r["case_score"] is not None else -1.0), r["case"]))
+
+    def accepted(self) -> list[tuple[str, str]]:
+        """(case id, label path) of every case whose current state is accepted or edited."""
+        out = []
+        for (case_id,) in self.db.execute("SELECT id FROM cases ORDER BY id").fetchall():
+            state, last = self.state(case_id)
+            if state in ("accepted", "edited") and last is not None and last.label_path:
+                out.append((case_id, last.label_path))
+        return out
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

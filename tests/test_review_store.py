@@ -1,0 +1,148 @@
+"""The review store: decisions, undo, queue, edited labels, and durability with real processes."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from napari_uda.errors import UdaError
+from napari_uda.io import Geometry, Volume, read_volume, write_volume
+from napari_uda.pseudo import FilterResult
+from napari_uda.review_store import SCHEMA_VERSION, ReviewStore, file_hash, label_hash
+
+
+@pytest.fixture
+def store(tmp_path):
+    geometry = Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0))
+    with ReviewStore(tmp_path / "review.sqlite") as s:
+        mid = s.add_model("round0", round=0, settings={"budget": "tiny"})
+        for i, score in enumerate([0.7, 0.9, 0.8]):
+            img = write_volume(Volume(np.full((4, 6, 6), i, np.int16), geometry), tmp_path / "img" / f"c{i}.nii.gz")
+            lab = write_volume(Volume(np.full((4, 6, 6), i, np.uint8), geometry), tmp_path / "pred" / f"c{i}.nii.gz")
+            s.add_case(f"c{i}", img, "T2WI")
+            s.add_prediction(f"c{i}", mid, lab, {1: score, 2: score / 2}, score,
+                             [FilterResult("organs_present", i != 2, "ok" if i != 2 else "missing: spleen")])
+        yield s
+
+
+def test_schema_and_pragmas(store):
+    assert store.schema_version == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with pytest.raises(Exception):
+        store.db.execute("INSERT INTO decisions (case_id, action, reviewer, at) VALUES ('nope', 'accept', 'x', 'now')")
+
+
+def test_queue_ranked_with_scores_filters_and_state(store):
+    q = store.queue("T2WI")
+    assert [r["case"] for r in q] == ["c1", "c2", "c0"]
+    assert q[0]["organ_consistency"] == {1: 0.9, 2: 0.45} and q[0]["state"] == "not reviewed"
+    assert q[1]["filters"] == [{"name": "organs_present", "passed": False, "reason": "missing: spleen"}]
+    assert store.queue("PET-FDG") == []
+
+
+def test_decisions_history_and_undo(store):
+    d = store.decide("c1", "accept", "ana", note="looks right")
+    assert d.action == "accept" and d.reviewer == "ana" and d.label_hash == file_hash(store.queue()[0]["label"])
+    assert store.state("c1")[0] == "accepted"
+    store.decide("c1", "reject", "ben")
+    assert store.state("c1")[0] == "rejected"
+    store.decide("c1", "undo", "ben")
+    assert store.state("c1")[0] == "accepted"          # back to ana's accept
+    store.decide("c1", "undo", "ana")
+    assert store.state("c1")[0] == "not reviewed"
+    assert [h.action for h in store.history("c1")] == ["accept", "reject", "undo", "undo"]  # nothing is deleted
+    with pytest.raises(UdaError, match="reviewer"):
+        store.decide("c1", "accept", " ")
+    with pytest.raises(UdaError, match="unknown case"):
+        store.decide("zz", "accept", "ana")
+    with pytest.raises(UdaError, match="unknown decision"):
+        store.decide("c1", "maybe", "ana")
+
+
+def test_edited_label_written_before_commit_and_hash_matches(store, tmp_path):
+    edited = Volume(np.full((4, 6, 6), 5, np.uint8), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0)))
+    d = store.decide("c0", "edited", "ana", edited_label=edited)
+    assert store.state("c0")[0] == "edited"
+    assert read_volume(d.label_path).geometry == edited.geometry
+    assert file_hash(d.label_path) == d.label_hash == label_hash(edited.array)
+    store.decide("c2", "accept", "ana")
+    assert dict(store.accepted()) == {"c0": d.label_path, "c2": str(tmp_path / "pred" / "c2.nii.gz")}
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path):
+    bad = tmp_path / "review.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UdaError, match="review.sqlite: not a usable review database"):
+        ReviewStore(bad)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from napari_uda.review_store import ReviewStore
+    store = ReviewStore(sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        d = store.decide(f"c{i % 3}", "accept" if i % 2 else "reject", sys.argv[2], note=str(i))
+        print(d.id, flush=True)   # printed only after the commit returned
+""")
+
+
+def test_sigkill_loses_no_committed_decision(store):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), "killer", "100000"],
+                            stdout=subprocess.PIPE, text=True)
+    committed = []
+    deadline = time.time() + 60
+    while len(committed) < 200 and time.time() < deadline:
+        committed.append(int(proc.stdout.readline()))
+    proc.send_signal(signal.SIGKILL)
+    rest = proc.stdout.read().split()
+    proc.wait()
+    committed += [int(x) for x in rest]
+    with ReviewStore(store.path) as fresh:
+        assert fresh.integrity_ok()
+        ids = {r[0] for r in fresh.db.execute("SELECT id FROM decisions WHERE reviewer = 'killer'")}
+    assert set(committed) <= ids and len(committed) >= 200
+
+
+def test_two_processes_never_lose_each_others_decisions(store):
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), name, "150"], stdout=subprocess.PIPE, text=True)
+             for name in ("ana", "ben")]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    with ReviewStore(store.path) as fresh:
+        assert fresh.integrity_ok()
+        for name, out in zip(("ana", "ben"), outs):
+            ids = {r[0] for r in fresh.db.execute("SELECT id FROM decisions WHERE reviewer = ?", (name,))}
+            assert ids == {int(x) for x in out} and len(ids) == 150
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "napari_uda.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_queue_decide_export(store, tmp_path):
+    import json
+
+    ws = str(tmp_path)
+    q = json.loads(_cli("review", "queue", "--workspace", ws, "--modality", "T2WI", "--json").stdout)
+    assert [r["case"] for r in q] == ["c1", "c2", "c0"]
+    d = json.loads(_cli("review", "decide", "--workspace", ws, "--case", "c1", "--accept", "--reviewer", "ana",
+                        "--note", "fine", "--json").stdout)
+    assert d["state"] == "accepted" and d["reviewer"] == "ana"
+    edited = write_volume(Volume(np.full((4, 6, 6), 7, np.uint8), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0))),
+                          tmp_path / "my_edit.nii.gz")
+    res = _cli("review", "decide", "--workspace", ws, "--case", "c0", "--accept", "--label", str(edited), "--reviewer", "ben")
+    assert res.returncode == 0 and "edited" in res.stdout
+    assert _cli("review", "decide", "--workspace", ws, "--case", "c2", "--reject", "--reviewer", "ben").returncode == 0
+    bad = _cli("review", "decide", "--workspace", ws, "--case", "nope", "--accept", "--reviewer", "ben")
+    assert bad.returncode == 1 and bad.stderr.strip() == "napari-uda: error: unknown case 'nope'"
+    res = _cli("review", "export", "--workspace", ws, "--dataset", "5", "--name", "Accepted", "--modality", "T2WI")
+    assert res.returncode == 0, res.stderr
+    raw = tmp_path / "nnunet" / "raw" / "Dataset005_Accepted"
+    assert sorted(p.name for p in (raw / "labelsTr").iterdir()) == ["c0.nii.gz", "c1.nii.gz"]  # c2 was rejected
+    assert (read_volume(raw / "labelsTr" / "c0.nii.gz").array == 7).all()                     # the edited label

@@ -309,6 +309,22 @@ def write_dicom_series(volume: Volume, folder: str | Path, series_description: s
     return folder
 
 
+def require_finite(volume: Volume, name: str) -> None:
+    """Raise :class:`VolumeError` naming ``name`` if the volume holds NaN or infinite values."""
+    if np.issubdtype(volume.array.dtype, np.floating) and not np.all(np.isfinite(volume.array)):
+        raise VolumeError(f"{name}: contains NaN or infinite values")
+
+
+def require_organ_labels(volume: Volume, name: str) -> None:
+    """Raise :class:`VolumeError` naming ``name`` unless the volume holds integer organ labels 0..13."""
+    from .organs import MAX_LABEL, is_organ_label_array
+
+    if not is_organ_label_array(volume.array):
+        a = volume.array
+        raise VolumeError(f"{name}: label values outside the organ table 0..{MAX_LABEL} "
+                          f"(dtype {a.dtype}, min {a.min()}, max {a.max()})")
+
+
 def check_same_grid(image: Volume, label: Volume, image_name: str, label_name: str) -> None:
     """Raise :class:`VolumeError` unless ``label`` lies on exactly the grid of ``image``."""
     if image.shape != label.shape:

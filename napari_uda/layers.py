@@ -6,17 +6,9 @@ from typing import Any
 import numpy as np
 
 from .io import Geometry, Volume
-from .organs import BACKGROUND, MAX_LABEL, napari_colormap, organ_name
+from .organs import MAX_LABEL, is_organ_label_array, napari_colormap, organ_name
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
-
-
-def is_label_volume(volume: Volume) -> bool:
-    """True for integer volumes whose values all lie in the organ table (0..13)."""
-    a = volume.array
-    if not np.issubdtype(a.dtype, np.integer) or a.size == 0:
-        return False
-    return int(a.min()) >= BACKGROUND and int(a.max()) <= MAX_LABEL
 
 
 def _transform_kwargs(geometry: Geometry) -> dict[str, Any]:
@@ -34,7 +26,7 @@ def label_features() -> dict[str, list]:
 
 def volume_to_layer_data(volume: Volume, name: str, as_labels: bool | None = None, source: str | None = None) -> LayerDataTuple:
     """A napari layer data tuple for ``volume``: Labels with organ colours, or Image with a sensible window."""
-    labels = is_label_volume(volume) if as_labels is None else as_labels
+    labels = is_organ_label_array(volume.array) if as_labels is None else as_labels
     meta = {"geometry": volume.geometry.to_dict(), "modality": volume.modality}
     if source:
         meta["source"] = source

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Organ:
@@ -55,6 +57,14 @@ PET_SCORED: tuple[int, ...] = (
     ORGAN_BY_KEY["spleen"].index,
     ORGAN_BY_KEY["left_kidney"].index,
 )
+
+
+def is_organ_label_array(array: np.ndarray) -> bool:
+    """True for integer arrays whose values all lie in the organ table (0..13)."""
+    a = np.asarray(array)
+    if not np.issubdtype(a.dtype, np.integer) or a.size == 0:
+        return False
+    return int(a.min()) >= BACKGROUND and int(a.max()) <= MAX_LABEL
 
 
 def organ_name(index: int) -> str:

@@ -24,9 +24,9 @@ import numpy as np
 
 from .efficiency import RunMeter
 from .errors import UdaError
-from .io import Volume, check_same_grid, read_volume, resample, stem_of, write_volume
+from .io import Volume, check_same_grid, read_volume, require_finite, require_organ_labels, resample, stem_of, write_volume
 from .modalities import get_modality
-from .organs import MAX_LABEL, nnunet_labels
+from .organs import nnunet_labels
 from .probabilities import ProbabilityFile, save_probabilities
 from .pseudo import fuse_probabilities, majority_vote
 from .roi import Box, crop, foreground_box, paste
@@ -147,11 +147,8 @@ def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path
         case = stem_of(img_path)
         img, lab = read_volume(img_path), read_volume(lab_path)
         check_same_grid(img, lab, str(img_path), str(lab_path))
-        if not np.issubdtype(lab.array.dtype, np.integer) or lab.array.min() < 0 or lab.array.max() > MAX_LABEL:
-            raise UdaError(f"{lab_path}: label values outside the organ table 0..{MAX_LABEL} "
-                           f"(min {lab.array.min()}, max {lab.array.max()})")
-        if not np.all(np.isfinite(img.array)):
-            raise UdaError(f"{img_path}: image contains NaN or infinite values")
+        require_organ_labels(lab, str(lab_path))
+        require_finite(img, str(img_path))
         if spacing_factor != 1.0:
             coarse = tuple(s * spacing_factor for s in img.spacing)
             img, lab = resample(img, coarse), resample(lab, coarse, labels=True)  # type: ignore[arg-type]
@@ -287,8 +284,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     volumes = {}
     for path in inputs:
         vol = read_volume(path)
-        if not np.all(np.isfinite(vol.array)):
-            raise UdaError(f"{path}: image contains NaN or infinite values")
+        require_finite(vol, str(path))
         volumes[stem_of(path)] = vol
         records[stem_of(path)] = {"case": stem_of(path), "input": str(path), "folds": {}}
     for fold in folds:

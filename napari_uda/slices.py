@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from .errors import UdaError
 from .intensity import intensity_window, to_unit_range
-from .io import FILE_SUFFIXES, Volume, check_same_grid, read_volume, stem_of
+from .io import FILE_SUFFIXES, check_same_grid, read_volume, require_finite, require_organ_labels, stem_of
 from .modalities import Modality
 
 
@@ -44,31 +44,21 @@ def resize_slices(x: torch.Tensor, size: tuple[int, int], labels: bool = False) 
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def volume_to_slices(volume: Volume, modality: Modality, size: int) -> torch.Tensor:
-    """A volume as (Z, 1, size, size) float32 slices in [-1, 1] (the modality's intensity rule)."""
-    a = volume.array.astype(np.float32)
-    if not np.all(np.isfinite(a)):
-        raise UdaError("volume contains NaN or infinite values")
-    unit = to_unit_range(a, intensity_window(a, modality))
-    return resize_slices(torch.from_numpy(unit)[:, None], (size, size))
-
-
 def load_slices(paths: Sequence[Path], modality: Modality, size: int, label_paths: Sequence[Path] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[float, float]]]:
     """All slices of the volumes at ``paths`` (and their labels), plus each volume's raw window."""
     images, labels, windows = [], [], []
     for i, path in enumerate(paths):
         vol = read_volume(path, modality.key)
-        try:
-            images.append(volume_to_slices(vol, modality, size))
-        except UdaError as exc:
-            raise UdaError(f"{path}: {exc}") from None
-        windows.append(intensity_window(vol.array.astype(np.float32), modality))
+        require_finite(vol, str(path))
+        a = vol.array.astype(np.float32)
+        window = intensity_window(a, modality)
+        images.append(resize_slices(torch.from_numpy(to_unit_range(a, window))[:, None], (size, size)))
+        windows.append(window)
         if label_paths is not None:
             lab = read_volume(label_paths[i])
             check_same_grid(vol, lab, str(path), str(label_paths[i]))
-            if not np.issubdtype(lab.array.dtype, np.integer) or lab.array.min() < 0 or lab.array.max() > 13:
-                raise UdaError(f"{label_paths[i]}: labels must be integers 0..13 (the organ table)")
+            require_organ_labels(lab, str(label_paths[i]))
             t = torch.from_numpy(lab.array.astype(np.int64))[:, None]
             labels.append(resize_slices(t, (size, size), labels=True)[:, 0])
     return torch.cat(images), (torch.cat(labels) if label_paths is not None else None), windows

@@ -26,7 +26,7 @@ from . import __version__
 from .device import amp_dtype, pick_device
 from .errors import UdaError
 from .intensity import CT_WINDOW, TARGET_PERCENTILES, from_unit_range, to_unit_range
-from .io import Volume
+from .io import Volume, require_finite
 from .modalities import SOURCE, get_modality
 from .nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss, sobel
 from .organs import N_CLASSES
@@ -450,9 +450,8 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     """Translate a CT volume slice by slice; returns (translated, attention or None), both with
     the CT's exact geometry. The translation is mapped to the target's intensity window;
     attention is computed by S at the image's own in-plane size."""
+    require_finite(volume, "the CT volume")
     a = volume.array.astype(np.float32)
-    if not np.all(np.isfinite(a)):
-        raise UdaError("the CT volume contains NaN or infinite values")
     z, h, w = a.shape
     unit = torch.from_numpy(to_unit_range(a, CT_WINDOW))[:, None]
     out = np.empty_like(a)

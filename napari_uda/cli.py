@@ -6,8 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UdaError
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -172,7 +176,10 @@ def _cmd_review_queue(args: argparse.Namespace) -> int:
     for r in rows:
         failed = [f"{f['name']}: {f['reason']}" for f in (r["filters"] or []) if not f["passed"]]
         score = f"{r['case_score']:.3f}" if r["case_score"] is not None else "  -  "
-        print(f"{r['case']:<24} {r['modality']:<9} score {score}  {r['state']:<13} {'; '.join(failed) or 'filters passed'}")
+        state = r["state"] + ("*" if r["state"] != "not reviewed" and not r["decided_on_latest"] else "")
+        print(f"{r['case']:<24} {r['modality']:<9} score {score}  {state:<13} {'; '.join(failed) or 'filters passed'}")
+    if any(r["state"] != "not reviewed" and not r["decided_on_latest"] for r in rows):
+        print("* decided on an earlier round's prediction")
     return 0
 
 
@@ -215,6 +222,92 @@ def _cmd_review_export(args: argparse.Namespace) -> int:
         raise UdaError("nothing to export: no accepted cases and no --translated-ct")
     target = export_dataset(args.workspace, args.dataset, args.name, images, labels, args.modality)
     print(f"exported {len(accepted)} accepted case(s) and {len(images) - len(accepted)} translated CT case(s) to {target}")
+    return 0
+
+
+def _print_event(event: dict) -> None:
+    print(f"[{event['stage']}] {event['message']}", file=sys.stderr)
+
+
+def _cmd_workspace_show(args: argparse.Namespace) -> int:
+    from .review_store import ReviewStore
+    from .workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    with ReviewStore.for_workspace(ws.root) as store:
+        counts = store.state_counts()
+    if args.json:
+        print(json.dumps({**ws.manifest, "review": counts}, indent=2))
+    else:
+        for what, value in ws.summary(counts):
+            print(f"{what:<28} {value}")
+    return 0
+
+
+def _cmd_selftrain(args: argparse.Namespace) -> int:
+    from .device import pick_device
+    from .pipeline import FilterSettings, get_budget, self_train
+    from .workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    done = self_train(ws, args.rounds, get_budget(args.budget), args.auto_accept, str(pick_device(args.device)),
+                      FilterSettings(top_k=args.top_k), _print_event)
+    for r in done:
+        u = list(r["uncertainty"].values())
+        print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
+              f"uncertainty across rounds mean {sum(u) / len(u):.4f}")
+    if not done:
+        print(f"{args.rounds} round(s) already done in {ws.root}")
+    return 0
+
+
+def _evaluate_stages(ws: Workspace, gt: Path, tolerance_mm: float | None) -> str:
+    """Evaluate every stage's predictions (reports in W/reports/) and return the comparison tables."""
+    from .evaluation import compare_markdown, evaluate_folders
+    from .modalities import get_modality
+    from .pipeline import stage_order
+
+    kind = get_modality(ws.modality).kind
+    evaluations = {}
+    for stage in stage_order(ws.manifest["stages"]):
+        ev = evaluate_folders(ws.predictions_dir(stage), gt, tolerance_mm, kind)
+        ev.write(ws.reports_dir / f"evaluation_{stage}")
+        evaluations[stage] = ev
+    return compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from .device import pick_device
+    from .pipeline import FilterSettings, get_budget, run_pipeline
+    from .workspace import Workspace
+
+    ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
+    result = run_pipeline(ws, get_budget(args.budget), args.variant, args.rounds, args.auto_accept, args.ablation,
+                          str(pick_device(args.device)), FilterSettings(top_k=args.top_k), _print_event)
+    if result["status"] != "done":
+        print(result["message"], file=sys.stderr)
+        return 3
+    print(f"final predictions (from {result['from_stage']}, post-processed) in {result['final']}")
+    if args.eval_labels:
+        table = _evaluate_stages(ws, args.eval_labels, None)
+        (ws.reports_dir / "stages.md").write_text(table)
+        print(table)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_folders
+    from .modalities import get_modality
+
+    ev = evaluate_folders(args.pred, args.gt, args.tolerance_mm, get_modality(args.modality).kind,
+                          progress=lambda case: print(f"scored {case}", file=sys.stderr))
+    paths = ev.write(args.out)
+    print(ev.to_markdown())
+    if ev.missing:
+        print(f"missing predictions (scored as empty): {', '.join(ev.missing)}", file=sys.stderr)
+    if ev.extra:
+        print(f"predictions without ground truth (not scored): {', '.join(ev.extra)}", file=sys.stderr)
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return 0
 
 
@@ -357,6 +450,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--translated-ct", type=Path, default=None)
     p.add_argument("--ct-labels", type=Path, default=None)
     p.set_defaults(func=_cmd_review_export)
+
+    from .pipeline import BUDGETS as PIPELINE_BUDGETS, BASE_STAGES
+
+    def budget_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
+                       help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.pipeline.BUDGETS")
+        p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
+        p.add_argument("--top-k", type=int, default=50, help="at most this many pseudo-labels accepted automatically")
+
+    p = sub.add_parser("workspace", help="show a workspace's manifest: data, translators, models, rounds, review")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_workspace_show)
+
+    p = sub.add_parser("pipeline", help="translate, segment, score, accept, self-train, predict: the whole method")
+    p.add_argument("--source-images", required=True, type=Path, help="labelled CT volumes")
+    p.add_argument("--source-labels", required=True, type=Path, help="their organ labels (same file names)")
+    p.add_argument("--target-images", required=True, type=Path, help="unlabelled target scans")
+    p.add_argument("--modality", required=True, help="target modality, e.g. T2WI, C+V, PET-FDG")
+    p.add_argument("--workspace", required=True, type=Path)
+    budget_option(p)
+    p.add_argument("--variant", default="organ-attention", choices=list(BASE_STAGES))
+    p.add_argument("--rounds", type=int, default=1, help="self-training rounds (0: none)")
+    p.add_argument("--auto-accept", action="store_true",
+                   help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
+    p.add_argument("--ablation", action="store_true", help="also nnU-Net on raw CT and the other translator")
+    p.add_argument("--eval-labels", type=Path, default=None,
+                   help="target labels for evaluation only: score every stage and print the table")
+    p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("selftrain", help="self-training rounds on a workspace the pipeline has scored")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--rounds", type=int, required=True, help="run rounds until this many exist")
+    budget_option(p)
+    p.add_argument("--auto-accept", action="store_true",
+                   help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
+    p.set_defaults(func=_cmd_selftrain)
+
+    p = sub.add_parser("evaluate", help="DSC and NSD per case and organ (FLARE rules) as JSON, CSV and Markdown")
+    p.add_argument("--pred", required=True, type=Path)
+    p.add_argument("--gt", required=True, type=Path)
+    p.add_argument("--tolerance-mm", type=float, default=None, help="one NSD tolerance for all organs (default: FLARE's per organ)")
+    p.add_argument("--modality", default="MRI", help="PET modalities are scored on liver, kidneys and spleen only")
+    p.add_argument("--out", required=True, type=Path, help="FILE: writes FILE.json, FILE.csv and FILE.md")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="open napari with the plugin's widgets and the sample data "
                                     "(headless: screenshots and a report)")

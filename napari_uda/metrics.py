@@ -177,11 +177,13 @@ def nsd(pred: np.ndarray, gt: np.ndarray, spacing: Iterable[float],
 
 
 def flare_scores(pred: np.ndarray, gt: np.ndarray, spacing: Iterable[float], modality_kind: str = "mri",
-                 labels: Iterable[int] | None = None) -> dict[int, dict[str, float]]:
+                 labels: Iterable[int] | None = None,
+                 tolerance_mm: float | Mapping[int, float] | None = None) -> dict[int, dict[str, float]]:
     """Per-organ ``{"dsc", "nsd"}`` as FLARE's evaluation scripts compute them.
 
     Aorta, IVC and esophagus are cropped to the ground truth's z-extent first; NSD uses each
-    organ's tolerance and is 0 when DSC < 0.2; PET is scored on liver, kidneys and spleen only.
+    organ's tolerance (or ``tolerance_mm`` when given) and is 0 when DSC < 0.2; PET is scored on
+    liver, kidneys and spleen only.
     """
     sp = _check_spacing(spacing)
     _check_pair(pred, gt)
@@ -194,6 +196,6 @@ def flare_scores(pred: np.ndarray, gt: np.ndarray, spacing: Iterable[float], mod
             zs = np.flatnonzero(g.any(axis=(1, 2)))
             p, g = p[zs[0]:zs[-1] + 1], g[zs[0]:zs[-1] + 1]
         d = dice_from_counts(float(np.count_nonzero(p & g)), float(np.count_nonzero(p)), float(np.count_nonzero(g)))
-        s = surface_dice(p, g, sp, ORGAN_BY_INDEX[c].nsd_tolerance_mm) if d >= 0.2 or not (p.any() or g.any()) else 0.0
+        s = surface_dice(p, g, sp, _tolerance_for(tolerance_mm, c)) if d >= 0.2 or not (p.any() or g.any()) else 0.0
         out[c] = {"dsc": d, "nsd": s}
     return out

@@ -52,6 +52,18 @@ MIGRATIONS: tuple[str, ...] = (
         label_hash TEXT, label_path TEXT);
     CREATE INDEX decisions_case ON decisions(case_id, id);
     """,
+    """
+    CREATE TABLE rounds (
+        number INTEGER PRIMARY KEY CHECK (number >= 1), settings TEXT NOT NULL, started TEXT NOT NULL,
+        model_id INTEGER REFERENCES models(id), finished TEXT);
+    CREATE TABLE round_cases (
+        round INTEGER NOT NULL REFERENCES rounds(number), case_id TEXT NOT NULL REFERENCES cases(id),
+        decision_id INTEGER NOT NULL REFERENCES decisions(id), label_path TEXT NOT NULL, label_hash TEXT,
+        PRIMARY KEY (round, case_id));
+    CREATE TABLE round_uncertainty (
+        round INTEGER NOT NULL REFERENCES rounds(number), case_id TEXT NOT NULL REFERENCES cases(id),
+        uncertainty REAL NOT NULL, PRIMARY KEY (round, case_id));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -216,9 +228,13 @@ class ReviewStore:
     def state(self, case_id: str) -> tuple[str, Decision | None]:
         return current_state(self.history(case_id))
 
+    def _latest_prediction_row(self, case_id: str) -> tuple[int, str, str] | None:
+        return self.db.execute("SELECT p.id, p.label_path, p.label_hash FROM predictions p JOIN models m ON m.id = p.model_id "
+                               "WHERE p.case_id = ? ORDER BY m.round DESC, p.id DESC LIMIT 1", (case_id,)).fetchone()
+
     def latest_prediction(self, case_id: str) -> tuple[int, str, str]:
-        row = self.db.execute("SELECT p.id, p.label_path, p.label_hash FROM predictions p JOIN models m ON m.id = p.model_id "
-                              "WHERE p.case_id = ? ORDER BY m.round DESC, p.id DESC LIMIT 1", (case_id,)).fetchone()
+        """(prediction id, label path, label hash) of the case's prediction from the latest round."""
+        row = self._latest_prediction_row(case_id)
         if row is None:
             raise UdaError(f"case {case_id!r} has no prediction to decide on")
         return int(row[0]), row[1], row[2]
@@ -239,6 +255,9 @@ class ReviewStore:
         pred_id, label_path, digest = (None, None, None)
         if action in ("accept", "edited"):
             pred_id, label_path, digest = self.latest_prediction(case_id)
+        elif action == "reject":  # a rejection names the prediction it rejects, when there is one
+            row = self._latest_prediction_row(case_id)
+            pred_id = int(row[0]) if row else None
         if action == "edited":
             if edited_label is None:
                 raise UdaError("an edited decision needs the edited label")
@@ -279,17 +298,65 @@ class ReviewStore:
             state, last = self.state(case_id)
             out.append({"case": case_id, "modality": mod, "image": path, "label": label_path, "case_score": score,
                         "organ_consistency": organ, "filters": filters, "state": state,
-                        "reviewer": last.reviewer if last else None, "at": last.at if last else None})
+                        "reviewer": last.reviewer if last else None, "at": last.at if last else None,
+                        "decided_on_latest": bool(last and pid is not None and last.prediction_id == pid)})
         return sorted(out, key=lambda r: (-(r["case_score"] if r["case_score"] is not None else -1.0), r["case"]))
 
     def accepted(self) -> list[tuple[str, str]]:
         """(case id, label path) of every case whose current state is accepted or edited."""
+        return [(d.case_id, d.label_path) for d in self._accepted_decisions()]  # type: ignore[misc]
+
+    def _accepted_decisions(self) -> list[Decision]:
         out = []
         for (case_id,) in self.db.execute("SELECT id FROM cases ORDER BY id").fetchall():
             state, last = self.state(case_id)
             if state in ("accepted", "edited") and last is not None and last.label_path:
-                out.append((case_id, last.label_path))
+                out.append(last)
         return out
+
+    # --- self-training rounds ---------------------------------------------------------------------
+    def start_round(self, number: int, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Record round ``number`` with its settings and the accepted cases it trains on (a snapshot:
+        later decisions do not change what the round used). Returns (case id, label path) pairs."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM rounds WHERE number = ?", (number,)).fetchone():
+                raise UdaError(f"self-training round {number} is already recorded")
+            db.execute("INSERT INTO rounds (number, settings, started) VALUES (?, ?, ?)",
+                       (number, json.dumps(dict(settings)), now()))
+            used = self._accepted_decisions()
+            db.executemany("INSERT INTO round_cases VALUES (?, ?, ?, ?, ?)",
+                           [(number, d.case_id, d.id, d.label_path, d.label_hash) for d in used])
+        return [(d.case_id, d.label_path) for d in used]  # type: ignore[misc]
+
+    def round_cases(self, number: int) -> list[tuple[str, str]]:
+        return [(c, p) for c, p in self.db.execute(
+            "SELECT case_id, label_path FROM round_cases WHERE round = ? ORDER BY case_id", (number,))]
+
+    def finish_round(self, number: int, model_id: int, uncertainty: Mapping[str, float]) -> None:
+        """The round's model and each case's uncertainty across rounds (see :func:`napari_uda.pseudo.round_uncertainty`)."""
+        with self.transaction() as db:
+            db.execute("UPDATE rounds SET model_id = ?, finished = ? WHERE number = ?", (model_id, now(), number))
+            db.executemany("INSERT INTO round_uncertainty VALUES (?, ?, ?) ON CONFLICT(round, case_id) "
+                           "DO UPDATE SET uncertainty = excluded.uncertainty",
+                           [(number, c, float(u)) for c, u in uncertainty.items()])
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Every self-training round: settings, model, cases used and per-case uncertainty."""
+        out = []
+        for number, settings, started, model_id, finished in self.db.execute(
+                "SELECT number, settings, started, model_id, finished FROM rounds ORDER BY number").fetchall():
+            out.append({"round": number, "settings": json.loads(settings), "started": started, "finished": finished,
+                        "model_id": model_id, "cases": [c for c, _ in self.round_cases(number)],
+                        "uncertainty": dict(self.db.execute(
+                            "SELECT case_id, uncertainty FROM round_uncertainty WHERE round = ?", (number,)).fetchall())})
+        return out
+
+    def state_counts(self) -> dict[str, int]:
+        """How many cases are in each review state (review progress)."""
+        counts = dict.fromkeys(STATES, 0)
+        for (case_id,) in self.db.execute("SELECT id FROM cases").fetchall():
+            counts[self.state(case_id)[0]] += 1
+        return counts
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

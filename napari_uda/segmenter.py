@@ -210,7 +210,19 @@ def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resen
     cmd = [_nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-pl", PLANNERS[planner][0],
            "-c", configuration, "-np", "1", "--verify_dataset_integrity"]
     run_child(cmd, env, Path(root) / "logs" / f"plan_{dataset_id:03d}.log", should_stop, what=f"nnU-Net planning of dataset {dataset_id}")
+    _write_small_splits(folders.preprocessed / folders.dataset_dir(dataset_id).name, folders.dataset_dir(dataset_id))
     return folders.preprocessed
+
+
+def _write_small_splits(preprocessed: Path, raw: Path) -> None:
+    """nnU-Net's default split is a 5-fold KFold, which fails with fewer than 5 cases; for 2-4
+    cases write ``splits_final.json`` with one fold per case (same seed as nnU-Net's)."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    cases = sorted(p.name[:-len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+    splits = preprocessed / "splits_final.json"
+    if 2 <= len(cases) < 5 and not splits.exists():
+        splits.write_text(json.dumps(generate_crossval_split(cases, seed=12345, n_splits=len(cases)), indent=2))
 
 
 def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",

@@ -1,0 +1,422 @@
+"""The adaptation pipeline over a workspace: translate, segment, score, accept, self-train, predict.
+
+Each step is a function of a :class:`~napari_uda.workspace.Workspace` that skips what the
+manifest says is finished and resumes what was interrupted (translator checkpoints, nnU-Net's
+``--c``), so rerunning a command continues where it stopped. Stage names (also the folders
+under ``W/predictions/``): ``no_adaptation`` (nnU-Net trained on raw CT), ``cyclegan``,
+``organ_attention``, ``self_training_r1`` (r2, ...) and ``final``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UdaError
+from .io import Volume, read_volume, stem_of, write_volume
+from .modalities import SOURCE, get_modality
+from .organs import ORGAN_INDICES, PET_SCORED
+from .postprocess import postprocess
+from .pseudo import (DEFAULT_AGREEMENT, SourceStats, filter_checkpoint_agreement, filter_majority_vote,
+                     filter_organs_present, filter_relative_volume, fold_consistency_details, mean_dice,
+                     round_uncertainty)
+from .review_store import ReviewStore
+from .workspace import Workspace
+
+Progress = Callable[[dict[str, Any]], None]
+StopFlag = Callable[[], bool]
+
+BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention"}  # translator variant -> stage
+DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103}  # self_training_rN: 110 + N
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training one pipeline budget buys: translator iterations and size, the nnU-Net
+    trainer (a key of :data:`napari_uda.segmenter.BUDGETS`) and the folds trained."""
+
+    name: str
+    translator_iterations: int
+    translator_size: int
+    ngf: int
+    ndf: int
+    blocks: int
+    nnunet: str
+    folds: tuple[int, ...]
+
+
+BUDGETS = {
+    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1)),
+    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1)),
+    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4)),
+}
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Dual-stage filter settings; their JSON is the reviewer name of automatic acceptance."""
+
+    top_k: int = 50
+    agreement: float | None = None  # checkpoint-agreement threshold; None: 0.9 MRI, 0.82 PET
+    sigma: float = 3.0
+    min_vote: float = 0.8
+
+    def agreement_for(self, modality: str) -> float:
+        return self.agreement if self.agreement is not None else DEFAULT_AGREEMENT[get_modality(modality).kind]
+
+    def reviewer(self) -> str:
+        return "auto:" + json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+def get_budget(name: str) -> Budget:
+    try:
+        return BUDGETS[name]
+    except KeyError:
+        raise UdaError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None
+
+
+def stage_for_round(r: int) -> str:
+    return f"self_training_r{r}"
+
+
+def dataset_id(stage: str) -> int:
+    if stage in DATASET_IDS:
+        return DATASET_IDS[stage]
+    if stage.startswith("self_training_r"):
+        return 110 + int(stage.rsplit("r", 1)[1])
+    raise UdaError(f"unknown stage {stage!r}")
+
+
+def stage_order(stages: Sequence[str]) -> list[str]:
+    """Stages in the order of the method: no_adaptation, cyclegan, organ_attention, rounds, final."""
+    fixed = ["no_adaptation", "cyclegan", "organ_attention"]
+
+    def key(s: str) -> tuple[int, int]:
+        if s in fixed:
+            return (0, fixed.index(s))
+        if s.startswith("self_training_r"):
+            return (1, int(s.rsplit("r", 1)[1]))
+        return (2, 0)
+
+    return sorted(stages, key=key)
+
+
+def _say(progress: Progress | None, stage: str, message: str, **extra: Any) -> None:
+    if progress is not None:
+        progress({"stage": stage, "message": message, **extra})
+
+
+def _check_stop(should_stop: StopFlag | None) -> None:
+    if should_stop is not None and should_stop():
+        raise UdaError("cancelled; run the same command again to continue")
+
+
+# --- 1. translate ------------------------------------------------------------------------------------
+def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | None = None,
+                    progress: Progress | None = None, should_stop: StopFlag | None = None) -> Path:
+    """Train (or resume) the ``variant`` translator and translate every source CT into
+    ``W/translated/<variant>/`` (attention maps beside it in ``<variant>_attention/``)."""
+    from .translator import TranslatorConfig, load_translator, train_translator, translate_volume
+
+    stage = BASE_STAGES[variant]
+    out = ws.translated_dir(variant)
+    if ws.done("translators", variant) and out.exists():
+        return out
+    cfg = TranslatorConfig(modality=ws.modality, variant=variant, size=budget.translator_size,
+                           iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
+                           n_blocks=budget.blocks, checkpoint_every=max(10, budget.translator_iterations // 20),
+                           preview_every=max(10, budget.translator_iterations // 10))
+    folder = ws.translator_dir(variant)
+    log = ws.root / "logs" / f"translator_{variant}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def forward(event: dict[str, Any]) -> None:
+        event.pop("preview", None)
+        with open(log, "a") as f:
+            f.write(json.dumps(event) + "\n")
+        it, total = event.get("iteration", 0), event.get("total", 0)
+        if it == total or it % max(1, total // 10) == 0:
+            _say(progress, stage, f"translator {variant} {it}/{total}", iteration=it, total=total)
+
+    train_translator(cfg, ws.files("source_images"), ws.files("source_labels"), ws.files("target_images"), folder,
+                     device=device, progress=forward, should_stop=should_stop)
+    _check_stop(should_stop)
+    tr = load_translator(folder, device=device)
+    for path in ws.files("source_images"):
+        _check_stop(should_stop)
+        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop)
+        write_volume(translated, out / f"{stem_of(path)}.nii.gz")
+        if attention is not None:
+            write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
+    _say(progress, stage, f"translated {len(ws.files('source_images'))} CT volume(s)")
+    ws.record("translators", variant, path=str(folder), translated=str(out), iterations=cfg.iterations,
+              size=cfg.size, config=asdict(cfg))
+    return out
+
+
+# --- 2. segment: export, plan, train folds, predict every target scan ----------------------------------
+def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
+                  budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
+                  should_stop: StopFlag | None = None) -> Path:
+    """Train nnU-Net folds on ``images``/``labels`` (channel named ``channel``) and predict every
+    target scan into ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
+    from .segmenter import PLANNERS, NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, train_folds
+
+    out = ws.predictions_dir(stage)
+    if ws.done("stages", stage):
+        return out
+    did, folders, planner = dataset_id(stage), NnunetFolders(ws.root), "resenc-m"
+    if not ws.done("models", stage):
+        plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[planner][1]}.json"
+        if not plans.exists():
+            _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
+            export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel)
+            _check_stop(should_stop)
+            _say(progress, stage, "planning and preprocessing")
+            plan_and_preprocess(ws.root, did, planner, should_stop=should_stop)
+
+        def fold_progress(e: dict[str, Any]) -> None:
+            if "epoch" in e:
+                _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
+                     epoch=e["epoch"], num_epochs=e["num_epochs"], train_loss=e.get("train_loss"))
+
+        model = train_folds(ws.root, did, budget.folds, budget.nnunet, planner, device=device, progress=fold_progress,
+                            should_stop=should_stop)
+        ws.record("models", stage, dataset=did, path=str(model), budget=budget.nnunet, folds=list(budget.folds),
+                  round=round_number, trained_on=len(images), channel=channel)
+    model = Path(ws.done("models", stage)["path"])
+    targets = ws.files("target_images")
+    _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(budget.folds)} folds")
+    records = predict_folds(model, targets, out, budget.folds, device,
+                            progress=lambda e: _say(progress, stage, f"fold {e['fold']} {e['case']} {e['seconds']:.1f}s"),
+                            should_stop=should_stop)
+    ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
+              cases=len(records))
+    return out
+
+
+# --- 3. score: fold consistency and the dual-stage filters, into the review store -----------------------
+def source_stats(ws: Workspace) -> SourceStats:
+    """Relative organ volumes of the source CT labels (filter b), computed once and kept in the workspace."""
+    path = ws.reports_dir / "source_stats.json"
+    if path.exists():
+        return SourceStats.load(path)
+    stats = SourceStats.from_labels(read_volume(p).array for p in ws.files("source_labels"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats.save(path)
+    return stats
+
+
+def _best_two_folds(model: Path, folds: Sequence[int]) -> list[int]:
+    """The two folds with the best validation Dice (nnU-Net's ``fold_k/validation/summary.json``)."""
+    def val_dice(f: int) -> float:
+        summary = model / f"fold_{f}" / "validation" / "summary.json"
+        if not summary.exists():
+            return float("-inf")
+        return float(json.loads(summary.read_text())["foreground_mean"]["Dice"])
+
+    return sorted(folds, key=lambda f: (-val_dice(f), f))[:2]
+
+
+def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterSettings = FilterSettings(),
+                progress: Progress | None = None, should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Score every target case of ``stage``: per-organ fold consistency, case score, the filters
+    (organs present, relative volume, checkpoint agreement, majority vote); record the model and
+    every prediction in the review store. Returns one row per case."""
+    info = ws.done("stages", stage)
+    model_info = ws.done("models", stage)
+    if info is None or model_info is None:
+        raise UdaError(f"stage {stage} has no predictions to score yet")
+    out, model, folds = Path(info["predictions"]), Path(model_info["path"]), list(model_info["folds"])
+    kind = get_modality(ws.modality).kind
+    expected = PET_SCORED if kind == "pet" else ORGAN_INDICES
+    stats = source_stats(ws)
+    model_id = store.add_model(f"{ws.root.name}:{stage}", model, model_info["round"],
+                               {"stage": stage, "budget": model_info["budget"], "folds": folds,
+                                "dataset": model_info["dataset"], "filters": asdict(settings)})
+    best = _best_two_folds(model, folds)
+    rows, agreement = [], {}
+    for path in ws.files("target_images"):
+        _check_stop(should_stop)
+        case = stem_of(path)
+        fold_labels = [read_volume(out / f"fold_{f}" / f"{case}.nii.gz").array for f in folds]
+        fused = read_volume(out / f"{case}.nii.gz").array
+        consistency = fold_consistency_details(fold_labels, expected)
+        _, vote = filter_majority_vote(fold_labels, settings.min_vote)
+        agreement[case] = mean_dice(fold_labels[folds.index(best[0])], fold_labels[folds.index(best[1])], expected)
+        rows.append({"case": case, "path": path, "consistency": consistency,
+                     "filters": [filter_organs_present(fused, expected),
+                                 filter_relative_volume(fused, stats, settings.sigma), vote]})
+    checks = filter_checkpoint_agreement(agreement, settings.agreement_for(ws.modality), settings.top_k)
+    for row in rows:
+        row["filters"].insert(2, checks[row["case"]])
+        store.add_case(row["case"], row["path"], ws.modality)
+        store.add_prediction(row["case"], model_id, out / f"{row['case']}.nii.gz", row["consistency"].per_organ,
+                             row["consistency"].case_score, row["filters"])
+    _say(progress, stage, f"scored {len(rows)} case(s)")
+    ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
+    return [{"case": r["case"], "case_score": r["consistency"].case_score,
+             "passed": all(f.passed for f in r["filters"])} for r in rows]
+
+
+# --- 4. accept ------------------------------------------------------------------------------------------
+def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = FilterSettings()) -> dict[str, str]:
+    """Automatic acceptance by the filters, recorded as reviewer ``auto:<settings>``: among the cases
+    no person has decided, the top ``top_k`` by case score that pass every filter are accepted and
+    the others rejected (with the filters' reasons as the note). Returns case -> action taken."""
+    reviewer = settings.reviewer()
+    taken: dict[str, str] = {}
+    queue = store.queue(get_modality(modality).key)
+    accepted = 0
+    for row in queue:  # best case score first
+        if row["label"] is None:
+            continue
+        _, last = store.state(row["case"])
+        if last is not None and not last.reviewer.startswith("auto:"):
+            continue  # a person's decision is never overridden
+        if last is not None and last.prediction_id == store.latest_prediction(row["case"])[0]:
+            accepted += last.action == "accept"
+            continue  # this prediction was decided already
+        failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
+        if not failed and accepted < settings.top_k:
+            store.decide(row["case"], "accept", reviewer, note=f"case score {row['case_score']:.3f}")
+            accepted += 1
+            taken[row["case"]] = "accept"
+        else:
+            store.decide(row["case"], "reject", reviewer, note="; ".join(failed) or f"outside the top {settings.top_k}")
+            taken[row["case"]] = "reject"
+    return taken
+
+
+# --- 5. self-train ----------------------------------------------------------------------------------------
+def base_stage(ws: Workspace) -> str:
+    """The stage self-training starts from (the chosen translator's), as recorded by the pipeline."""
+    stage = ws.manifest.get("pipeline", {}).get("base_stage")
+    if not stage or not ws.done("stages", stage):
+        raise UdaError(f"{ws.root}: no scored base stage to self-train from; run `napari-uda pipeline` first")
+    return stage
+
+
+def round_stages(ws: Workspace) -> list[str]:
+    """The base stage and every finished self-training round, in order."""
+    stages = [base_stage(ws)]
+    r = 1
+    while (ws.done("stages", stage_for_round(r)) or {}).get("status") == "done":
+        stages.append(stage_for_round(r))
+        r += 1
+    return stages
+
+
+def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budget, device: str = "cpu",
+                        settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+                        should_stop: StopFlag | None = None) -> dict[str, Any]:
+    """Round ``r``: translated CT + the accepted pseudo-labelled target scans as a new nnU-Net dataset,
+    train, predict every target scan, score (refilling the queue) and compute each case's
+    uncertainty across rounds. Recorded in the store and the manifest."""
+    stage = stage_for_round(r)
+    previous = round_stages(ws)
+    if len(previous) < r:
+        raise UdaError(f"round {r} needs round {r - 1} first")
+    variant = ws.manifest["pipeline"]["variant"]
+    used = store.round_cases(r)
+    if not used:
+        if not store.accepted():
+            raise UdaError("no accepted pseudo-labels to self-train on: review the queue (`napari-uda review queue`, "
+                           "`napari-uda review decide`) or choose automatic acceptance (--auto-accept)")
+        used = store.start_round(r, {"stage": stage, "budget": budget.name, "variant": variant,
+                                     "filters": asdict(settings)})
+    if (ws.done("stages", stage) or {}).get("status") != "done":
+        paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
+        labels_by_case = {stem_of(p): p for p in ws.files("source_labels")}
+        translated = [ws.translated_dir(variant) / f"{case}.nii.gz" for case in labels_by_case]
+        images = translated + [Path(paths[c]) for c, _ in used]
+        labels = list(labels_by_case.values()) + [Path(lab) for _, lab in used]
+        segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop)
+        score_stage(ws, stage, store, settings, progress, should_stop)
+    model_id = ws.done("stages", stage)["model_id"]
+    stages = previous[:r] + [stage]
+    uncertainty = {}
+    for path in ws.files("target_images"):
+        case = stem_of(path)
+        uncertainty[case] = round_uncertainty([read_volume(ws.predictions_dir(s) / f"{case}.nii.gz").array for s in stages])
+    store.finish_round(r, model_id, uncertainty)
+    ws.add_round(r, stage=stage, accepted=len(used), uncertainty=uncertainty)
+    _say(progress, stage, f"round {r} done; mean uncertainty across rounds {np.mean(list(uncertainty.values())):.4f}")
+    return {"round": r, "stage": stage, "uncertainty": uncertainty}
+
+
+def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",
+               settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+               should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Run self-training until ``rounds`` rounds exist (finished rounds are kept). With ``auto``
+    the filters accept pseudo-labels before each round (recorded as reviewer ``auto:<settings>``)."""
+    done = []
+    with ReviewStore.for_workspace(ws.root) as store:
+        for r in range(1, rounds + 1):
+            if (ws.done("stages", stage_for_round(r)) or {}).get("status") == "done" and any(
+                    x["round"] == r for x in ws.manifest["rounds"]):
+                continue
+            if auto:
+                auto_accept(store, ws.modality, settings)
+                if not store.accepted() and not store.round_cases(r):
+                    reasons = [f"{q['case']}: " + "; ".join(f["reason"] for f in q["filters"] or [] if not f["passed"])
+                               for q in store.queue(ws.modality)]
+                    raise UdaError("automatic acceptance: no pseudo-label passed the filters, so there is nothing to "
+                                   "self-train on; review the cases by hand (`napari-uda review queue`) or train longer. "
+                                   + " | ".join(reasons[:3]))
+            done.append(self_training_round(ws, store, r, budget, device, settings, progress, should_stop))
+    return done
+
+
+# --- 6. the whole pipeline ------------------------------------------------------------------------------
+def write_final(ws: Workspace, stage: str) -> Path:
+    """Post-process the fused labels of ``stage`` (largest components, holes, small fragments) into
+    ``W/predictions/final/<case>.nii.gz`` with each input's geometry."""
+    out = ws.predictions_dir("final")
+    for path in ws.files("target_images"):
+        vol = read_volume(ws.predictions_dir(stage) / f"{stem_of(path)}.nii.gz")
+        write_volume(Volume(postprocess(vol.array, vol.spacing), vol.geometry), out / f"{stem_of(path)}.nii.gz")
+    ws.record("stages", "final", status="done", predictions=str(out), from_stage=stage, postprocessed=True)
+    return out
+
+
+def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
+                 ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
+                 progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict[str, Any]:
+    """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
+    predictions. With ``ablation`` also the stages the variant does not need (nnU-Net on raw CT,
+    the other translator). Returns ``{"status": "done" | "awaiting review", ...}``."""
+    if variant not in BASE_STAGES:
+        raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
+    base = BASE_STAGES[variant]
+    recorded = ws.manifest.get("pipeline")
+    if recorded and (recorded["variant"], recorded["budget"]) != (variant, budget.name):
+        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded['variant']} / {recorded['budget']}; "
+                       "use the same settings to continue or another workspace")
+    ws.manifest["pipeline"] = {"variant": variant, "budget": budget.name, "base_stage": base, "rounds": rounds,
+                               "auto_accept": auto, "ablation": ablation}
+    ws.save()
+    ct, ct_labels = ws.files("source_images"), ws.files("source_labels")
+    variants = list(BASE_STAGES) if ablation else [variant]
+    with ReviewStore.for_workspace(ws.root) as store:
+        if ablation:
+            segment_stage(ws, "no_adaptation", ct, ct_labels, SOURCE.key, budget, device, 0, progress, should_stop)
+        for v in sorted(variants, key=lambda v: v != variant):
+            translated = translate_stage(ws, v, budget, device, progress, should_stop)
+            images = [translated / f"{stem_of(p)}.nii.gz" for p in ct]
+            segment_stage(ws, BASE_STAGES[v], images, ct_labels, ws.modality, budget, device, 0, progress, should_stop)
+        if ws.done("stages", base)["status"] != "done":  # the ablation stages are evaluated, not reviewed
+            score_stage(ws, base, store, settings, progress, should_stop)
+        if rounds > 0 and not auto and not store.accepted():
+            waiting = len(store.queue(ws.modality))
+            return {"status": "awaiting review", "cases": waiting,
+                    "message": f"{waiting} pseudo-label(s) await review: `napari-uda review queue --workspace {ws.root}`; "
+                               "decide, then run the same command again (or pass --auto-accept)"}
+    self_train(ws, rounds, budget, auto, device, settings, progress, should_stop)
+    last = round_stages(ws)[-1] if rounds > 0 else base
+    final = write_final(ws, last)
+    return {"status": "done", "final": str(final), "from_stage": last, "stages": stage_order(ws.manifest["stages"])}

@@ -251,7 +251,7 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
 
     ws = Workspace.open(args.workspace)
     done = self_train(ws, args.rounds, get_budget(args.budget), args.auto_accept, str(pick_device(args.device)),
-                      FilterSettings(top_k=args.top_k), _print_event)
+                      FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event)
     for r in done:
         u = list(r["uncertainty"].values())
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
@@ -283,7 +283,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     result = run_pipeline(ws, get_budget(args.budget), args.variant, args.rounds, args.auto_accept, args.ablation,
-                          str(pick_device(args.device)), FilterSettings(top_k=args.top_k), _print_event)
+                          str(pick_device(args.device)), FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3
@@ -314,7 +314,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), headless=args.headless)
+    return run_demo(Path(args.out), headless=args.headless, budget=args.budget, pipeline=not args.skip_pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -451,13 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ct-labels", type=Path, default=None)
     p.set_defaults(func=_cmd_review_export)
 
-    from .pipeline import BUDGETS as PIPELINE_BUDGETS, BASE_STAGES
+    from .pipeline import ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS
 
     def budget_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                        help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.pipeline.BUDGETS")
         p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
         p.add_argument("--top-k", type=int, default=50, help="at most this many pseudo-labels accepted automatically")
+        p.add_argument("--accept-rule", default="filters", choices=ACCEPT_RULES,
+                       help="automatic acceptance: pass every filter (FLARE 2025) or fold consistency alone (FLARE 2024)")
 
     p = sub.add_parser("workspace", help="show a workspace's manifest: data, translators, models, rounds, review")
     p.add_argument("--workspace", required=True, type=Path)
@@ -500,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(headless: screenshots and a report)")
     p.add_argument("--out", default="demo_output", help="where headless screenshots and the report go")
     p.add_argument("--headless", action="store_true", help="do not wait for the user; write screenshots and exit")
+    p.add_argument("--budget", default="tiny", help="budget of the sample-data pipeline (default tiny: minutes on a CPU)")
+    p.add_argument("--skip-pipeline", action="store_true", help="only open the viewer with the sample data and widgets")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,12 +1,18 @@
-"""The main job: napari with the plugin's widgets docked and the sample data loaded.
+"""The main job: the method on the bundled sample data, then napari with every widget on the result.
 
-Headless (``--headless``, e.g. under Xvfb) it takes screenshots of the viewer and of
-each widget, writes a short Markdown report, and exits.
+1. The pipeline (CT -> T2WI, Organ Attention, one self-training round on pseudo-labels accepted by
+   fold consistency) runs in the workspace ``OUT/workspace`` (resumable: a second run is instant),
+   and the evaluation of every stage against the sample T2WI labels is printed.
+2. napari opens with the sample data, the workspace and every dock widget.
+
+Headless (``--headless``, e.g. under Xvfb) it saves a screenshot of the viewer and of each widget,
+writes ``report.md`` and exits.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from .errors import UdaError
 from .io import Geometry
@@ -15,46 +21,81 @@ from .organs import ORGANS
 
 PLUGIN = "napari-uda"
 SAMPLES = ("ct", "t2wi", "pet")
-WIDGETS = ("Volume info", "Phantom generator")
+WIDGETS = ("Workspace", "Translator", "Segmenter", "Fold consistency", "Review", "Self-training", "Volume info",
+           "Phantom generator")
 
 
-def run_demo(out: Path, headless: bool = False) -> int:
-    """Open the viewer; when ``headless``, write screenshots and ``report.md`` to ``out`` and return."""
+def run_sample_pipeline(out: Path, budget: str = "tiny") -> tuple[Path, str]:
+    """The pipeline on the sample data into ``out/workspace``; returns (workspace, evaluation table)."""
+    from .evaluation import compare_markdown, evaluate_folders
+    from .pipeline import FilterSettings, get_budget, run_pipeline, stage_order
+    from .sample_data import sample_data_dir
+    from .workspace import Workspace
+
+    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    data = sample_data_dir()
+    ws = Workspace.create(out / "workspace", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
+    result = run_pipeline(ws, get_budget(budget), "organ-attention", rounds=1, auto=True, ablation=False, device="cpu",
+                          settings=FilterSettings(top_k=1, rule="consistency"),
+                          progress=lambda e: print(f"[{e['stage']}] {e['message']}", flush=True))
+    evaluations = {}
+    for stage in stage_order(list(ws.manifest["stages"])):
+        evaluations[stage] = evaluate_folders(ws.predictions_dir(stage), data / "t2wi/labels")
+        evaluations[stage].write(ws.reports_dir / f"evaluation_{stage}")
+    table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
+    print(f"final predictions in {result['final']}\n\n{table}")
+    return ws.root, table
+
+
+def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: bool = True) -> int:
+    """Run the sample pipeline (unless ``pipeline`` is False), open the viewer; when ``headless``,
+    write screenshots and ``report.md`` to ``out`` and return."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
         raise UdaError("no display: run under Xvfb (the README's './uda demo' does this) or set DISPLAY")
+    out.mkdir(parents=True, exist_ok=True)
+    workspace, table = run_sample_pipeline(out, budget) if pipeline else (None, "")
     import napari
+
+    from .widgets._session import link_for
+    from .workspace import Workspace
 
     viewer = napari.Viewer(title="napari-uda demo", show=True)
     for key in SAMPLES:
         viewer.open_sample(PLUGIN, key)
-    docked = {name: viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in WIDGETS}
+    if workspace is not None:
+        link_for(viewer).set(Workspace.open(workspace))
+    docked: dict[str, Any] = {}
+    for name in WIDGETS:
+        docked[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)[1]
     ct_labels = next(layer for layer in viewer.layers if layer.name.endswith("_organs"))
     viewer.layers.selection.active = ct_labels
     viewer.grid.enabled = True
     viewer.reset_view()
-    # step to the CT's middle slice, in world coordinates
     z_mid = ct_labels.translate[0] + ct_labels.scale[0] * ct_labels.data.shape[0] / 2
     viewer.dims.set_point(0, z_mid)
     if not headless:
         napari.run()
         return 0
 
-    out.mkdir(parents=True, exist_ok=True)
     viewer.window._qt_window.resize(1600, 1000)
-    napari.qt.get_qapp().processEvents()
+    app = napari.qt.get_qapp()
+    app.processEvents()
     shots = {"viewer": out / "viewer.png"}
     viewer.screenshot(str(shots["viewer"]), canvas_only=False)
     for name, widget in docked.items():
-        path = out / f"widget_{name.lower().replace(' ', '_')}.png"
+        path = out / f"widget_{name.lower().replace(' ', '_').replace('-', '_')}.png"
+        widget.resize(560, 900)
+        app.processEvents()
         widget.grab().save(str(path))
         shots[name] = path
     geometry = Geometry.from_dict(ct_labels.metadata["geometry"])
     vols = organ_volumes_ml(ct_labels.data, geometry.spacing)
-    lines = [
-        "# napari-uda demo report", "",
-        f"Layers loaded from the sample data: {', '.join(layer.name for layer in viewer.layers)}.", "",
-        "| layer | shape (z, y, x) | spacing (mm) | origin (mm) | layer.scale |", "|---|---|---|---|---|",
-    ]
+    lines = ["# napari-uda demo report", ""]
+    if table:
+        lines += [f"Pipeline on the sample data (workspace `{workspace}`): CT -> T2WI, Organ Attention, one "
+                  "self-training round, evaluated against the sample T2WI labels (evaluation only).", "", table]
+    lines += [f"Layers loaded from the sample data: {', '.join(layer.name for layer in viewer.layers)}.", "",
+              "| layer | shape (z, y, x) | spacing (mm) | origin (mm) | layer.scale |", "|---|---|---|---|---|"]
     for layer in viewer.layers:
         g = layer.metadata.get("geometry", {})
         fmt = lambda v: ", ".join(f"{x:.2f}" for x in v)  # noqa: E731

@@ -37,7 +37,10 @@ DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103}  #
 @dataclass(frozen=True)
 class Budget:
     """How much training one pipeline budget buys: translator iterations and size, the nnU-Net
-    trainer (a key of :data:`napari_uda.segmenter.BUDGETS`) and the folds trained."""
+    trainer (a key of :data:`napari_uda.segmenter.BUDGETS`), the folds trained and the planner.
+
+    ``small`` uses nnU-Net's plain U-Net plans: on two CPU cores Residual Encoder M costs about
+    1.45x as much per iteration, and the small budget has to fit a CPU demo."""
 
     name: str
     translator_iterations: int
@@ -47,23 +50,39 @@ class Budget:
     blocks: int
     nnunet: str
     folds: tuple[int, ...]
+    planner: str
 
 
 BUDGETS = {
-    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1)),
-    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1)),
-    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4)),
+    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "resenc-m"),
+    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default"),
+    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
 }
+
+
+ACCEPT_RULES = ("filters", "consistency")
 
 
 @dataclass(frozen=True)
 class FilterSettings:
-    """Dual-stage filter settings; their JSON is the reviewer name of automatic acceptance."""
+    """How pseudo-labels are scored and, if asked, accepted automatically; the JSON of these
+    settings is the reviewer name of automatic acceptance.
+
+    ``rule``: ``filters`` (FLARE 2025: the top ``top_k`` by case score among those that pass
+    every filter) or ``consistency`` (FLARE 2024: the top ``top_k`` by fold consistency alone).
+    """
 
     top_k: int = 50
     agreement: float | None = None  # checkpoint-agreement threshold; None: 0.9 MRI, 0.82 PET
     sigma: float = 3.0
     min_vote: float = 0.8
+    rule: str = "filters"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ACCEPT_RULES:
+            raise UdaError(f"unknown acceptance rule {self.rule!r}; choose one of {', '.join(ACCEPT_RULES)}")
+        if self.top_k < 1:
+            raise UdaError("top_k must be at least 1")
 
     def agreement_for(self, modality: str) -> float:
         return self.agreement if self.agreement is not None else DEFAULT_AGREEMENT[get_modality(modality).kind]
@@ -120,7 +139,7 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
                     progress: Progress | None = None, should_stop: StopFlag | None = None) -> Path:
     """Train (or resume) the ``variant`` translator and translate every source CT into
     ``W/translated/<variant>/`` (attention maps beside it in ``<variant>_attention/``)."""
-    from .translator import TranslatorConfig, load_translator, train_translator, translate_volume
+    from .translator import TranslatorConfig, train_translator
 
     stage = BASE_STAGES[variant]
     out = ws.translated_dir(variant)
@@ -145,53 +164,77 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
     train_translator(cfg, ws.files("source_images"), ws.files("source_labels"), ws.files("target_images"), folder,
                      device=device, progress=forward, should_stop=should_stop)
     _check_stop(should_stop)
-    tr = load_translator(folder, device=device)
-    for path in ws.files("source_images"):
-        _check_stop(should_stop)
-        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop)
-        write_volume(translated, out / f"{stem_of(path)}.nii.gz")
-        if attention is not None:
-            write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
-    _say(progress, stage, f"translated {len(ws.files('source_images'))} CT volume(s)")
+    translate_sources(ws, variant, device, progress, should_stop)
     ws.record("translators", variant, path=str(folder), translated=str(out), iterations=cfg.iterations,
               size=cfg.size, config=asdict(cfg))
     return out
 
 
+def translate_sources(ws: Workspace, variant: str, device: str | None = None, progress: Progress | None = None,
+                      should_stop: StopFlag | None = None) -> Path:
+    """Translate every source CT with the workspace's trained ``variant`` translator into
+    ``W/translated/<variant>/`` (attention maps in ``<variant>_attention/``)."""
+    from .translator import load_translator, translate_volume
+
+    out, stage = ws.translated_dir(variant), BASE_STAGES.get(variant, variant)
+    tr = load_translator(ws.translator_dir(variant), device=device)
+    sources = ws.files("source_images")
+    for i, path in enumerate(sources):
+        _check_stop(should_stop)
+        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop)
+        write_volume(translated, out / f"{stem_of(path)}.nii.gz")
+        if attention is not None:
+            write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
+        _say(progress, stage, f"translated {stem_of(path)}", done=i + 1, total=len(sources))
+    return out
+
+
 # --- 2. segment: export, plan, train folds, predict every target scan ----------------------------------
+def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
+                      budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
+                      should_stop: StopFlag | None = None) -> Path:
+    """Export ``images``/``labels`` (channel named ``channel``) as the stage's nnU-Net dataset, plan,
+    train the budget's folds (resuming) and record the model; returns the model folder."""
+    from .segmenter import PLANNERS, NnunetFolders, export_dataset, plan_and_preprocess, train_folds
+
+    recorded = ws.done("models", stage)
+    if recorded:
+        return Path(recorded["path"])
+    did, folders = dataset_id(stage), NnunetFolders(ws.root)
+    plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
+    if not plans.exists():
+        _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
+        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel)
+        _check_stop(should_stop)
+        _say(progress, stage, "planning and preprocessing")
+        plan_and_preprocess(ws.root, did, budget.planner, should_stop=should_stop)
+
+    def fold_progress(e: dict[str, Any]) -> None:
+        if "epoch" in e:
+            _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
+                 epoch=e["epoch"], num_epochs=e["num_epochs"], train_loss=e.get("train_loss"))
+
+    model = train_folds(ws.root, did, budget.folds, budget.nnunet, budget.planner, device=device, progress=fold_progress,
+                        should_stop=should_stop)
+    ws.record("models", stage, dataset=did, path=str(model), budget=budget.nnunet, planner=budget.planner,
+              folds=list(budget.folds), round=round_number, trained_on=len(images), channel=channel)
+    return model
+
+
 def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                   budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
                   should_stop: StopFlag | None = None) -> Path:
-    """Train nnU-Net folds on ``images``/``labels`` (channel named ``channel``) and predict every
-    target scan into ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
-    from .segmenter import PLANNERS, NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, train_folds
+    """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
+    ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
+    from .segmenter import predict_folds
 
     out = ws.predictions_dir(stage)
     if ws.done("stages", stage):
         return out
-    did, folders, planner = dataset_id(stage), NnunetFolders(ws.root), "resenc-m"
-    if not ws.done("models", stage):
-        plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[planner][1]}.json"
-        if not plans.exists():
-            _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
-            export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel)
-            _check_stop(should_stop)
-            _say(progress, stage, "planning and preprocessing")
-            plan_and_preprocess(ws.root, did, planner, should_stop=should_stop)
-
-        def fold_progress(e: dict[str, Any]) -> None:
-            if "epoch" in e:
-                _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
-                     epoch=e["epoch"], num_epochs=e["num_epochs"], train_loss=e.get("train_loss"))
-
-        model = train_folds(ws.root, did, budget.folds, budget.nnunet, planner, device=device, progress=fold_progress,
-                            should_stop=should_stop)
-        ws.record("models", stage, dataset=did, path=str(model), budget=budget.nnunet, folds=list(budget.folds),
-                  round=round_number, trained_on=len(images), channel=channel)
-    model = Path(ws.done("models", stage)["path"])
-    targets = ws.files("target_images")
-    _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(budget.folds)} folds")
-    records = predict_folds(model, targets, out, budget.folds, device,
+    model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop)
+    targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
+    _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
+    records = predict_folds(model, targets, out, folds, device,
                             progress=lambda e: _say(progress, stage, f"fold {e['fold']} {e['case']} {e['seconds']:.1f}s"),
                             should_stop=should_stop)
     ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
@@ -263,11 +306,27 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
              "passed": all(f.passed for f in r["filters"])} for r in rows]
 
 
+def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu",
+                 settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+                 should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Stage 3 with the ``variant`` translator's trained model: every fold predicts every target
+    scan, and the cases are scored into the review queue. Self-training then starts from here."""
+    stage = BASE_STAGES[variant]
+    if ws.done("models", stage) is None:
+        raise UdaError(f"no trained {stage} model in this workspace: train its folds first")
+    ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget.name, "base_stage": stage, "rounds": 0,
+                                        "auto_accept": False, "ablation": False})
+    ws.save()
+    segment_stage(ws, stage, [], [], ws.modality, budget, device, 0, progress, should_stop)
+    with ReviewStore.for_workspace(ws.root) as store:
+        return score_stage(ws, stage, store, settings, progress, should_stop)
+
+
 # --- 4. accept ------------------------------------------------------------------------------------------
 def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = FilterSettings()) -> dict[str, str]:
-    """Automatic acceptance by the filters, recorded as reviewer ``auto:<settings>``: among the cases
-    no person has decided, the top ``top_k`` by case score that pass every filter are accepted and
-    the others rejected (with the filters' reasons as the note). Returns case -> action taken."""
+    """Automatic acceptance, recorded as reviewer ``auto:<settings>``: among the cases no person has
+    decided, the top ``top_k`` by case score (that pass every filter, under the ``filters`` rule)
+    are accepted and the others rejected (with the reasons as the note). Returns case -> action."""
     reviewer = settings.reviewer()
     taken: dict[str, str] = {}
     queue = store.queue(get_modality(modality).key)
@@ -282,6 +341,8 @@ def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = Fi
             accepted += last.action == "accept"
             continue  # this prediction was decided already
         failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
+        if settings.rule == "consistency":
+            failed = []
         if not failed and accepted < settings.top_k:
             store.decide(row["case"], "accept", reviewer, note=f"case score {row['case_score']:.3f}")
             accepted += 1

@@ -131,6 +131,12 @@ def majority_vote(label_maps: Sequence[np.ndarray]) -> np.ndarray:
     return _vote(label_maps, union=False)[0]
 
 
+def fold_disagreement(label_maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Where the folds disagree: True at voxels where not every label map has the same label."""
+    _, agree = _vote(label_maps, union=False)
+    return agree < len(label_maps)
+
+
 def union_ensemble(label_maps: Sequence[np.ndarray]) -> np.ndarray:
     """Foreground wherever any map says so, with the most frequent foreground label there."""
     return _vote(label_maps, union=True)[0]

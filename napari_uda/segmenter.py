@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .child import LineFollower, run_child
 from .efficiency import RunMeter
 from .errors import UdaError
 from .io import Volume, check_same_grid, read_volume, require_finite, require_organ_labels, resample, stem_of, write_volume
@@ -161,42 +159,6 @@ def _nnunet_command(name: str) -> str:
     return str(exe) if exe.exists() else (shutil.which(name) or name)
 
 
-def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Callable[[], bool] | None = None,
-              on_poll: Callable[[], None] | None = None, what: str | None = None) -> None:
-    """Run ``cmd`` (described as ``what`` in messages) in its own process group, output to ``log``;
-    cancel terminates the whole group.
-
-    A non-zero exit raises :class:`UdaError` with the end of the log.
-    """
-    what = what or Path(cmd[0]).name
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            while proc.poll() is None:
-                if on_poll:
-                    on_poll()
-                if should_stop is not None and should_stop():
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                    raise UdaError(f"cancelled: {what} stopped; its log is {log}")
-                time.sleep(0.5)
-        except BaseException:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            raise
-        if on_poll:
-            on_poll()
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-8:]
-        raise UdaError(f"{what} failed (exit {proc.returncode}); end of {log}:\n" + "\n".join(tail))
-
-
 def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resenc-m", configuration: str = "3d_fullres",
                         should_stop: Callable[[], bool] | None = None) -> Path:
     """nnU-Net's fingerprinting, planning (Residual Encoder M by default) and preprocessing."""
@@ -245,21 +207,13 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
             if progress:
                 progress({"fold": fold, "event": "already trained"})
             continue
-        seen = {"n": 0}
+        follower = LineFollower(progress_file)
 
         def forward() -> None:
-            if not (progress and progress_file.exists()):
-                return
-            lines = progress_file.read_text().splitlines()
-            for line in lines[seen["n"]:]:
-                try:
-                    progress(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-            seen["n"] = len(lines)
+            for event in follower.events():
+                if progress:
+                    progress(event)
 
-        if progress_file.exists():
-            seen["n"] = len(progress_file.read_text().splitlines())
         cmd = [sys.executable, "-m", "napari_uda.nnunet_train", str(dataset_id), configuration, str(fold), "-tr", BUDGETS[budget],
                "-p", PLANNERS[planner][1], "-device", device_type, "--c"]
         run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, forward,

@@ -446,10 +446,12 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
 
 @torch.no_grad()
 def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
-                     should_stop: Callable[[], bool] | None = None) -> tuple[Volume, Volume | None]:
+                     should_stop: Callable[[], bool] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[Volume, Volume | None]:
     """Translate a CT volume slice by slice; returns (translated, attention or None), both with
     the CT's exact geometry. The translation is mapped to the target's intensity window;
-    attention is computed by S at the image's own in-plane size."""
+    attention is computed by S at the image's own in-plane size. ``progress(done, total)``
+    is called after each batch of slices."""
     require_finite(volume, "the CT volume")
     a = volume.array.astype(np.float32)
     z, h, w = a.shape
@@ -468,6 +470,8 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
             if tr.segmenter is not None:
                 att[z0:z0 + batch] = attention_map(tr.segmenter(x))[:, 0].float().cpu().numpy()
         out[z0:z0 + batch] = resize_slices(y.float(), (h, w))[:, 0].cpu().numpy()
+        if progress is not None:
+            progress(min(z0 + batch, z), z)
     translated = from_unit_range(out, tr.output_window)
     mod = tr.config.modality
     return volume.with_array(translated, mod), (volume.with_array(att, mod) if att is not None else None)

@@ -65,8 +65,10 @@ class Workspace:
                 raise UdaError(f"{root / MANIFEST}: this workspace holds other data or another modality "
                                f"({ws.manifest['modality']}); choose another workspace folder")
             return ws
+        folders = {"source_images": str(Path(source_images).resolve()), "source_labels": str(Path(source_labels).resolve()),
+                   "target_images": str(Path(target_images).resolve())}
         ws = cls(root, {"format": FORMAT, "version": FORMAT_VERSION, "created": _now(), "modality": mod.key,
-                        "data": data, "translators": {}, "models": {}, "stages": {}, "rounds": []})
+                        "data": data, "folders": folders, "translators": {}, "models": {}, "stages": {}, "rounds": []})
         ws.save()
         return ws
 
@@ -102,6 +104,10 @@ class Workspace:
     @property
     def modality(self) -> str:
         return str(self.manifest["modality"])
+
+    def folder(self, key: str) -> Path:
+        """The folder ``source_images``, ``source_labels`` or ``target_images`` was created from."""
+        return Path(self.manifest["folders"][key])
 
     def files(self, key: str) -> list[Path]:
         """``source_images``, ``source_labels`` or ``target_images``, checked to still exist."""

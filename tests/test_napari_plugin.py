@@ -24,7 +24,8 @@ def test_manifest_valid_and_registered():
     pm.discover()
     manifest = pm.get_manifest(PLUGIN)
     names = {w.display_name for w in manifest.contributions.widgets}
-    assert {"Phantom generator", "Volume info"} <= names
+    assert {"Phantom generator", "Volume info", "Workspace", "Translator", "Segmenter", "Fold consistency", "Review",
+            "Self-training"} <= names
     assert {s.key for s in manifest.contributions.sample_data} == {"ct", "t2wi", "cv", "pet"}
 
 
@@ -139,10 +140,12 @@ def test_volume_info_widget_follows_selection(make_napari_viewer):
 
 
 def test_demo_headless_writes_screenshots_and_report(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "napari_uda.cli", "demo", "--headless", "--out", str(tmp_path)],
+    # the pipeline part of the demo is the tiny pipeline of tests/test_pipeline.py; here the viewer part
+    res = subprocess.run([sys.executable, "-m", "napari_uda.cli", "demo", "--headless", "--skip-pipeline", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
     assert "liver" in report and "ct_000_organs" in report
-    for name in ("viewer.png", "widget_volume_info.png", "widget_phantom_generator.png"):
-        assert (tmp_path / name).stat().st_size > 5000
+    for name in ("viewer", "widget_volume_info", "widget_phantom_generator", "widget_workspace", "widget_translator",
+                 "widget_segmenter", "widget_fold_consistency", "widget_review", "widget_self_training"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000, name

@@ -11,7 +11,7 @@ from napari_uda.phantom import make_case
 from napari_uda.probabilities import ProbabilityFile, save_probabilities
 from napari_uda.pseudo import (CaseScore, SourceStats, filter_checkpoint_agreement, filter_majority_vote,
                                filter_organs_present, filter_relative_volume, fold_consistency,
-                               fold_consistency_details, fuse_probabilities, majority_vote, mean_dice, rank_cases,
+                               fold_consistency_details, fold_disagreement, fuse_probabilities, majority_vote, mean_dice, rank_cases,
                                relative_volumes, round_uncertainty, select_by_uncertainty, union_ensemble)
 
 
@@ -141,6 +141,9 @@ def test_majority_and_union():
     assert result.passed and "100.0%" in result.reason
     voted, result = filter_majority_vote([a, b, np.full_like(a, 5)], min_agreement=0.9)
     assert not result.passed
+    # by hand: a voxel is in disagreement unless all maps hold the same label
+    np.testing.assert_array_equal(fold_disagreement([a, b, c]), [[[True, True, True, True, True]]])
+    np.testing.assert_array_equal(fold_disagreement([a, a, b]), [[[False, True, False, True, True]]])
 
 
 def test_filters_with_reasons():

@@ -15,8 +15,8 @@ from napari_uda.io import Geometry, Volume, read_volume, write_volume
 from napari_uda.phantom import write_phantom_dataset
 from napari_uda.probabilities import ProbabilityFile
 from napari_uda.pseudo import fold_consistency
-from napari_uda.segmenter import (NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, run_child,
-                                  train_folds)
+from napari_uda.child import run_child
+from napari_uda.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, train_folds
 from napari_uda.slices import list_volumes, pair_labels
 
 pytestmark = pytest.mark.slow

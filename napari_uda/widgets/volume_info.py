@@ -11,10 +11,10 @@ from napari.layers import Labels
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
-from ..io import Volume, format_info, volume_info
-from ..layers import geometry_from_layer_meta
+from ..io import format_info, volume_info
 from ..metrics import organ_volumes_ml
 from ..organs import ORGANS
+from ._common import layer_volume
 
 
 def describe_layer(layer: Any) -> str:
@@ -22,8 +22,7 @@ def describe_layer(layer: Any) -> str:
     data = np.asarray(layer.data)
     if data.ndim != 3:
         return f"{layer.name}: {data.ndim}D layer; geometry is shown for 3D volumes"
-    meta = {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate}
-    volume = Volume(data, geometry_from_layer_meta(meta))
+    volume = layer_volume(layer)
     text = format_info(layer.metadata.get("source", layer.name), volume_info(volume))
     if isinstance(layer, Labels):
         vols = organ_volumes_ml(data, volume.spacing)

@@ -1,0 +1,47 @@
+"""The workspace each viewer is working in: a path (the state itself lives on disk in the
+workspace folder), and a signal for the widgets that show it.
+
+The Workspace widget sets it; every other widget reads it and refreshes when it changes. A
+widget can also be given a workspace folder directly (tests, scripts).
+"""
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal
+
+from ..errors import UdaError
+from ..workspace import Workspace
+
+
+class WorkspaceLink:
+    """The current workspace folder of one viewer."""
+
+    changed = Signal(object)  # the new Workspace
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+
+    def set(self, workspace: Workspace) -> None:
+        self.path = workspace.root
+        self.changed.emit(workspace)
+
+    def open(self) -> Workspace:
+        """The workspace, freshly read from disk (other processes may have changed it)."""
+        if self.path is None:
+            raise UdaError("no workspace yet: open or create one in the Workspace widget")
+        return Workspace.open(self.path)
+
+
+_LINKS: dict[int, WorkspaceLink] = {}
+
+
+def link_for(viewer: Any) -> WorkspaceLink:
+    """The workspace link of ``viewer`` (created on first use, dropped with the viewer)."""
+    key = id(viewer)
+    if key not in _LINKS:
+        _LINKS[key] = WorkspaceLink()
+        weakref.finalize(viewer, _LINKS.pop, key, None)
+    return _LINKS[key]

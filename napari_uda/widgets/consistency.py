@@ -1,0 +1,103 @@
+"""Dock widget: per-organ fold consistency of every scored case (a sortable, colour-scaled table of
+cases x organs with case scores and filter outcomes), a per-organ bar chart, and a click on a case
+to load its image, fused label and fold-disagreement map.
+
+CLI equivalent: ``napari-uda review queue --workspace W --json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import QAbstractItemView, QLabel, QPushButton, QTableWidget, QVBoxLayout, QWidget
+
+from ..errors import UdaError
+from ..io import Volume, read_volume
+from ..organs import ORGAN_BY_INDEX
+from ..pseudo import fold_disagreement
+from ..review_store import ReviewStore
+from ._common import fill_table, notify_error, show_volume
+from ._jobs import JobPanel
+from ._plots import BarChart, score_color
+from ._session import link_for
+
+FIXED_COLUMNS = ["case", "score", "filters", "state"]
+
+
+def load_case(row: dict[str, Any]) -> dict[str, Volume]:
+    """Image, fused label and fold-disagreement mask of a queue row (fold labels beside the fused one)."""
+    image, label = read_volume(row["image"]), read_volume(row["label"])
+    folder, name = Path(row["label"]).parent, Path(row["label"]).name
+    folds = sorted(folder.glob(f"fold_*/{name}"))
+    out = {"image": image, "label": label}
+    if len(folds) > 1:
+        out["disagreement"] = Volume(fold_disagreement([read_volume(p).array for p in folds]).astype(np.uint8), label.geometry)
+    return out
+
+
+class ConsistencyWidget(QWidget):
+    """Cases x organs fold consistency from the review store."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.link = link_for(napari_viewer)
+        self.rows: list[dict[str, Any]] = []
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        self.summary = QLabel("")
+        self.table = QTableWidget()
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.cellClicked.connect(self._clicked)
+        self.chart = BarChart("mean fold consistency per organ")
+        self.job = JobPanel()
+        layout = QVBoxLayout(self)
+        layout.addWidget(refresh)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 2)
+        layout.addWidget(self.chart, 1)
+        layout.addWidget(self.job)
+        self.link.changed.connect(lambda _: self.refresh())
+        if self.link.path is not None:
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            ws = self.link.open()
+            with ReviewStore.for_workspace(ws.root) as store:
+                self.rows = [r for r in store.queue(ws.modality) if r["label"] is not None]
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        organs = sorted({o for r in self.rows for o in (r["organ_consistency"] or {})})
+        header = FIXED_COLUMNS + [ORGAN_BY_INDEX[o].name for o in organs]
+        table_rows = []
+        for r in self.rows:
+            failed = [f["name"] for f in r["filters"] or [] if not f["passed"]]
+            table_rows.append([r["case"], float(r["case_score"]), "passed" if not failed else "failed: " + ", ".join(failed),
+                               r["state"]] + [r["organ_consistency"].get(o, float("nan")) for o in organs])
+        fill_table(self.table, header, table_rows)
+        for i in range(self.table.rowCount()):
+            for j in [1] + list(range(len(FIXED_COLUMNS), len(header))):
+                item = self.table.item(i, j)
+                item.setBackground(score_color(float(item.data(0))))
+        means = [float(np.nanmean([r["organ_consistency"].get(o, np.nan) for r in self.rows])) for o in organs]
+        self.chart.set_bars([ORGAN_BY_INDEX[o].name for o in organs], means, [score_color(m) for m in means])
+        passed = sum(all(f["passed"] for f in r["filters"] or []) for r in self.rows)
+        self.summary.setText(f"{len(self.rows)} scored case(s), {passed} pass every filter; click a case to load it")
+
+    def _clicked(self, row: int, column: int) -> None:
+        case = self.table.item(row, 0).text()
+        entry = next(r for r in self.rows if r["case"] == case)
+        self.job.start(f"loading {case}", lambda report, stop: load_case(entry), lambda vols: self._show(case, vols))
+
+    def _show(self, case: str, vols: dict[str, Volume]) -> None:
+        show_volume(self.viewer, vols["image"], f"{case}", as_labels=False)
+        show_volume(self.viewer, vols["label"], f"{case} fused", as_labels=True)
+        if "disagreement" in vols:
+            show_volume(self.viewer, vols["disagreement"], f"{case} fold disagreement", as_labels=False,
+                        colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive")
+        self.viewer.reset_view()
+

@@ -1,0 +1,155 @@
+"""Dock widget: start self-training rounds with a budget, watch them, and compare rounds (accepted
+cases, mean case score, uncertainty across rounds, and DSC/NSD where evaluation labels exist).
+
+A round runs ``napari-uda selftrain`` in a child process (Cancel terminates its process tree;
+Start again resumes). Automatic acceptance by the filters is a checkbox that is off by default.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout,
+                            QWidget)
+
+from ..child import LineFollower, run_child
+from ..device import available_devices
+from ..errors import UdaError
+from ..evaluation import evaluate_folders
+from ..modalities import get_modality
+from ..pipeline import BUDGETS, round_stages, stage_order
+from ..review_store import ReviewStore
+from ..workspace import Workspace
+from ._common import PathField, fill_table, notify_error
+from ._jobs import JobPanel
+from ._session import link_for
+
+EPOCH = re.compile(r"fold (\d+) epoch (\d+)/(\d+)")
+
+
+def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str) -> list[str]:
+    return [sys.executable, "-m", "napari_uda.cli", "selftrain", "--workspace", str(ws.root), "--rounds", str(rounds),
+            "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
+
+
+def compare_rounds(ws: Workspace) -> list[list[Any]]:
+    """One row per scored stage: stage, accepted cases used, mean case score, mean uncertainty
+    across rounds, and mean DSC / NSD from ``W/reports/evaluation_<stage>.json`` when present."""
+    rows = []
+    with ReviewStore.for_workspace(ws.root) as store:
+        rounds = {r["round"]: r for r in store.rounds()}
+        for stage in stage_order([s for s, v in ws.manifest["stages"].items() if v.get("model_id") or s == "final"]):
+            info = ws.manifest["stages"][stage]
+            scores = [s for (s,) in store.db.execute("SELECT case_score FROM predictions WHERE model_id = ?",
+                                                     (info.get("model_id"),))]
+            r = info.get("round", 0)
+            unc = list(rounds[r]["uncertainty"].values()) if r in rounds else []
+            report = ws.reports_dir / f"evaluation_{stage}.json"
+            dsc = nsd = float("nan")
+            if report.exists():
+                summary = json.loads(report.read_text())["summary"]["all"]
+                dsc, nsd = summary["dsc_mean"], summary["nsd_mean"]
+            rows.append([stage, len(rounds[r]["cases"]) if r in rounds else 0,
+                         float(np.mean(scores)) if scores else float("nan"),
+                         float(np.mean(unc)) if unc else float("nan"), dsc, nsd])
+    return rows
+
+
+class SelfTrainingWidget(QWidget):
+    """Self-training rounds: start, watch, compare."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.link = link_for(napari_viewer)
+        self.rounds = QSpinBox()
+        self.rounds.setRange(1, 20)
+        self.budget = QComboBox()
+        self.budget.addItems(list(BUDGETS))
+        self.budget.setCurrentText("small")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.auto = QCheckBox("accept pseudo-labels automatically by the filters (recorded as auto:<settings>)")
+        self.auto.setChecked(False)
+        start = QPushButton("Start rounds")
+        start.clicked.connect(self.start_clicked)
+        self.labels = PathField("target labels for evaluation only (optional)")
+        evaluate = QPushButton("Evaluate every stage")
+        evaluate.clicked.connect(self.evaluate_clicked)
+        form = QFormLayout()
+        form.addRow("Rounds (in all)", self.rounds)
+        form.addRow("Budget", self.budget)
+        form.addRow("Device", self.device)
+        form.addRow(self.auto)
+        form.addRow(start)
+        form.addRow("Evaluation labels", self.labels)
+        form.addRow(evaluate)
+        self.job = JobPanel()
+        self.table = QTableWidget()
+        self.table.setSortingEnabled(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.job)
+        layout.addWidget(self.table, 1)
+        self.link.changed.connect(lambda _: self.refresh())
+        if self.link.path is not None:
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            ws = self.link.open()
+            if ws.manifest.get("pipeline"):
+                self.rounds.setValue(max(1, len(round_stages(ws))))
+            rows = compare_rounds(ws)
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        fill_table(self.table, ["stage", "accepted cases", "mean case score", "mean uncertainty", "DSC", "NSD"], rows)
+
+    def start_clicked(self) -> None:
+        try:
+            ws = self.link.open()
+            cmd = selftrain_command(ws, self.rounds.value(), self.budget.currentText(), self.auto.isChecked(),
+                                    self.device.currentText())
+        except UdaError as exc:
+            notify_error(exc)
+            return
+
+        def work(report: Any, should_stop: Any) -> None:
+            log = ws.root / "logs" / "selftrain.log"
+            follower = LineFollower(log)
+
+            def poll() -> None:
+                for line in follower.lines():
+                    m = EPOCH.search(line)
+                    event: dict[str, Any] = {"message": line.strip()}
+                    if m:
+                        event.update(done=int(m.group(2)), total=int(m.group(3)))
+                    report(event)
+
+            run_child(cmd, dict(os.environ), log, should_stop, poll, what="self-training")
+
+        self.job.start("self-training", work, lambda _: self.refresh())
+
+    def evaluate_clicked(self) -> None:
+        try:
+            ws = self.link.open()
+            gt = self.labels.path()
+            if gt is None:
+                raise UdaError("choose the folder of target labels (used for evaluation only)")
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        kind = get_modality(ws.modality).kind
+
+        def work(report: Any, should_stop: Any) -> None:
+            stages = stage_order(list(ws.manifest["stages"]))
+            for i, stage in enumerate(stages):
+                evaluate_folders(ws.predictions_dir(stage), gt, None, kind).write(ws.reports_dir / f"evaluation_{stage}")
+                report({"done": i + 1, "total": len(stages), "message": f"evaluated {stage}"})
+
+        self.job.start("evaluation", work, lambda _: self.refresh())

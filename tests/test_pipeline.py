@@ -1,0 +1,113 @@
+"""The whole method end to end with the tiny budget: pipeline (with the ablation stages), review,
+self-training round, final predictions, evaluation. Real translators, real nnU-Net."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_uda.io import read_volume
+from napari_uda.review_store import ReviewStore, file_hash, label_hash
+from napari_uda.phantom import write_phantom_dataset
+from napari_uda.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+STAGES = ["no_adaptation", "cyclegan", "organ_attention"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "napari_uda.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    write_phantom_dataset(root / "data", {"ct": 3, "t2wi": 3}, seed=11, shape=(24, 48, 48))
+    ws = root / "ws"
+    args = ["pipeline", "--source-images", str(root / "data/ct/images"), "--source-labels", str(root / "data/ct/labels"),
+            "--target-images", str(root / "data/t2wi/images"), "--modality", "T2WI", "--workspace", str(ws),
+            "--budget", "tiny", "--ablation", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
+    first = cli(*args)
+    return {"root": root, "ws": ws, "args": args, "first": first}
+
+
+def test_pipeline_stops_for_review_with_every_stage_predicted(run):
+    first, ws = run["first"], run["ws"]
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert "await review" in first.stderr
+    targets = sorted((run["root"] / "data/t2wi/images").iterdir())
+    for stage in STAGES:
+        folder = ws / "predictions" / stage
+        for t in targets:
+            fused, image = read_volume(folder / t.name), read_volume(t)
+            assert fused.shape == image.shape and fused.geometry.matches(image.geometry)
+            assert (folder / "fold_0" / t.name).exists() and (folder / "fold_1" / t.name).exists()
+        assert len(json.loads((folder / "predictions.json").read_text())) == 3
+    for variant in ("cyclegan", "organ-attention"):
+        assert (ws / "translators" / variant / "translator.safetensors").exists()
+        assert len(list((ws / "translated" / variant).glob("*.nii.gz"))) == 3
+    assert len(list((ws / "translated" / "organ-attention_attention").glob("*.nii.gz"))) == 3
+    manifest = Workspace.open(ws).manifest
+    assert manifest["stages"]["organ_attention"]["status"] == "done"  # scored: the queue is filled
+    assert manifest["models"]["no_adaptation"]["channel"] == "CT" and manifest["models"]["cyclegan"]["channel"] == "T2WI"
+    queue = json.loads(cli("review", "queue", "--workspace", str(ws), "--json").stdout)
+    assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 4 for q in queue)
+    assert all(0 <= q["case_score"] <= 1 and len(q["organ_consistency"]) == 13 for q in queue)
+
+
+def test_review_then_self_training_round_and_final(run):
+    ws, queue = run["ws"], json.loads(cli("review", "queue", "--workspace", str(run["ws"]), "--json").stdout)
+    accepted, edited, rejected = (q["case"] for q in queue)
+    assert cli("review", "decide", "--workspace", str(ws), "--case", accepted, "--accept", "--reviewer", "ana").returncode == 0
+    label = read_volume(queue[1]["label"])
+    label.array[label.array == 5] = 0  # the reviewer removes the aorta
+    edited_path = run["root"] / "edited.nii.gz"
+    from napari_uda.io import write_volume
+    write_volume(label, edited_path)
+    out = cli("review", "decide", "--workspace", str(ws), "--case", edited, "--accept", "--label", str(edited_path),
+              "--reviewer", "ben", "--note", "aorta was a false positive")
+    assert out.returncode == 0, out.stderr
+    assert cli("review", "decide", "--workspace", str(ws), "--case", rejected, "--reject", "--reviewer", "ana").returncode == 0
+
+    second = cli(*run["args"])  # the same command continues: self-training round 1, final, evaluation
+    assert second.returncode == 0, second.stderr[-3000:]
+    final = ws / "predictions" / "final"
+    for t in sorted((run["root"] / "data/t2wi/images").iterdir()):
+        assert read_volume(final / t.name).geometry.matches(read_volume(t).geometry)
+    # the round's dataset: translated CT + exactly the accepted cases, the edited label where edited
+    raw = ws / "nnunet/raw/Dataset111_UDA_self_training_r1"
+    assert sorted(p.name for p in (raw / "labelsTr").iterdir()) == sorted(
+        ["ct_000.nii.gz", "ct_001.nii.gz", "ct_002.nii.gz", f"{accepted}.nii.gz", f"{edited}.nii.gz"])
+    assert label_hash(read_volume(raw / "labelsTr" / f"{edited}.nii.gz").array) == label_hash(label.array)
+    assert file_hash(raw / "imagesTr" / f"{accepted}_0000.nii.gz")
+    with ReviewStore.for_workspace(ws) as store:
+        (r1,) = store.rounds()
+        assert r1["cases"] == sorted([accepted, edited]) and r1["settings"]["budget"] == "tiny"
+        assert set(r1["uncertainty"]) == {q["case"] for q in queue}
+        assert all(np.isfinite(u) and u >= 0 for u in r1["uncertainty"].values())
+        model = store.db.execute("SELECT name, round FROM models WHERE id = ?", (r1["model_id"],)).fetchone()
+        assert model[1] == 1 and model[0].endswith("self_training_r1")
+        new_queue = store.queue("T2WI")  # refilled from the second-round model
+        assert all(q["label"].endswith(f"self_training_r1/{q['case']}.nii.gz") for q in new_queue)
+    manifest = Workspace.open(ws).manifest
+    assert manifest["rounds"][0]["accepted"] == 2 and manifest["stages"]["final"]["from_stage"] == "self_training_r1"
+    # the evaluation of every stage: valid numbers
+    for stage in [*STAGES, "self_training_r1", "final"]:
+        report = json.loads((ws / "reports" / f"evaluation_{stage}.json").read_text())
+        assert report["n_cases"] == 3 and not report["missing"]
+        for organ in report["summary"].values():
+            assert all(0.0 <= v <= 1.0 for v in organ.values())
+    assert "| organ (DSC mean) | no_adaptation | cyclegan | organ_attention | self_training_r1 | final |" in second.stdout
+
+    third = cli(*run["args"])  # everything is done: nothing is trained again
+    assert third.returncode == 0 and "fold 0 epoch" not in third.stderr
+
+
+def test_selftrain_needs_a_pipeline_and_decisions(run, tmp_path):
+    out = cli("selftrain", "--workspace", str(tmp_path), "--rounds", "1", "--budget", "tiny")
+    assert out.returncode == 1 and "not a napari-uda workspace" in out.stderr
+    out = cli("selftrain", "--workspace", str(run["ws"]), "--rounds", "1", "--budget", "tiny")
+    assert out.returncode == 0 and "already done" in out.stdout

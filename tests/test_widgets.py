@@ -1,0 +1,263 @@
+"""Every dock widget end to end in a real napari viewer (Xvfb) on phantom data with the tiny budgets:
+workspace -> translator (child-process training, live preview, translation + attention layers)
+-> segmenter (folds trained, inference layers) -> pseudo-labels -> fold consistency -> review
+-> self-training. Layers and the review store are checked after each step; screenshots are saved.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer, Qt
+
+from napari_uda.io import read_volume
+from napari_uda.layers import volume_to_layer_data
+from napari_uda.phantom import write_phantom_dataset
+from napari_uda.review_store import ReviewStore, label_hash
+from napari_uda.workspace import Workspace
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("widgets")
+    write_phantom_dataset(root / "data", {"ct": 3, "t2wi": 3}, seed=21, shape=(24, 48, 48))
+    return root
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the widgets raise (napari shows them; here they are collected)."""
+    seen: list[str] = []
+    import napari_uda.widgets._common as common
+
+    monkeypatch.setattr(common, "show_error", seen.append)
+    return seen
+
+
+def wait_job(qtbot, widget, timeout=240_000):
+    qtbot.waitUntil(lambda: not widget.job.running, timeout=timeout)
+    assert widget.job.last_error is None, widget.job.last_error
+
+
+def shot(viewer, widget, artifact_dir, name, qtbot):
+    qtbot.wait(100)
+    widget.grab().save(str(artifact_dir / f"widget_{name}.png"))
+    viewer.screenshot(str(artifact_dir / f"viewer_{name}.png"), canvas_only=False)
+
+
+def add_volume(viewer, path, name):
+    data, kwargs, kind = volume_to_layer_data(read_volume(path), name)
+    return getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, errors):
+    from napari_uda.widgets.consistency import ConsistencyWidget
+    from napari_uda.widgets.review import LABEL_LAYER, ReviewWidget
+    from napari_uda.widgets.segmenter import SegmenterWidget
+    from napari_uda.widgets.selftrain import SelfTrainingWidget
+    from napari_uda.widgets.translator import TranslatorWidget
+    from napari_uda.widgets.workspace import WorkspaceWidget
+
+    viewer = make_napari_viewer(show=True)
+    d = data / "data"
+    # --- workspace --------------------------------------------------------------------------------
+    wsw = WorkspaceWidget(viewer)
+    viewer.window.add_dock_widget(wsw, name="Workspace")
+    wsw.create_clicked()
+    assert errors == ["a new workspace needs its folder, the CT images and labels and the target scans"]
+    wsw.folder.set_path(data / "ws")
+    for field, sub in ((wsw.source_images, "ct/images"), (wsw.source_labels, "ct/labels"), (wsw.target_images, "t2wi/images")):
+        field.set_path(d / sub)
+    wsw.create_clicked()
+    assert (data / "ws" / "workspace.json").exists() and wsw.link.path == (data / "ws").resolve()
+    assert wsw.table.rowCount() >= 4 and wsw.table.item(1, 1).text() == "T2WI"
+    shot(viewer, wsw, artifact_dir, "workspace", qtbot)
+
+    # --- translator: training in a child process with live preview, then translation ---------------
+    trw = TranslatorWidget(viewer)
+    viewer.window.add_dock_widget(trw, name="Translator")
+    assert trw.modality.currentText() == "T2WI"
+    trw.budget.setCurrentText("tiny")
+    trw.iterations.setValue(20)
+    trw.device.setCurrentText("cpu")
+    trw.train_clicked()
+    wait_job(qtbot, trw)
+    assert (data / "ws/translators/organ-attention/translator.safetensors").exists() and trw.translator is not None
+    assert trw.losses.series and not trw.thumbs[1].pixmap().isNull() and not trw.thumbs[2].pixmap().isNull()
+    ct = add_volume(viewer, d / "ct/images/ct_000.nii.gz", "ct_000")
+    viewer.layers.selection.active = ct
+    trw.translate_clicked()
+    wait_job(qtbot, trw)
+    translated, attention = viewer.layers["ct_000 -> T2WI"], viewer.layers["ct_000 attention"]
+    np.testing.assert_allclose(translated.scale, ct.scale)
+    np.testing.assert_allclose(attention.translate, ct.translate)
+    assert attention.colormap.name == "magma" and 0 <= attention.data.min() and attention.data.max() <= 1
+    trw.grid.setChecked(True)
+    assert viewer.grid.enabled
+    shot(viewer, trw, artifact_dir, "translator", qtbot)
+    trw.grid.setChecked(False)
+
+    # --- segmenter: folds trained on translated CT, inference with per-fold and disagreement layers --
+    sgw = SegmenterWidget(viewer)
+    viewer.window.add_dock_widget(sgw, name="Segmenter")
+    sgw.segment_clicked()
+    assert errors[-1].startswith("choose a trained model")
+    sgw.budget.setCurrentText("tiny")
+    sgw.device.setCurrentText("cpu")
+    sgw.train_clicked()
+    wait_job(qtbot, sgw)
+    assert sgw.models.currentText() == "organ_attention" and sgw.model.path().name.startswith("nnUNetTrainer_UDA_tiny")
+    mri = add_volume(viewer, d / "t2wi/images/t2wi_000.nii.gz", "t2wi_000")
+    viewer.layers.selection.active = mri
+    sgw.per_fold.setChecked(True)
+    sgw.segment_clicked()
+    wait_job(qtbot, sgw)
+    organs = viewer.layers["t2wi_000 organs"]
+    assert organs._type_string == "labels" and organs.data.shape == mri.data.shape
+    np.testing.assert_allclose(organs.scale, mri.scale)
+    assert "t2wi_000 fold 0" in viewer.layers and "t2wi_000 fold 1" in viewer.layers
+    assert set(np.unique(viewer.layers["t2wi_000 fold disagreement"].data)) <= {0, 1}
+    assert "2 fold(s)" in sgw.stats.text()
+    sgw.pseudo_label_clicked()
+    wait_job(qtbot, sgw)
+    assert "3 case(s) scored" in sgw.stats.text()
+    shot(viewer, sgw, artifact_dir, "segmenter", qtbot)
+
+    # --- fold consistency ---------------------------------------------------------------------------
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    cw = ConsistencyWidget(viewer)
+    viewer.window.add_dock_widget(cw, name="Fold consistency")
+    assert cw.table.rowCount() == 3 and cw.table.columnCount() == 4 + 13
+    assert len(cw.chart.bars) == 13 and all(0 <= v <= 1 for _, v, _ in cw.chart.bars)
+    cw.table.sortItems(1, Qt.DescendingOrder)
+    scores = [float(cw.table.item(i, 1).data(0)) for i in range(3)]
+    assert scores == sorted(scores, reverse=True)
+    case = cw.table.item(0, 0).text()
+    cw._clicked(0, 0)
+    wait_job(qtbot, cw)
+    assert {case, f"{case} fused", f"{case} fold disagreement"} <= {layer.name for layer in viewer.layers}
+    shot(viewer, cw, artifact_dir, "consistency", qtbot)
+
+    # --- review: accept (shortcut), edit then accept, reject, undo ---------------------------------------
+    rw = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(rw, name="Review")
+    rw.reviewer.setText("ana")
+    wait_job(qtbot, rw)
+    assert rw.queue.count() == 3 and rw.progress.text().startswith("0 of 3 decided")
+    first = rw.current["case"]
+    rw.act("accept")
+    wait_job(qtbot, rw)
+    second = rw.current["case"]
+    assert second != first
+    layer = viewer.layers[LABEL_LAYER]
+    layer.data[layer.data == 1] = 0  # the reviewer erases the liver
+    layer.refresh()
+    edited = layer.data.copy()
+    rw.note.setText("liver was wrong")
+    assert rw.decide("accept") == "edited"
+    wait_job(qtbot, rw)
+    third = rw.current["case"]
+    rw.decide("reject")
+    rw.decide("undo")
+    assert rw.progress.text().startswith("2 of 3 decided")
+    with ReviewStore.for_workspace(data / "ws") as store:
+        assert store.state(first)[0] == "accepted" and store.state(third)[0] == "not reviewed"
+        state, decision = store.state(second)
+        assert state == "edited" and decision.note == "liver was wrong" and decision.reviewer == "ana"
+        assert decision.label_hash == label_hash(edited) == label_hash(read_volume(decision.label_path).array)
+    rw.reviewer.setText("")
+    rw.act("reject")
+    assert errors[-1] == "a decision needs a reviewer name"
+    shot(viewer, rw, artifact_dir, "review", qtbot)
+
+    # --- self-training: a round in a child process, then comparison with evaluation -------------------
+    stw = SelfTrainingWidget(viewer)
+    viewer.window.add_dock_widget(stw, name="Self-training")
+    assert not stw.auto.isChecked()
+    stw.budget.setCurrentText("tiny")
+    stw.device.setCurrentText("cpu")
+    stw.rounds.setValue(1)
+    stw.start_clicked()
+    wait_job(qtbot, stw, timeout=400_000)
+    stages = [stw.table.item(i, 0).text() for i in range(stw.table.rowCount())]
+    assert stages == ["organ_attention", "self_training_r1"]
+    stw.labels.set_path(d / "t2wi/labels")
+    stw.evaluate_clicked()
+    wait_job(qtbot, stw)
+    dsc = [float(stw.table.item(i, 4).data(0)) for i in range(stw.table.rowCount())]
+    assert all(0 <= v <= 1 for v in dsc)
+    assert int(stw.table.item(1, 1).data(0)) == 2  # the two accepted cases trained round 1
+    shot(viewer, stw, artifact_dir, "selftrain", qtbot)
+
+    # --- reopening the workspace in a new session restores it ----------------------------------------------
+    viewer2 = make_napari_viewer()
+    again = WorkspaceWidget(viewer2, workspace=data / "ws")
+    rows = {again.table.item(i, 0).text(): again.table.item(i, 1).text() for i in range(again.table.rowCount())}
+    assert rows["round 1"] == "2 accepted pseudo-labels" and "model self_training_r1" in rows
+    assert Workspace.open(data / "ws").manifest["stages"]["self_training_r1"]["status"] == "done"
+
+
+def test_viewer_stays_responsive_during_translation(make_napari_viewer, qtbot, tmp_path):
+    """A Qt timer never sees a gap over 200 ms while a translation runs in its worker."""
+    from napari_uda.io import Geometry, Volume
+    from napari_uda.translator import TranslatorConfig, train_translator
+    from napari_uda.widgets.translator import TranslatorWidget
+
+    write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
+    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
+                           s_pretrain_iterations=1)
+    train_translator(cfg, [tmp_path / "d/ct/images/ct_000.nii.gz"], [tmp_path / "d/ct/labels/ct_000.nii.gz"],
+                     [tmp_path / "d/t2wi/images/t2wi_000.nii.gz"], tmp_path / "tr", device="cpu")
+    viewer = make_napari_viewer(show=True)
+    widget = TranslatorWidget(viewer)
+    widget.folder.set_path(tmp_path / "tr")
+    widget.device.setCurrentText("cpu")
+    widget.load_clicked()
+    big = np.random.default_rng(0).normal(0, 300, (160, 256, 256)).astype(np.float32)
+    data, kwargs, kind = volume_to_layer_data(Volume(big, Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "CT"), "big", False)
+    viewer.layers.selection.active = viewer.add_image(data, **kwargs)
+    gaps, last = [], [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    t0 = time.perf_counter()
+    widget.translate_clicked()
+    wait_job(qtbot, widget, timeout=120_000)
+    busy = time.perf_counter() - t0
+    timer.stop()
+    assert busy > 1.0, "the translation was too short to test responsiveness"
+    assert "big -> T2WI" in viewer.layers
+    assert max(gaps) < 0.2, f"the UI thread stalled for {max(gaps) * 1000:.0f} ms during a {busy:.1f} s translation"
+
+
+def test_cancel_stops_translator_training(make_napari_viewer, qtbot, data, errors):
+    """Cancel terminates the training child process; its checkpoint lets Train resume."""
+    from napari_uda.widgets.translator import TranslatorWidget
+    from napari_uda.widgets._session import link_for
+
+    viewer = make_napari_viewer()
+    d = data / "data"
+    link_for(viewer).set(Workspace.create(data / "ws_cancel", d / "ct/images", d / "ct/labels", d / "t2wi/images", "T2WI"))
+    widget = TranslatorWidget(viewer)
+    widget.budget.setCurrentText("tiny")
+    widget.iterations.setValue(100_000)
+    widget.device.setCurrentText("cpu")
+    widget.train_clicked()
+    qtbot.waitUntil(lambda: widget.job.bar.value() >= 10, timeout=120_000)
+    widget.job.cancel()
+    qtbot.waitUntil(lambda: not widget.job.running, timeout=60_000)
+    assert "cancelled" in widget.job.status.text()
+    assert (data / "ws_cancel/translators/organ-attention/train_state.pt").exists()
+    import subprocess
+    out = subprocess.run(["pgrep", "-f", "ws_cancel/translators"], capture_output=True, text=True)
+    assert out.stdout.strip() == "", "the training process outlived Cancel"

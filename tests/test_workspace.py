@@ -1,0 +1,145 @@
+"""The workspace manifest, automatic acceptance, self-training rounds in the review store, small-data splits."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from napari_uda.errors import UdaError
+from napari_uda.io import Geometry, Volume, write_volume
+from napari_uda.phantom import write_phantom_dataset
+from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, stage_order
+from napari_uda.pseudo import FilterResult
+from napari_uda.review_store import MIGRATIONS, SCHEMA_VERSION, ReviewStore
+from napari_uda.segmenter import _write_small_splits
+from napari_uda.workspace import MANIFEST, Workspace
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wsdata")
+    write_phantom_dataset(root, {"ct": 2, "t2wi": 2}, seed=4, shape=(16, 32, 32))
+    return root
+
+
+def test_create_reopen_and_manifest(data, tmp_path):
+    ws = Workspace.create(tmp_path / "w", data / "ct/images", data / "ct/labels", data / "t2wi/images", "t2wi")
+    manifest = json.loads((tmp_path / "w" / MANIFEST).read_text())
+    assert manifest["modality"] == "T2WI" and len(manifest["data"]["target_images"]) == 2
+    assert manifest["data"]["source_labels"][0].endswith("ct/labels/ct_000.nii.gz")
+    ws.record("stages", "cyclegan", status="predicted", predictions="x")
+    ws.add_round(1, accepted=2)
+    again = Workspace.open(tmp_path / "w")  # a new session sees the same state
+    assert again.done("stages", "cyclegan")["status"] == "predicted" and again.manifest["rounds"][0]["accepted"] == 2
+    assert not list((tmp_path / "w").glob("*.tmp"))
+    rows = dict(again.summary({"accepted": 1}))
+    assert rows["stage cyclegan"] == "predicted" and rows["round 1"] == "2 accepted pseudo-labels"
+    assert Workspace.create(tmp_path / "w", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI").manifest == again.manifest
+    with pytest.raises(UdaError, match="other data or another modality"):
+        Workspace.create(tmp_path / "w", data / "ct/images", data / "ct/labels", data / "t2wi/images", "C+V")
+
+
+def test_bad_workspaces_are_clear_errors(data, tmp_path):
+    with pytest.raises(UdaError, match="not a napari-uda workspace"):
+        Workspace.open(tmp_path)
+    (tmp_path / MANIFEST).write_text("{ half")
+    with pytest.raises(UdaError, match="damaged manifest"):
+        Workspace.open(tmp_path)
+    with pytest.raises(UdaError, match="MRI or PET"):
+        Workspace.create(tmp_path / "x", data / "ct/images", data / "ct/labels", data / "t2wi/images", "CT")
+    with pytest.raises(UdaError, match="no labels for"):
+        Workspace.create(tmp_path / "x", data / "ct/images", data / "t2wi/images", data / "t2wi/images", "T2WI")
+
+
+def test_stage_names_and_order():
+    assert stage_order(["final", "self_training_r2", "organ_attention", "self_training_r1", "no_adaptation", "cyclegan"]) == [
+        "no_adaptation", "cyclegan", "organ_attention", "self_training_r1", "self_training_r2", "final"]
+    assert dataset_id("self_training_r2") == 112 and dataset_id("no_adaptation") == 101
+    with pytest.raises(UdaError):
+        dataset_id("other")
+
+
+@pytest.fixture
+def store(tmp_path):
+    geometry = Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    with ReviewStore(tmp_path / "review.sqlite") as s:
+        mid = s.add_model("r0", round=0)
+        # case: (score, filters pass)
+        for name, score, ok in (("a", 0.9, True), ("b", 0.8, False), ("c", 0.7, True), ("d", 0.6, True)):
+            img = write_volume(Volume(np.zeros((2, 4, 4), np.int16), geometry), tmp_path / "img" / f"{name}.nii.gz")
+            lab = write_volume(Volume(np.ones((2, 4, 4), np.uint8), geometry), tmp_path / "pred" / f"{name}.nii.gz")
+            s.add_case(name, img, "T2WI")
+            s.add_prediction(name, mid, lab, {1: score}, score,
+                             [FilterResult("organs_present", ok, "all present" if ok else "missing: liver")])
+        yield s
+
+
+def test_auto_accept_is_explicit_and_never_overrides_people(store):
+    store.decide("c", "reject", "ana", note="liver leaks into the kidney")
+    settings = FilterSettings(top_k=1)
+    taken = auto_accept(store, "T2WI", settings)
+    assert taken == {"a": "accept", "b": "reject", "d": "reject"}  # c was decided by a person
+    history = store.history("a")
+    assert history[-1].reviewer == settings.reviewer() and history[-1].reviewer.startswith("auto:")
+    assert json.loads(history[-1].reviewer[5:]) == {"agreement": None, "min_vote": 0.8, "sigma": 3.0, "top_k": 1}
+    assert store.history("b")[-1].note == "organs_present: missing: liver"
+    assert store.history("d")[-1].note == "outside the top 1"
+    assert store.state("c")[1].reviewer == "ana"
+    n = store.db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    assert auto_accept(store, "T2WI", settings) == {}  # the same predictions are not decided twice
+    assert store.db.execute("SELECT count(*) FROM decisions").fetchone()[0] == n
+
+
+def test_rounds_snapshot_uncertainty_and_new_predictions(store, tmp_path):
+    store.decide("a", "accept", "ana")
+    store.decide("d", "accept", "ben")
+    used = store.start_round(1, {"budget": "tiny"})
+    assert [c for c, _ in used] == ["a", "d"]
+    store.decide("d", "undo", "ben")  # later decisions do not change what round 1 trained on
+    assert [c for c, _ in store.round_cases(1)] == ["a", "d"] and [c for c, _ in store.accepted()] == ["a"]
+    with pytest.raises(UdaError, match="already recorded"):
+        store.start_round(1, {})
+    m1 = store.add_model("r1", round=1)
+    lab = write_volume(Volume(np.full((2, 4, 4), 2, np.uint8), Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0))),
+                       tmp_path / "pred1" / "a.nii.gz")
+    store.add_prediction("a", m1, lab, {1: 0.95}, 0.95)
+    store.finish_round(1, m1, {"a": 0.1, "b": 0.4})
+    (r,) = store.rounds()
+    assert r["round"] == 1 and r["model_id"] == m1 and r["cases"] == ["a", "d"] and r["uncertainty"] == {"a": 0.1, "b": 0.4}
+    assert r["settings"] == {"budget": "tiny"} and r["finished"]
+    row = next(q for q in store.queue() if q["case"] == "a")
+    assert row["label"] == str(lab) and row["state"] == "accepted" and not row["decided_on_latest"]
+    assert store.state_counts() == {"not reviewed": 3, "accepted": 1, "rejected": 0, "edited": 0}
+
+
+def test_migration_from_version_1_keeps_decisions(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO cases VALUES ('a', '/x', 'T2WI', 'h', 'now')")
+    db.execute("INSERT INTO decisions (case_id, action, reviewer, at) VALUES ('a', 'reject', 'ana', 'now')")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with ReviewStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.state("a")[0] == "rejected" and s.rounds() == []
+
+
+def test_small_datasets_get_one_fold_per_case(tmp_path):
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    (raw / "labelsTr").mkdir(parents=True)
+    pre.mkdir()
+    for i in range(3):
+        (raw / "labelsTr" / f"c{i}.nii.gz").write_bytes(b"")
+    _write_small_splits(pre, raw)
+    splits = json.loads((pre / "splits_final.json").read_text())
+    assert len(splits) == 3 and sorted(v for s in splits for v in s["val"]) == ["c0", "c1", "c2"]
+    assert all(len(s["train"]) == 2 for s in splits)
+    for i in range(3, 5):
+        (raw / "labelsTr" / f"c{i}.nii.gz").write_bytes(b"")
+    (pre / "splits_final.json").unlink()
+    _write_small_splits(pre, raw)  # 5 or more cases: nnU-Net's own 5-fold split
+    assert not (pre / "splits_final.json").exists()

@@ -62,6 +62,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     from napari_uda.widgets.workspace import WorkspaceWidget
 
     viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1850, 1150)
     d = data / "data"
     # --- workspace --------------------------------------------------------------------------------
     wsw = WorkspaceWidget(viewer)

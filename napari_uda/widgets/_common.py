@@ -92,10 +92,21 @@ def layer_volume(layer: Any) -> Volume:
     return Volume(data, geometry_from_layer_meta(meta), layer.metadata.get("modality"))
 
 
-def show_volume(viewer: Any, volume: Volume, name: str, as_labels: bool | None = None, **overrides: Any) -> Any:
-    """Add ``volume`` as a layer with its geometry (replacing a layer of the same name)."""
+def layer_tuple(volume: Volume, name: str, as_labels: bool | None = None, **overrides: Any) -> tuple:
+    """The layer data tuple of ``volume`` (contrast limits computed here: call it in the worker)."""
     data, kwargs, kind = volume_to_layer_data(volume, name, as_labels)
     kwargs.update(overrides)
-    if name in viewer.layers:
-        viewer.layers.remove(name)
+    return data, kwargs, kind
+
+
+def add_layer(viewer: Any, layer_data: tuple) -> Any:
+    """Add a layer data tuple on the UI thread, replacing a layer of the same name."""
+    data, kwargs, kind = layer_data
+    if kwargs["name"] in viewer.layers:
+        viewer.layers.remove(kwargs["name"])
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+def show_volume(viewer: Any, volume: Volume, name: str, as_labels: bool | None = None, **overrides: Any) -> Any:
+    """Add ``volume`` as a layer with its geometry (replacing a layer of the same name)."""
+    return add_layer(viewer, layer_tuple(volume, name, as_labels, **overrides))

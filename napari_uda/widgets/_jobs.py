@@ -74,7 +74,7 @@ class JobPanel(QWidget):
         self.bar.setRange(0, 0)  # busy until the first progress event
         self.cancel_button.setEnabled(True)
         self._napari_bar = napari_progress(total=0, desc=name)
-        worker = create_worker(fn, self._bridge.event.emit, self._stop.is_set, _start_thread=False)
+        worker = create_worker(fn, self._bridge.event.emit, self._stop.is_set, _start_thread=False, _ignore_errors=True)
         if on_result is not None:
             worker.returned.connect(on_result)
         worker.errored.connect(self._on_error)

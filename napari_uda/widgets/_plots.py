@@ -58,6 +58,7 @@ class CurvePlot(QWidget):
         if len(xs) > 1:
             x0, x1 = min(xs), max(xs) or 1.0
             for i, (name, pts) in enumerate(self.series.items()):
+                pts = sorted(dict(pts).items())  # one point per x, in order
                 ys = np.array([y for _, y in pts])
                 y0, y1 = float(ys.min()), float(ys.max())
                 pen = QPen(QColor(PALETTE[i % len(PALETTE)]))
@@ -82,6 +83,7 @@ class BarChart(QWidget):
 
     def set_bars(self, names: Sequence[str], values: Sequence[float], colors: Sequence[QColor]) -> None:
         self.bars = list(zip(names, values, colors))
+        self.setMinimumHeight(28 + 16 * len(self.bars))
         self.update()
 
     def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt's name

@@ -17,7 +17,7 @@ from ..io import Volume, read_volume
 from ..organs import ORGAN_BY_INDEX
 from ..pseudo import fold_disagreement
 from ..review_store import ReviewStore
-from ._common import fill_table, notify_error, show_volume
+from ._common import add_layer, fill_table, layer_tuple, notify_error
 from ._jobs import JobPanel
 from ._plots import BarChart, score_color
 from ._session import link_for
@@ -25,15 +25,18 @@ from ._session import link_for
 FIXED_COLUMNS = ["case", "score", "filters", "state"]
 
 
-def load_case(row: dict[str, Any]) -> dict[str, Volume]:
-    """Image, fused label and fold-disagreement mask of a queue row (fold labels beside the fused one)."""
-    image, label = read_volume(row["image"]), read_volume(row["label"])
+def case_layers(row: dict[str, Any]) -> list[tuple]:
+    """Layer data tuples of a queue row: image, fused label and, from the fold labels beside the
+    fused one, where the folds disagree."""
+    case, image, label = row["case"], read_volume(row["image"]), read_volume(row["label"])
     folder, name = Path(row["label"]).parent, Path(row["label"]).name
     folds = sorted(folder.glob(f"fold_*/{name}"))
-    out = {"image": image, "label": label}
+    layers = [layer_tuple(image, case, as_labels=False), layer_tuple(label, f"{case} fused", as_labels=True)]
     if len(folds) > 1:
-        out["disagreement"] = Volume(fold_disagreement([read_volume(p).array for p in folds]).astype(np.uint8), label.geometry)
-    return out
+        mask = fold_disagreement([read_volume(p).array for p in folds]).astype(np.uint8)
+        layers.append(layer_tuple(Volume(mask, label.geometry), f"{case} fold disagreement", as_labels=False,
+                                  colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive"))
+    return layers
 
 
 class ConsistencyWidget(QWidget):
@@ -48,6 +51,7 @@ class ConsistencyWidget(QWidget):
         refresh.clicked.connect(self.refresh)
         self.summary = QLabel("")
         self.table = QTableWidget()
+        self.table.setMinimumHeight(160)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.cellClicked.connect(self._clicked)
@@ -75,10 +79,14 @@ class ConsistencyWidget(QWidget):
         header = FIXED_COLUMNS + [ORGAN_BY_INDEX[o].name for o in organs]
         table_rows = []
         for r in self.rows:
-            failed = [f["name"] for f in r["filters"] or [] if not f["passed"]]
-            table_rows.append([r["case"], float(r["case_score"]), "passed" if not failed else "failed: " + ", ".join(failed),
+            failed = [f"{f['name']}: {f['reason']}" for f in r["filters"] or [] if not f["passed"]]
+            table_rows.append([r["case"], float(r["case_score"]), f"{len(failed)} failed" if failed else "passed",
                                r["state"]] + [r["organ_consistency"].get(o, float("nan")) for o in organs])
         fill_table(self.table, header, table_rows)
+        for i in range(self.table.rowCount()):  # the reasons, on hover
+            case = self.table.item(i, 0).text()
+            row = next(r for r in self.rows if r["case"] == case)
+            self.table.item(i, 2).setToolTip("\n".join(f"{f['name']}: {f['reason']}" for f in row["filters"] or []))
         for i in range(self.table.rowCount()):
             for j in [1] + list(range(len(FIXED_COLUMNS), len(header))):
                 item = self.table.item(i, j)
@@ -91,13 +99,9 @@ class ConsistencyWidget(QWidget):
     def _clicked(self, row: int, column: int) -> None:
         case = self.table.item(row, 0).text()
         entry = next(r for r in self.rows if r["case"] == case)
-        self.job.start(f"loading {case}", lambda report, stop: load_case(entry), lambda vols: self._show(case, vols))
+        self.job.start(f"loading {case}", lambda report, stop: case_layers(entry), self._show)
 
-    def _show(self, case: str, vols: dict[str, Volume]) -> None:
-        show_volume(self.viewer, vols["image"], f"{case}", as_labels=False)
-        show_volume(self.viewer, vols["label"], f"{case} fused", as_labels=True)
-        if "disagreement" in vols:
-            show_volume(self.viewer, vols["disagreement"], f"{case} fold disagreement", as_labels=False,
-                        colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive")
+    def _show(self, layers: list[tuple]) -> None:
+        for t in layers:
+            add_layer(self.viewer, t)
         self.viewer.reset_view()
-

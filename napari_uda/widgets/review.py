@@ -20,7 +20,7 @@ from ..errors import UdaError
 from ..io import Volume, read_volume
 from ..organs import ORGANS
 from ..review_store import ReviewStore, label_hash
-from ._common import notify_error, show_volume
+from ._common import add_layer, layer_tuple, notify_error
 from ._jobs import JobPanel
 from ._session import link_for
 
@@ -112,14 +112,18 @@ class ReviewWidget(QWidget):
         self.current = row
         failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
         self.reasons.setText("\n".join(failed) or "passed every filter")
-        self.job.start(f"loading {row['case']}", lambda report, stop: (read_volume(row["image"]), read_volume(row["label"])),
-                       lambda vols: self._show(row, *vols))
+        def work(report: Any, should_stop: Any) -> tuple:
+            label = read_volume(row["label"])
+            return (layer_tuple(read_volume(row["image"]), IMAGE_LAYER, as_labels=False),
+                    layer_tuple(label, LABEL_LAYER, as_labels=True), label_hash(label.array))
 
-    def _show(self, row: dict[str, Any], image: Volume, label: Volume) -> None:
-        show_volume(self.viewer, image, IMAGE_LAYER, as_labels=False)
-        layer = show_volume(self.viewer, label, LABEL_LAYER, as_labels=True)
+        self.job.start(f"loading {row['case']}", work, lambda result: self._show(row, *result))
+
+    def _show(self, row: dict[str, Any], image: tuple, label: tuple, digest: str) -> None:
+        add_layer(self.viewer, image)
+        layer = add_layer(self.viewer, label)
         layer.metadata["case"] = row["case"]
-        self.loaded_hash = label_hash(label.array)
+        self.loaded_hash = digest
         self._focus_organ()
         self.viewer.layers.selection.active = layer
 

@@ -21,7 +21,7 @@ from ..io import Volume, read_volume, stem_of, write_volume
 from ..modalities import SOURCE
 from ..pipeline import BASE_STAGES, BUDGETS, get_budget, pseudo_label, train_stage_model, translate_sources
 from ..pseudo import fold_disagreement
-from ._common import PathField, layer_volume, notify_error, show_volume
+from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
 from ._jobs import JobPanel
 from ._session import link_for
 
@@ -46,6 +46,19 @@ def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, devi
     folds = sorted(record["folds"], key=int)
     return {"fused": read_volume(out / f"{name}.nii.gz"), "record": record,
             "folds": {f: read_volume(out / f"fold_{f}" / f"{name}.nii.gz") for f in folds}}
+
+
+def inference_layers(name: str, result: dict[str, Any], per_fold: bool, disagreement: bool) -> list[tuple]:
+    """Layer data tuples of a prediction: organs, optionally each fold and where the folds disagree."""
+    fused, folds = result["fused"], result["folds"]
+    layers = [layer_tuple(fused, f"{name} organs", as_labels=True)]
+    if per_fold:
+        layers += [layer_tuple(vol, f"{name} fold {f}", as_labels=True, visible=False) for f, vol in folds.items()]
+    if disagreement and len(folds) > 1:
+        mask = fold_disagreement([v.array for v in folds.values()]).astype(np.uint8)
+        layers.append(layer_tuple(Volume(mask, fused.geometry), f"{name} fold disagreement", as_labels=False,
+                                  colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive"))
+    return layers
 
 
 class SegmenterWidget(QWidget):
@@ -181,21 +194,17 @@ class SegmenterWidget(QWidget):
             notify_error(exc)
             return
         device, name = self.device.currentText(), stem_of(f"{layer.name.replace(' ', '_')}.nii.gz")
-        self.job.start(f"segmenting {layer.name}",
-                       lambda report, stop: predict_layer_volume(model, volume, name, out, device, report, stop),
-                       lambda result: self._show(layer.name, result))
+        per_fold, disagreement, title = self.per_fold.isChecked(), self.disagreement.isChecked(), layer.name
 
-    def _show(self, name: str, result: dict[str, Any]) -> None:
-        fused = result["fused"]
-        show_volume(self.viewer, fused, f"{name} organs", as_labels=True)
-        folds = result["folds"]
-        if self.per_fold.isChecked():
-            for f, vol in folds.items():
-                show_volume(self.viewer, vol, f"{name} fold {f}", as_labels=True, visible=False)
-        if self.disagreement.isChecked() and len(folds) > 1:
-            mask = fold_disagreement([v.array for v in folds.values()]).astype(np.uint8)
-            show_volume(self.viewer, Volume(mask, fused.geometry), f"{name} fold disagreement", as_labels=False,
-                        colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive")
+        def work(report: Any, should_stop: Any) -> dict[str, Any]:
+            result = predict_layer_volume(model, volume, name, out, device, report, should_stop)
+            return {"record": result["record"], "layers": inference_layers(title, result, per_fold, disagreement)}
+
+        self.job.start(f"segmenting {layer.name}", work, self._show)
+
+    def _show(self, result: dict[str, Any]) -> None:
+        for t in result["layers"]:
+            add_layer(self.viewer, t)
         per_fold = result["record"]["folds"]
         seconds = sum(r["seconds"] for r in per_fold.values())
         peaks = [r.get("gpu_peak_mb") for r in per_fold.values() if r.get("gpu_peak_mb") is not None]

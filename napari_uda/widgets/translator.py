@@ -26,7 +26,7 @@ from ..modalities import TARGETS, get_modality
 from ..pipeline import BUDGETS, get_budget
 from ..translator import VARIANTS, Translator
 from ..workspace import Workspace
-from ._common import PathField, layer_volume, notify_error, show_volume
+from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
 from ._jobs import JobPanel
 from ._plots import CurvePlot, Thumbnail
 from ._session import link_for
@@ -86,7 +86,7 @@ class TranslatorWidget(QWidget):
         self.translate_button = QPushButton("Translate selected CT layer")
         self.translate_button.clicked.connect(self.translate_clicked)
         self.grid = QCheckBox("Side by side (grid view)")
-        self.grid.toggled.connect(lambda on: setattr(self.viewer.grid, "enabled", on))
+        self.grid.toggled.connect(self._grid)
 
         preview = QGroupBox("Training preview")
         self.thumbs = [Thumbnail("CT"), Thumbnail("translated"), Thumbnail("attention")]
@@ -109,6 +109,11 @@ class TranslatorWidget(QWidget):
         self.variant.currentTextChanged.connect(lambda _: self._follow_workspace())
         self.link.changed.connect(lambda _: self._follow_workspace())
         self._follow_workspace()
+
+    def _grid(self, on: bool) -> None:
+        """CT, translation and attention side by side at the same slice (napari's grid shares the dims)."""
+        self.viewer.grid.enabled = on
+        self.viewer.reset_view()
 
     def _follow_workspace(self) -> None:
         if self.link.path is None:
@@ -136,10 +141,12 @@ class TranslatorWidget(QWidget):
 
             def poll() -> None:
                 for e in follower.events():
-                    if "iteration" in e:
-                        report({"done": e["iteration"], "total": e["total"], "losses": e.get("losses", {}),
-                                "preview": e.get("preview"),
-                                "message": f"translator {variant}: iteration {e['iteration']}/{e['total']}"})
+                    if "iteration" not in e:
+                        continue
+                    what = "pretraining S" if e.get("stage") == "pretrain_S" else "iteration"
+                    report({"done": e["iteration"], "total": e["total"], "preview": e.get("preview"),
+                            "losses": e.get("losses", {}) if what == "iteration" else {},
+                            "message": f"translator {variant}: {what} {e['iteration']}/{e['total']}"})
 
             run_child(cmd, dict(os.environ), ws.root / "logs" / f"translator_{variant}.log", should_stop,
                       poll, what=f"translator training ({variant})")
@@ -194,14 +201,14 @@ class TranslatorWidget(QWidget):
             return
         tr, name = self.translator, layer.name
 
-        def work(report: Any, should_stop: Any) -> tuple:
-            return translate_volume(tr, volume, should_stop=should_stop,
-                                    progress=lambda d, n: report({"done": d, "total": n, "message": f"translating {name}: {d}/{n} slices"}))
+        def work(report: Any, should_stop: Any) -> list[tuple]:
+            translated, attention = translate_volume(
+                tr, volume, should_stop=should_stop,
+                progress=lambda d, n: report({"done": d, "total": n, "message": f"translating {name}: {d}/{n} slices"}))
+            layers = [layer_tuple(translated, f"{name} -> {translated.modality}", as_labels=False)]
+            if attention is not None:
+                layers.append(layer_tuple(attention, f"{name} attention", as_labels=False, colormap="magma",
+                                          contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive"))
+            return layers
 
-        self.job.start(f"translating {name}", work, lambda result: self._show_translation(name, *result))
-
-    def _show_translation(self, name: str, translated: Any, attention: Any) -> None:
-        show_volume(self.viewer, translated, f"{name} -> {translated.modality}", as_labels=False)
-        if attention is not None:
-            show_volume(self.viewer, attention, f"{name} attention", as_labels=False, colormap="magma",
-                        contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive")
+        self.job.start(f"translating {name}", work, lambda layers: [add_layer(self.viewer, t) for t in layers])

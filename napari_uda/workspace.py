@@ -107,7 +107,8 @@ class Workspace:
 
     def folder(self, key: str) -> Path:
         """The folder ``source_images``, ``source_labels`` or ``target_images`` was created from."""
-        return Path(self.manifest["folders"][key])
+        recorded = self.manifest.get("folders", {}).get(key)
+        return Path(recorded) if recorded else self.files(key)[0].parent
 
     def files(self, key: str) -> list[Path]:
         """``source_images``, ``source_labels`` or ``target_images``, checked to still exist."""

@@ -262,3 +262,48 @@ def test_cancel_stops_translator_training(make_napari_viewer, qtbot, data, error
     import subprocess
     out = subprocess.run(["pgrep", "-f", "ws_cancel/translators"], capture_output=True, text=True)
     assert out.stdout.strip() == "", "the training process outlived Cancel"
+
+
+def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, tmp_path, errors):
+    """A review-only session: a workspace with scored pseudo-labels, no model, decisions by keyboard."""
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    from napari_uda.pseudo import FilterResult
+    from napari_uda.widgets.consistency import ConsistencyWidget
+    from napari_uda.widgets.review import ReviewWidget
+    from napari_uda.widgets.workspace import WorkspaceWidget
+
+    write_phantom_dataset(tmp_path / "d", {"ct": 2, "t2wi": 2}, seed=5, shape=(12, 32, 32))
+    ws = Workspace.create(tmp_path / "ws", tmp_path / "d/ct/images", tmp_path / "d/ct/labels", tmp_path / "d/t2wi/images", "T2WI")
+    with ReviewStore.for_workspace(ws.root) as store:
+        mid = store.add_model("r0")
+        for i, path in enumerate(ws.files("target_images")):
+            case = path.name[:-7]
+            store.add_case(case, path, "T2WI")
+            store.add_prediction(case, mid, tmp_path / f"d/t2wi/labels/{case}.nii.gz", {1: 0.9 - i / 10, 2: 0.5}, 0.7 - i / 10,
+                                 [FilterResult("organs_present", i == 0, "all present" if i == 0 else "missing: spleen")])
+    viewer = make_napari_viewer(show=True)
+    WorkspaceWidget(viewer, workspace=ws.root)
+    consistency = ConsistencyWidget(viewer)
+    assert consistency.table.rowCount() == 2 and consistency.table.item(1, 2).text() == "1 failed"
+    assert "missing: spleen" in consistency.table.item(1, 2).toolTip()
+    rw = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(rw, name="Review")
+    rw.reviewer.setText("ana")
+    wait_job(qtbot, rw)
+    assert rw.current["case"] == "t2wi_000" and rw.reasons.text() == "passed every filter"
+    QApplication.setActiveWindow(viewer.window._qt_window)  # no window manager under Xvfb to do it
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is viewer.window._qt_window, timeout=5000)
+    QTest.keyClick(rw, Qt.Key_A, Qt.ShiftModifier)
+    wait_job(qtbot, rw)
+    assert rw.current["case"] == "t2wi_001" and rw.reasons.text() == "organs_present: missing: spleen"
+    QTest.keyClick(rw, Qt.Key_R, Qt.ShiftModifier)
+    QTest.keyClick(rw, Qt.Key_U, Qt.ShiftModifier)
+    QTest.keyClick(rw, Qt.Key_P, Qt.ShiftModifier)
+    wait_job(qtbot, rw)
+    assert rw.current["case"] == "t2wi_000"
+    with ReviewStore.for_workspace(ws.root) as store:
+        assert store.state("t2wi_000")[0] == "accepted" and store.state("t2wi_001")[0] == "not reviewed"
+        assert [d.action for d in store.history("t2wi_001")] == ["reject", "undo"]
+    assert not errors

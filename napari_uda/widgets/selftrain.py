@@ -21,6 +21,7 @@ from ..device import available_devices
 from ..errors import UdaError
 from ..evaluation import evaluate_folders
 from ..modalities import get_modality
+from ..organs import ORGANS
 from ..pipeline import BUDGETS, round_stages, stage_order
 from ..review_store import ReviewStore
 from ..workspace import Workspace
@@ -36,9 +37,12 @@ def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, devic
             "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
 
 
-def compare_rounds(ws: Workspace) -> list[list[Any]]:
+def compare_rounds(ws: Workspace) -> tuple[list[str], list[list[Any]]]:
     """One row per scored stage: stage, accepted cases used, mean case score, mean uncertainty
-    across rounds, and mean DSC / NSD from ``W/reports/evaluation_<stage>.json`` when present."""
+    across rounds, mean DSC / NSD from ``W/reports/evaluation_<stage>.json`` when present, then
+    each organ's mean fold consistency. Returns (header, rows)."""
+    header = ["stage", "accepted cases", "mean case score", "mean uncertainty", "DSC", "NSD"]
+    header += [o.name for o in ORGANS]
     rows = []
     with ReviewStore.for_workspace(ws.root) as store:
         rounds = {r["round"]: r for r in store.rounds()}
@@ -53,10 +57,14 @@ def compare_rounds(ws: Workspace) -> list[list[Any]]:
             if report.exists():
                 summary = json.loads(report.read_text())["summary"]["all"]
                 dsc, nsd = summary["dsc_mean"], summary["nsd_mean"]
+            organ = dict(store.db.execute(
+                "SELECT o.organ, AVG(o.consistency) FROM organ_scores o JOIN predictions p ON p.id = o.prediction_id "
+                "WHERE p.model_id = ? GROUP BY o.organ", (info.get("model_id"),)).fetchall())
             rows.append([stage, len(rounds[r]["cases"]) if r in rounds else 0,
                          float(np.mean(scores)) if scores else float("nan"),
-                         float(np.mean(unc)) if unc else float("nan"), dsc, nsd])
-    return rows
+                         float(np.mean(unc)) if unc else float("nan"), dsc, nsd]
+                        + [float(organ.get(o.index, float("nan"))) for o in ORGANS])
+    return header, rows
 
 
 class SelfTrainingWidget(QWidget):
@@ -90,6 +98,7 @@ class SelfTrainingWidget(QWidget):
         form.addRow(evaluate)
         self.job = JobPanel()
         self.table = QTableWidget()
+        self.table.setMinimumHeight(140)
         self.table.setSortingEnabled(True)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -104,11 +113,11 @@ class SelfTrainingWidget(QWidget):
             ws = self.link.open()
             if ws.manifest.get("pipeline"):
                 self.rounds.setValue(max(1, len(round_stages(ws))))
-            rows = compare_rounds(ws)
+            header, rows = compare_rounds(ws)
         except UdaError as exc:
             notify_error(exc)
             return
-        fill_table(self.table, ["stage", "accepted cases", "mean case score", "mean uncertainty", "DSC", "NSD"], rows)
+        fill_table(self.table, header, rows)
 
     def start_clicked(self) -> None:
         try:

@@ -246,16 +246,15 @@ def _cmd_workspace_show(args: argparse.Namespace) -> int:
 
 def _cmd_selftrain(args: argparse.Namespace) -> int:
     from .device import pick_device
-    from .pipeline import FilterSettings, get_budget, self_train
+    from .pipeline import FilterSettings, describe_uncertainty, get_budget, self_train
     from .workspace import Workspace
 
     ws = Workspace.open(args.workspace)
     done = self_train(ws, args.rounds, get_budget(args.budget), args.auto_accept, str(pick_device(args.device)),
                       FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event)
     for r in done:
-        u = list(r["uncertainty"].values())
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
-              f"uncertainty across rounds mean {sum(u) / len(u):.4f}")
+              f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
     if not done:
         print(f"{args.rounds} round(s) already done in {ws.root}")
     return 0

@@ -405,9 +405,19 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         case = stem_of(path)
         uncertainty[case] = round_uncertainty([read_volume(ws.predictions_dir(s) / f"{case}.nii.gz").array for s in stages])
     store.finish_round(r, model_id, uncertainty)
-    ws.add_round(r, stage=stage, accepted=len(used), uncertainty=uncertainty)
-    _say(progress, stage, f"round {r} done; mean uncertainty across rounds {np.mean(list(uncertainty.values())):.4f}")
+    # u is infinite where a round predicts no foreground at all: JSON gets null for it
+    ws.add_round(r, stage=stage, accepted=len(used),
+                 uncertainty={c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()})
+    _say(progress, stage, f"round {r} done; uncertainty across rounds: {describe_uncertainty(uncertainty)}")
     return {"round": r, "stage": stage, "uncertainty": uncertainty}
+
+
+def describe_uncertainty(uncertainty: dict[str, float]) -> str:
+    """Mean over the cases where it is finite, and how many cases lost all foreground."""
+    finite = [u for u in uncertainty.values() if np.isfinite(u)]
+    empty = len(uncertainty) - len(finite)
+    mean = f"mean {np.mean(finite):.4f}" if finite else "no finite value"
+    return mean + (f"; {empty} case(s) with no foreground in this round" if empty else "")
 
 
 def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",

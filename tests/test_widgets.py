@@ -43,6 +43,12 @@ def wait_job(qtbot, widget, timeout=240_000):
 
 
 def shot(viewer, widget, artifact_dir, name, qtbot):
+    from qtpy.QtWidgets import QDockWidget
+
+    dock = widget
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    dock.raise_()  # its tab in the dock area
     qtbot.wait(100)
     widget.grab().save(str(artifact_dir / f"widget_{name}.png"))
     viewer.screenshot(str(artifact_dir / f"viewer_{name}.png"), canvas_only=False)
@@ -66,7 +72,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     d = data / "data"
     # --- workspace --------------------------------------------------------------------------------
     wsw = WorkspaceWidget(viewer)
-    viewer.window.add_dock_widget(wsw, name="Workspace")
+    viewer.window.add_dock_widget(wsw, name="Workspace", tabify=True)
     wsw.create_clicked()
     assert errors == ["a new workspace needs its folder, the CT images and labels and the target scans"]
     wsw.folder.set_path(data / "ws")
@@ -79,7 +85,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
 
     # --- translator: training in a child process with live preview, then translation ---------------
     trw = TranslatorWidget(viewer)
-    viewer.window.add_dock_widget(trw, name="Translator")
+    viewer.window.add_dock_widget(trw, name="Translator", tabify=True)
     assert trw.modality.currentText() == "T2WI"
     trw.budget.setCurrentText("tiny")
     trw.iterations.setValue(20)
@@ -103,7 +109,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
 
     # --- segmenter: folds trained on translated CT, inference with per-fold and disagreement layers --
     sgw = SegmenterWidget(viewer)
-    viewer.window.add_dock_widget(sgw, name="Segmenter")
+    viewer.window.add_dock_widget(sgw, name="Segmenter", tabify=True)
     sgw.segment_clicked()
     assert errors[-1].startswith("choose a trained model")
     sgw.budget.setCurrentText("tiny")
@@ -131,7 +137,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)
     cw = ConsistencyWidget(viewer)
-    viewer.window.add_dock_widget(cw, name="Fold consistency")
+    viewer.window.add_dock_widget(cw, name="Fold consistency", tabify=True)
     assert cw.table.rowCount() == 3 and cw.table.columnCount() == 4 + 13
     assert len(cw.chart.bars) == 13 and all(0 <= v <= 1 for _, v, _ in cw.chart.bars)
     cw.table.sortItems(1, Qt.DescendingOrder)
@@ -145,7 +151,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
 
     # --- review: accept (shortcut), edit then accept, reject, undo ---------------------------------------
     rw = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(rw, name="Review")
+    viewer.window.add_dock_widget(rw, name="Review", tabify=True)
     rw.reviewer.setText("ana")
     wait_job(qtbot, rw)
     assert rw.queue.count() == 3 and rw.progress.text().startswith("0 of 3 decided")
@@ -177,7 +183,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
 
     # --- self-training: a round in a child process, then comparison with evaluation -------------------
     stw = SelfTrainingWidget(viewer)
-    viewer.window.add_dock_widget(stw, name="Self-training")
+    viewer.window.add_dock_widget(stw, name="Self-training", tabify=True)
     assert not stw.auto.isChecked()
     stw.budget.setCurrentText("tiny")
     stw.device.setCurrentText("cpu")
@@ -289,7 +295,7 @@ def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, 
     assert consistency.table.rowCount() == 2 and consistency.table.item(1, 2).text() == "1 failed"
     assert "missing: spleen" in consistency.table.item(1, 2).toolTip()
     rw = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(rw, name="Review")
+    viewer.window.add_dock_widget(rw, name="Review", tabify=True)
     rw.reviewer.setText("ana")
     wait_job(qtbot, rw)
     assert rw.current["case"] == "t2wi_000" and rw.reasons.text() == "passed every filter"

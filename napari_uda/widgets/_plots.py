@@ -34,7 +34,7 @@ class Thumbnail(QLabel):
 
 
 class CurvePlot(QWidget):
-    """Named series against x (e.g. losses against iterations), each scaled to its own range."""
+    """Named series against x (e.g. losses against iterations), each smoothed and scaled to its own range."""
 
     def __init__(self, title: str = "") -> None:
         super().__init__()
@@ -60,6 +60,9 @@ class CurvePlot(QWidget):
             for i, (name, pts) in enumerate(self.series.items()):
                 pts = sorted(dict(pts).items())  # one point per x, in order
                 ys = np.array([y for _, y in pts])
+                for k in range(1, len(ys)):  # exponential moving average: the trend, not the noise
+                    ys[k] = 0.8 * ys[k - 1] + 0.2 * ys[k]
+                pts = [(x, y) for (x, _), y in zip(pts, ys)]
                 y0, y1 = float(ys.min()), float(ys.max())
                 pen = QPen(QColor(PALETTE[i % len(PALETTE)]))
                 pen.setWidthF(1.5)

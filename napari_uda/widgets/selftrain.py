@@ -111,8 +111,8 @@ class SelfTrainingWidget(QWidget):
     def refresh(self) -> None:
         try:
             ws = self.link.open()
-            if ws.manifest.get("pipeline"):
-                self.rounds.setValue(max(1, len(round_stages(ws))))
+            if ws.manifest.get("pipeline") and ws.done("stages", ws.manifest["pipeline"]["base_stage"]):
+                self.rounds.setValue(max(1, len(round_stages(ws))))  # the next round
             header, rows = compare_rounds(ws)
         except UdaError as exc:
             notify_error(exc)

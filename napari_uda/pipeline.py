@@ -51,6 +51,7 @@ class Budget:
     nnunet: str
     folds: tuple[int, ...]
     planner: str
+    spacing_factor: float = 1.0  # > 1: nnU-Net trains on a coarser copy (it predicts any input grid)
 
 
 BUDGETS = {
@@ -204,7 +205,7 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
     if not plans.exists():
         _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
-        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel)
+        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel, budget.spacing_factor)
         _check_stop(should_stop)
         _say(progress, stage, "planning and preprocessing")
         plan_and_preprocess(ws.root, did, budget.planner, should_stop=should_stop)

@@ -126,6 +126,24 @@ def test_phantom_widget_generates_layers(make_napari_viewer, qtbot):
     assert widget.button.isEnabled()
 
 
+def test_plugin_widgets_share_the_viewers_workspace(make_napari_viewer, tmp_path):
+    """napari gives each plugin widget its own proxy of the viewer; they must still share one workspace."""
+    from napari_uda.phantom import write_phantom_dataset
+    from napari_uda.workspace import Workspace
+
+    write_phantom_dataset(tmp_path / "d", {"ct": 2, "t2wi": 1}, seed=3, shape=(8, 24, 24))
+    ws = Workspace.create(tmp_path / "ws", tmp_path / "d/ct/images", tmp_path / "d/ct/labels", tmp_path / "d/t2wi/images", "T2WI")
+    viewer = make_napari_viewer()
+    _, workspace = viewer.window.add_plugin_dock_widget(PLUGIN, "Workspace")
+    _, segmenter = viewer.window.add_plugin_dock_widget(PLUGIN, "Segmenter")
+    assert workspace.viewer is not segmenter.viewer  # two proxies
+    workspace.folder.set_path(ws.root)
+    workspace.open_clicked()
+    assert segmenter.link is workspace.link and segmenter.link.path == ws.root
+    _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")  # a widget opened later sees it too
+    assert review.link.path == ws.root
+
+
 def test_volume_info_widget_follows_selection(make_napari_viewer):
     from napari_uda.widgets.volume_info import VolumeInfoWidget
 

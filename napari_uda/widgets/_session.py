@@ -39,7 +39,13 @@ _LINKS: dict[int, WorkspaceLink] = {}
 
 
 def link_for(viewer: Any) -> WorkspaceLink:
-    """The workspace link of ``viewer`` (created on first use, dropped with the viewer)."""
+    """The workspace link of ``viewer`` (created on first use, dropped with the viewer).
+
+    napari hands each plugin widget its own proxy of the viewer: the link belongs to the viewer
+    the proxies wrap, so every widget of one window shares it.
+    """
+    while hasattr(viewer, "__wrapped__"):
+        viewer = viewer.__wrapped__
     key = id(viewer)
     if key not in _LINKS:
         _LINKS[key] = WorkspaceLink()

@@ -83,7 +83,8 @@ def test_auto_accept_is_explicit_and_never_overrides_people(store):
     assert taken == {"a": "accept", "b": "reject", "d": "reject"}  # c was decided by a person
     history = store.history("a")
     assert history[-1].reviewer == settings.reviewer() and history[-1].reviewer.startswith("auto:")
-    assert json.loads(history[-1].reviewer[5:]) == {"agreement": None, "min_vote": 0.8, "sigma": 3.0, "top_k": 1}
+    assert json.loads(history[-1].reviewer[5:]) == {"agreement": None, "min_vote": 0.8, "rule": "filters", "sigma": 3.0,
+                                                   "top_k": 1}
     assert store.history("b")[-1].note == "organs_present: missing: liver"
     assert store.history("d")[-1].note == "outside the top 1"
     assert store.state("c")[1].reviewer == "ana"
@@ -143,3 +144,12 @@ def test_small_datasets_get_one_fold_per_case(tmp_path):
     (pre / "splits_final.json").unlink()
     _write_small_splits(pre, raw)  # 5 or more cases: nnU-Net's own 5-fold split
     assert not (pre / "splits_final.json").exists()
+
+
+def test_auto_accept_by_consistency_alone(store):
+    """FLARE 2024's rule: the top K by fold consistency, whatever the filters say."""
+    settings = FilterSettings(top_k=2, rule="consistency")
+    assert auto_accept(store, "T2WI", settings) == {"a": "accept", "b": "accept", "c": "reject", "d": "reject"}
+    assert '"rule":"consistency"' in store.history("b")[-1].reviewer
+    with pytest.raises(UdaError, match="acceptance rule"):
+        FilterSettings(rule="vibes")

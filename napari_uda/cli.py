@@ -6,12 +6,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import UdaError
-
-if TYPE_CHECKING:
-    from .workspace import Workspace
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -260,24 +256,10 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_stages(ws: Workspace, gt: Path, tolerance_mm: float | None) -> str:
-    """Evaluate every stage's predictions (reports in W/reports/) and return the comparison tables."""
-    from .evaluation import compare_markdown, evaluate_folders
-    from .modalities import get_modality
-    from .pipeline import stage_order
-
-    kind = get_modality(ws.modality).kind
-    evaluations = {}
-    for stage in stage_order(ws.manifest["stages"]):
-        ev = evaluate_folders(ws.predictions_dir(stage), gt, tolerance_mm, kind)
-        ev.write(ws.reports_dir / f"evaluation_{stage}")
-        evaluations[stage] = ev
-    return compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
-
-
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from .device import pick_device
-    from .pipeline import FilterSettings, get_budget, run_pipeline
+    from .evaluation import compare_markdown
+    from .pipeline import FilterSettings, evaluate_stages, get_budget, run_pipeline
     from .workspace import Workspace
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
@@ -288,7 +270,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         return 3
     print(f"final predictions (from {result['from_stage']}, post-processed) in {result['final']}")
     if args.eval_labels:
-        table = _evaluate_stages(ws, args.eval_labels, None)
+        evaluations = evaluate_stages(ws, args.eval_labels)
+        table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
         (ws.reports_dir / "stages.md").write_text(table)
         print(table)
     return 0

@@ -28,8 +28,8 @@ WIDGETS = ("Workspace", "Translator", "Segmenter", "Fold consistency", "Review",
 
 def run_sample_pipeline(out: Path, budget: str = "tiny") -> tuple[Path, str]:
     """The pipeline on the sample data into ``out/workspace``; returns (workspace, evaluation table)."""
-    from .evaluation import compare_markdown, evaluate_folders
-    from .pipeline import FilterSettings, get_budget, run_pipeline, stage_order
+    from .evaluation import compare_markdown
+    from .pipeline import FilterSettings, evaluate_stages, get_budget, run_pipeline
     from .sample_data import sample_data_dir
     from .workspace import Workspace
 
@@ -41,10 +41,7 @@ def run_sample_pipeline(out: Path, budget: str = "tiny") -> tuple[Path, str]:
     result = run_pipeline(ws, demo_budget, "organ-attention", rounds=1, auto=True, ablation=False, device="cpu",
                           settings=FilterSettings(top_k=1, rule="consistency"),
                           progress=lambda e: print(f"[{e['stage']}] {e['message']}", flush=True))
-    evaluations = {}
-    for stage in stage_order(list(ws.manifest["stages"])):
-        evaluations[stage] = evaluate_folders(ws.predictions_dir(stage), data / "t2wi/labels")
-        evaluations[stage].write(ws.reports_dir / f"evaluation_{stage}")
+    evaluations = evaluate_stages(ws, data / "t2wi/labels")
     table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
     print(f"final predictions in {result['final']}\n\n{table}")
     return ws.root, table

@@ -456,6 +456,22 @@ def write_final(ws: Workspace, stage: str) -> Path:
     return out
 
 
+def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = None,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Evaluate every stage's predictions against the labels in ``gt`` (evaluation only), writing
+    ``W/reports/evaluation_<stage>.{json,csv,md}``; returns stage -> Evaluation, in stage order."""
+    from .evaluation import evaluate_folders
+
+    kind = get_modality(ws.modality).kind
+    stages = stage_order(list(ws.manifest["stages"]))
+    evaluations = {}
+    for i, stage in enumerate(stages):
+        evaluations[stage] = evaluate_folders(ws.predictions_dir(stage), gt, tolerance_mm, kind)
+        evaluations[stage].write(ws.reports_dir / f"evaluation_{stage}")
+        _say(progress, stage, f"evaluated {stage}", done=i + 1, total=len(stages))
+    return evaluations
+
+
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict[str, Any]:

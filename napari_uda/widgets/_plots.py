@@ -33,6 +33,15 @@ class Thumbnail(QLabel):
         self.setToolTip(self.caption)
 
 
+def _titled_painter(widget: QWidget, title: str) -> QPainter:
+    """A painter on ``widget`` with napari's dark background and the title drawn."""
+    p = QPainter(widget)
+    p.fillRect(widget.rect(), QColor("#262930"))
+    p.setPen(QColor("#d0d0d0"))
+    p.drawText(6, 14, title)
+    return p
+
+
 class CurvePlot(QWidget):
     """Named series against x (e.g. losses against iterations), each smoothed and scaled to its own range."""
 
@@ -49,10 +58,7 @@ class CurvePlot(QWidget):
         self.update()
 
     def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt's name
-        p = QPainter(self)
-        p.fillRect(self.rect(), QColor("#262930"))
-        p.setPen(QColor("#d0d0d0"))
-        p.drawText(6, 14, self.title)
+        p = _titled_painter(self, self.title)
         box = QRectF(6, 20, self.width() - 12, self.height() - 40)
         xs = [x for s in self.series.values() for x, _ in s]
         if len(xs) > 1:
@@ -90,10 +96,7 @@ class BarChart(QWidget):
         self.update()
 
     def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt's name
-        p = QPainter(self)
-        p.fillRect(self.rect(), QColor("#262930"))
-        p.setPen(QColor("#d0d0d0"))
-        p.drawText(6, 14, self.title)
+        p = _titled_painter(self, self.title)
         if self.bars:
             label_w, top = 130, 22
             row_h = max(8.0, (self.height() - top - 4) / len(self.bars))

@@ -13,6 +13,7 @@ from typing import Any
 from psygnal import Signal
 
 from ..errors import UdaError
+from ..review_store import ReviewStore
 from ..workspace import Workspace
 
 
@@ -33,6 +34,12 @@ class WorkspaceLink:
         if self.path is None:
             raise UdaError("no workspace yet: open or create one in the Workspace widget")
         return Workspace.open(self.path)
+
+    def scored_queue(self) -> list[dict[str, Any]]:
+        """The review queue of the workspace's modality: cases that have a prediction, best score first."""
+        ws = self.open()
+        with ReviewStore.for_workspace(ws.root) as store:
+            return [r for r in store.queue(ws.modality) if r["label"] is not None]
 
 
 _LINKS: dict[int, WorkspaceLink] = {}

@@ -16,7 +16,6 @@ from ..errors import UdaError
 from ..io import Volume, read_volume
 from ..organs import ORGAN_BY_INDEX
 from ..pseudo import fold_disagreement
-from ..review_store import ReviewStore
 from ._common import add_layer, fill_table, layer_tuple, notify_error
 from ._jobs import JobPanel
 from ._plots import BarChart, score_color
@@ -69,9 +68,7 @@ class ConsistencyWidget(QWidget):
 
     def refresh(self) -> None:
         try:
-            ws = self.link.open()
-            with ReviewStore.for_workspace(ws.root) as store:
-                self.rows = [r for r in store.queue(ws.modality) if r["label"] is not None]
+            self.rows = self.link.scored_queue()
         except UdaError as exc:
             notify_error(exc)
             return

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
                             QShortcut, QVBoxLayout, QWidget)
 
 from ..errors import UdaError
-from ..io import Volume, read_volume
+from ..io import Geometry, Volume, read_volume
 from ..organs import ORGANS
 from ..review_store import ReviewStore, label_hash
 from ._common import add_layer, layer_tuple, notify_error
@@ -38,6 +38,7 @@ class ReviewWidget(QWidget):
         self.rows: list[dict[str, Any]] = []
         self.current: dict[str, Any] | None = None
         self.loaded_hash: str | None = None
+        self.loaded_geometry: Geometry | None = None
         self.reviewer = QLineEdit(os.environ.get("USER", ""))
         self.reviewer.setPlaceholderText("your name (recorded with each decision)")
         self.note = QLineEdit()
@@ -82,21 +83,19 @@ class ReviewWidget(QWidget):
     # --- the queue ------------------------------------------------------------------------------
     def refresh(self, select: str | None = None) -> None:
         try:
-            ws = self.link.open()
-            with ReviewStore.for_workspace(ws.root) as store:
-                self.rows = [r for r in store.queue(ws.modality) if r["label"] is not None]
+            self.rows = self.link.scored_queue()
         except UdaError as exc:
             notify_error(exc)
             return
+        stale = [r["state"] != "not reviewed" and not r["decided_on_latest"] for r in self.rows]
         self.queue.blockSignals(True)
         self.queue.clear()
-        for r in self.rows:
-            stale = "*" if r["state"] != "not reviewed" and not r["decided_on_latest"] else ""
-            self.queue.addItem(f"{r['case']}   score {r['case_score']:.3f}   {r['state']}{stale}")
+        for r, old in zip(self.rows, stale):
+            self.queue.addItem(f"{r['case']}   score {r['case_score']:.3f}   {r['state']}{'*' if old else ''}")
         self.queue.blockSignals(False)
         decided = sum(r["state"] != "not reviewed" for r in self.rows)
-        self.progress.setText(f"{decided} of {len(self.rows)} decided" + ("  (* on an earlier round's prediction)"
-                                                                          if any("*" in self.queue.item(i).text() for i in range(self.queue.count())) else ""))
+        self.progress.setText(f"{decided} of {len(self.rows)} decided"
+                              + ("  (* on an earlier round's prediction)" if any(stale) else ""))
         names = [r["case"] for r in self.rows]
         target = select if select in names else (self.current["case"] if self.current and self.current["case"] in names else None)
         if target is None:
@@ -115,15 +114,15 @@ class ReviewWidget(QWidget):
         def work(report: Any, should_stop: Any) -> tuple:
             label = read_volume(row["label"])
             return (layer_tuple(read_volume(row["image"]), IMAGE_LAYER, as_labels=False),
-                    layer_tuple(label, LABEL_LAYER, as_labels=True), label_hash(label.array))
+                    layer_tuple(label, LABEL_LAYER, as_labels=True), label_hash(label.array), label.geometry)
 
         self.job.start(f"loading {row['case']}", work, lambda result: self._show(row, *result))
 
-    def _show(self, row: dict[str, Any], image: tuple, label: tuple, digest: str) -> None:
+    def _show(self, row: dict[str, Any], image: tuple, label: tuple, digest: str, geometry: Geometry) -> None:
         add_layer(self.viewer, image)
         layer = add_layer(self.viewer, label)
         layer.metadata["case"] = row["case"]
-        self.loaded_hash = digest
+        self.loaded_hash, self.loaded_geometry = digest, geometry
         self._focus_organ()
         self.viewer.layers.selection.active = layer
 
@@ -157,8 +156,7 @@ class ReviewWidget(QWidget):
         if action == "accept" and LABEL_LAYER in self.viewer.layers:
             layer = self.viewer.layers[LABEL_LAYER]
             if layer.metadata.get("case") == case and label_hash(layer.data) != self.loaded_hash:
-                geometry = read_volume(self.current["label"]).geometry
-                edited, action = Volume(layer.data.copy(), geometry), "edited"
+                edited, action = Volume(layer.data.copy(), self.loaded_geometry), "edited"
         with ReviewStore.for_workspace(self.link.open().root) as store:
             store.decide(case, action, self.reviewer.text(), self.note.text(), edited_label=edited)
         self.note.clear()

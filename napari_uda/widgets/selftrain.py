@@ -19,10 +19,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QPushButton, QSpi
 from ..child import LineFollower, run_child
 from ..device import available_devices
 from ..errors import UdaError
-from ..evaluation import evaluate_folders
-from ..modalities import get_modality
 from ..organs import ORGANS
-from ..pipeline import BUDGETS, round_stages, stage_order
+from ..pipeline import BUDGETS, evaluate_stages, round_stages, stage_order
 from ..review_store import ReviewStore
 from ..workspace import Workspace
 from ._common import PathField, fill_table, notify_error
@@ -153,12 +151,5 @@ class SelfTrainingWidget(QWidget):
         except UdaError as exc:
             notify_error(exc)
             return
-        kind = get_modality(ws.modality).kind
-
-        def work(report: Any, should_stop: Any) -> None:
-            stages = stage_order(list(ws.manifest["stages"]))
-            for i, stage in enumerate(stages):
-                evaluate_folders(ws.predictions_dir(stage), gt, None, kind).write(ws.reports_dir / f"evaluation_{stage}")
-                report({"done": i + 1, "total": len(stages), "message": f"evaluated {stage}"})
-
-        self.job.start("evaluation", work, lambda _: self.refresh())
+        self.job.start("evaluation", lambda report, stop: evaluate_stages(ws, gt, progress=report),
+                       lambda _: self.refresh())

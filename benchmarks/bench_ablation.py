@@ -1,12 +1,15 @@
-"""Ablation: does each stage of the method improve on the one before? (issue 8)
+"""Ablation: does each stage of the method improve on the one before, on scans it never saw?
 
-Phantom CT (labelled, seed 100) is adapted to phantom T2WI (seed 200, labels used for evaluation
-only); every stage's model is also applied to held-out T2WI scans (seed 300) it never saw.
-Stages: no adaptation (nnU-Net on raw CT), CycleGAN, Organ Attention CycleGAN, and Organ
-Attention + one self-training round on consistency-selected pseudo-labels (top half by fold
-consistency, FLARE 2024's rule). Per-organ DSC/NSD of every stage, wall time of every step.
+Phantom CT (labelled, data seed S+100) is adapted to phantom target scans (T2WI or PET FDG, seed
+S+200, labels used for evaluation and for the oracle only); every stage's model is also applied
+to held-out target scans (seed S+300) that no stage used. Stages: the strong source-only baseline
+(``no_adaptation``: real CT normalised as the targets, strong intensity augmentation), CycleGAN,
+Organ Attention CycleGAN, Organ Attention + one self-training round on consistency-selected
+pseudo-labels (top half by fold consistency, FLARE 2024's rule), and the oracle (the budget's
+nnU-Net trained on the labelled adaptation scans: an upper bound). Per-organ DSC/NSD of every
+stage, wall time of every step.
 
-    .venv/bin/python benchmarks/bench_ablation.py [--budget small] [--out benchmarks/ablation_small]
+    .venv/bin/python benchmarks/bench_ablation.py [--budget small] [--seed 0] [--modality t2wi]
 
 Writes OUT.json (everything) and OUT.md (tables); the workspace stays in OUT_workspace/.
 """
@@ -22,22 +25,27 @@ from pathlib import Path
 from napari_uda.evaluation import compare_markdown, evaluate_folders
 from napari_uda.io import Volume, read_volume, stem_of, write_volume
 from napari_uda.phantom import write_phantom_dataset
-from napari_uda.pipeline import FilterSettings, get_budget, run_pipeline, stage_order
+from napari_uda.modalities import get_modality
+from napari_uda.pipeline import FilterSettings, get_budget, run_pipeline, stage_order, train_stage_model
 from napari_uda.postprocess import postprocess
 from napari_uda.segmenter import predict_folds
 from napari_uda.slices import list_volumes
 from napari_uda.workspace import Workspace
 
-SHAPE = (24, 48, 48)
-N_CT, N_ADAPT, N_HELD_OUT = 6, 6, 4
+SHAPE = (40, 96, 96)
+N_CT, N_ADAPT, N_HELD_OUT = 8, 8, 4
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="small")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/ablation_small"))
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed offset")
+    parser.add_argument("--modality", default="t2wi", help="target modality the phantom renders (t2wi, pet_fdg, ...)")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/ablation_<budget>_<modality>_s<seed>")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     args = parser.parse_args()
+    mod = get_modality(args.modality)
+    args.out = args.out or Path(f"benchmarks/ablation_{args.budget}_{mod.slug}_s{args.seed}")
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
     root = args.out.with_name(args.out.name + "_workspace")
     if args.fresh:
@@ -45,11 +53,12 @@ def main() -> None:
     t0 = time.perf_counter()
     data = root / "data"
     if not (data / "done").exists():
-        write_phantom_dataset(data / "source", {"ct": N_CT}, seed=100, shape=SHAPE)
-        write_phantom_dataset(data / "adapt", {"t2wi": N_ADAPT}, seed=200, shape=SHAPE)
-        write_phantom_dataset(data / "heldout", {"t2wi": N_HELD_OUT}, seed=300, shape=SHAPE)
+        write_phantom_dataset(data / "source", {"ct": N_CT}, seed=args.seed + 100, shape=SHAPE)
+        write_phantom_dataset(data / "adapt", {mod.slug: N_ADAPT}, seed=args.seed + 200, shape=SHAPE)
+        write_phantom_dataset(data / "heldout", {mod.slug: N_HELD_OUT}, seed=args.seed + 300, shape=SHAPE)
         (data / "done").touch()
-    ws = Workspace.create(root / "ws", data / "source/ct/images", data / "source/ct/labels", data / "adapt/t2wi/images", "T2WI")
+    ws = Workspace.create(root / "ws", data / "source/ct/images", data / "source/ct/labels",
+                          data / f"adapt/{mod.slug}/images", mod.key)
     events: list[dict] = []
 
     def progress(e: dict) -> None:
@@ -61,26 +70,34 @@ def main() -> None:
     result = run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, ablation=True,
                           device="cpu", settings=settings, progress=progress)
     t_pipeline = time.perf_counter() - t0
+    adapt_images = list_volumes(data / f"adapt/{mod.slug}/images")
+    train_stage_model(ws, "oracle", adapt_images, [data / f"adapt/{mod.slug}/labels" / p.name for p in adapt_images],
+                      mod.key, get_budget(args.budget), "cpu", progress=progress)
+    t_oracle = time.perf_counter() - t0 - t_pipeline
     stages = stage_order(list(ws.manifest["models"]))
-    held_out = list_volumes(data / "heldout/t2wi/images")
+    held_out = list_volumes(data / f"heldout/{mod.slug}/images")
     evaluations = {"adapted scans": {}, "held-out scans": {}}
     for stage in stages:
         out = root / "heldout_predictions" / stage
         if not (out / "predictions.json").exists():
             predict_folds(ws.manifest["models"][stage]["path"], held_out, out, ws.manifest["models"][stage]["folds"], "cpu")
-        evaluations["held-out scans"][stage] = evaluate_folders(out, data / "heldout/t2wi/labels")
-        evaluations["adapted scans"][stage] = evaluate_folders(ws.predictions_dir(stage), data / "adapt/t2wi/labels")
+        evaluations["held-out scans"][stage] = evaluate_folders(out, data / f"heldout/{mod.slug}/labels", modality_kind=mod.kind)
+        if stage != "oracle":  # the oracle trained on these
+            evaluations["adapted scans"][stage] = evaluate_folders(ws.predictions_dir(stage),
+                                                                   data / f"adapt/{mod.slug}/labels", modality_kind=mod.kind)
     final_out, last = root / "heldout_predictions" / "final", result["from_stage"]
     for p in held_out:
         vol = read_volume(root / "heldout_predictions" / last / f"{stem_of(p)}.nii.gz")
         write_volume(Volume(postprocess(vol.array, vol.spacing), vol.geometry), final_out / f"{stem_of(p)}.nii.gz")
-    evaluations["held-out scans"]["final (post-processed)"] = evaluate_folders(final_out, data / "heldout/t2wi/labels")
+    evaluations["held-out scans"]["final (post-processed)"] = evaluate_folders(final_out, data / f"heldout/{mod.slug}/labels",
+                                                                               modality_kind=mod.kind)
     total = time.perf_counter() - t0
 
     timeline = {}
     for e in events:  # first and last event of each stage
         timeline.setdefault(e["stage"], [e["t"], e["t"]])[1] = e["t"]
-    report = {"budget": args.budget, "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,
+    report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "oracle_seconds": round(t_oracle, 1),
+              "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,
               "accept": {"rule": settings.rule, "top_k": settings.top_k}, "pipeline_seconds": round(t_pipeline, 1),
               "total_seconds": round(total, 1), "stage_timeline_s": timeline, "cpu_count": os.cpu_count(),
               "evaluations": {k: {s: e.to_dict() for s, e in v.items()} for k, v in evaluations.items()}}

@@ -3,7 +3,8 @@
 Each step is a function of a :class:`~napari_uda.workspace.Workspace` that skips what the
 manifest says is finished and resumes what was interrupted (translator checkpoints, nnU-Net's
 ``--c``), so rerunning a command continues where it stopped. Stage names (also the folders
-under ``W/predictions/``): ``no_adaptation`` (nnU-Net trained on raw CT), ``cyclegan``,
+under ``W/predictions/``): ``no_adaptation`` (the strong source-only baseline: nnU-Net on real
+CT normalised as the targets are, with strong intensity augmentation), ``cyclegan``,
 ``organ_attention``, ``self_training_r1`` (r2, ...) and ``final``.
 """
 from __future__ import annotations
@@ -21,9 +22,9 @@ from .io import Volume, read_volume, stem_of, write_volume
 from .modalities import SOURCE, get_modality
 from .organs import ORGAN_INDICES, PET_SCORED
 from .postprocess import postprocess
-from .pseudo import (DEFAULT_AGREEMENT, SourceStats, filter_checkpoint_agreement, filter_majority_vote,
-                     filter_organs_present, filter_relative_volume, fold_consistency_details, mean_dice,
-                     round_uncertainty)
+from .pseudo import (DEFAULT_AGREEMENT, SourceStats, filter_checkpoint_agreement, filter_organs_present,
+                     filter_relative_volume, fold_consistency_details, mean_dice, round_uncertainty,
+                     strict_majority_label)
 from .review_store import ReviewStore
 from .workspace import Workspace
 
@@ -31,16 +32,19 @@ Progress = Callable[[dict[str, Any]], None]
 StopFlag = Callable[[], bool]
 
 BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention"}  # translator variant -> stage
-DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103}  # self_training_rN: 110 + N
+DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "oracle": 109}  # self_training_rN: 110 + N
 
 
 @dataclass(frozen=True)
 class Budget:
     """How much training one pipeline budget buys: translator iterations and size, the nnU-Net
-    trainer (a key of :data:`napari_uda.segmenter.BUDGETS`), the folds trained and the planner.
+    trainer (a key of :data:`napari_uda.segmenter.BUDGETS`; the source-only baseline uses its
+    ``-aug`` variant), the folds trained, the planner and the nnU-Net configuration.
 
-    ``small`` uses nnU-Net's plain U-Net plans: on two CPU cores Residual Encoder M costs about
-    1.45x as much per iteration, and the small budget has to fit a CPU demo."""
+    ``small`` is the CPU recipe found by measuring learning curves (``benchmarks/RESULTS.md``):
+    nnU-Net's ``2d`` configuration with a small network (16 base features, 4 down-samplings, the
+    ASIT paper's fast plan), batches of 16 and AdamW; the 3d plain U-Net at 250 SGD iterations
+    learned the liver only."""
 
     name: str
     translator_iterations: int
@@ -52,16 +56,22 @@ class Budget:
     folds: tuple[int, ...]
     planner: str
     spacing_factor: float = 1.0  # > 1: nnU-Net trains on a coarser copy (it predicts any input grid)
+    configuration: str = "3d_fullres"
+    base_features: int | None = None  # None: nnU-Net's plan; else a smaller network (segmenter.shrink_plans)
+    max_stages: int | None = None
 
 
 BUDGETS = {
-    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "resenc-m"),
-    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default"),
+    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "default", configuration="2d", base_features=8,
+                   max_stages=4),
+    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default", configuration="2d", base_features=16,
+                    max_stages=5),
     "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
 }
 
 
 ACCEPT_RULES = ("filters", "consistency")
+PSEUDO_DIR = "pseudo"  # W/predictions/<stage>/pseudo/<case>.nii.gz: the strict-majority pseudo-labels
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,6 @@ class FilterSettings:
     top_k: int = 50
     agreement: float | None = None  # checkpoint-agreement threshold; None: 0.9 MRI, 0.82 PET
     sigma: float = 3.0
-    min_vote: float = 0.8
     rule: str = "filters"
 
     def __post_init__(self) -> None:
@@ -193,9 +202,12 @@ def translate_sources(ws: Workspace, variant: str, device: str | None = None, pr
 # --- 2. segment: export, plan, train folds, predict every target scan ----------------------------------
 def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                       budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
-                      should_stop: StopFlag | None = None) -> Path:
+                      should_stop: StopFlag | None = None, augment: bool = False,
+                      names: Sequence[str] | None = None) -> Path:
     """Export ``images``/``labels`` (channel named ``channel``) as the stage's nnU-Net dataset, plan,
-    train the budget's folds (resuming) and record the model; returns the model folder."""
+    train the budget's folds (resuming) and record the model; returns the model folder.
+    ``augment``: the budget's trainer with strong intensity augmentation (source-only baseline);
+    ``names``: nnU-Net case names when image file names repeat (real and translated CT)."""
     from .segmenter import PLANNERS, NnunetFolders, export_dataset, plan_and_preprocess, train_folds
 
     recorded = ws.done("models", stage)
@@ -205,26 +217,30 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
     if not plans.exists():
         _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
-        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel, budget.spacing_factor)
+        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel, budget.spacing_factor, names)
         _check_stop(should_stop)
         _say(progress, stage, "planning and preprocessing")
-        plan_and_preprocess(ws.root, did, budget.planner, should_stop=should_stop)
+        plan_and_preprocess(ws.root, did, budget.planner, budget.configuration, should_stop, budget.base_features,
+                            budget.max_stages)
 
     def fold_progress(e: dict[str, Any]) -> None:
         if "epoch" in e:
             _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
                  epoch=e["epoch"], num_epochs=e["num_epochs"], train_loss=e.get("train_loss"))
 
-    model = train_folds(ws.root, did, budget.folds, budget.nnunet, budget.planner, device=device, progress=fold_progress,
-                        should_stop=should_stop)
-    ws.record("models", stage, dataset=did, path=str(model), budget=budget.nnunet, planner=budget.planner,
-              folds=list(budget.folds), round=round_number, trained_on=len(images), channel=channel)
+    trainer = budget.nnunet + ("-aug" if augment else "")
+    model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,
+                        progress=fold_progress, should_stop=should_stop)
+    ws.record("models", stage, dataset=did, path=str(model), budget=trainer, planner=budget.planner,
+              configuration=budget.configuration, folds=list(budget.folds), round=round_number,
+              trained_on=len(images), channel=channel)
     return model
 
 
 def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                   budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
-                  should_stop: StopFlag | None = None) -> Path:
+                  should_stop: StopFlag | None = None, augment: bool = False,
+                  names: Sequence[str] | None = None) -> Path:
     """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
     ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
     from .segmenter import predict_folds
@@ -232,7 +248,8 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     out = ws.predictions_dir(stage)
     if ws.done("stages", stage):
         return out
-    model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop)
+    model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
+                              augment, names)
     targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
     _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds(model, targets, out, folds, device,
@@ -241,6 +258,18 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
               cases=len(records))
     return out
+
+
+def source_training_set(ws: Workspace, variant: str, real_ct: bool) -> tuple[list[Path], list[Path], list[str]]:
+    """The labelled source half of a segmenter's training data: every source CT translated by
+    ``variant``, plus (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``.
+    Returns (images, labels, nnU-Net case names)."""
+    ct, ct_labels = ws.files("source_images"), ws.files("source_labels")
+    images = [ws.translated_dir(variant) / f"{stem_of(p)}.nii.gz" for p in ct]
+    names = [stem_of(p) for p in ct]
+    if real_ct:
+        return images + list(ct), list(ct_labels) * 2, names + [f"real_{n}" for n in names]
+    return images, list(ct_labels), names
 
 
 # --- 3. score: fold consistency and the dual-stage filters, into the review store -----------------------
@@ -268,9 +297,11 @@ def _best_two_folds(model: Path, folds: Sequence[int]) -> list[int]:
 
 def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterSettings = FilterSettings(),
                 progress: Progress | None = None, should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
-    """Score every target case of ``stage``: per-organ fold consistency, case score, the filters
-    (organs present, relative volume, checkpoint agreement, majority vote); record the model and
-    every prediction in the review store. Returns one row per case."""
+    """Score every target case of ``stage``: per-organ fold consistency, case score, the pseudo-label
+    (FLARE 2025's pixel-wise strict majority over the folds, disagreement as background, in
+    ``W/predictions/<stage>/pseudo/``) and the sample-wise filters on it (organs present, relative
+    volume, checkpoint agreement); record the model and every pseudo-label in the review store.
+    Returns one row per case."""
     info = ws.done("stages", stage)
     model_info = ws.done("models", stage)
     if info is None or model_info is None:
@@ -287,19 +318,20 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
     for path in ws.files("target_images"):
         _check_stop(should_stop)
         case = stem_of(path)
-        fold_labels = [read_volume(out / f"fold_{f}" / f"{case}.nii.gz").array for f in folds]
-        fused = read_volume(out / f"{case}.nii.gz").array
-        consistency = fold_consistency_details(fold_labels, expected)
-        _, vote = filter_majority_vote(fold_labels, settings.min_vote)
+        fold_vols = [read_volume(out / f"fold_{f}" / f"{case}.nii.gz") for f in folds]
+        fold_labels = [v.array for v in fold_vols]
+        voted = strict_majority_label(fold_labels)
+        pseudo = write_volume(Volume(voted, fold_vols[0].geometry), out / PSEUDO_DIR / f"{case}.nii.gz")
         agreement[case] = mean_dice(fold_labels[folds.index(best[0])], fold_labels[folds.index(best[1])], expected)
-        rows.append({"case": case, "path": path, "consistency": consistency,
-                     "filters": [filter_organs_present(fused, expected),
-                                 filter_relative_volume(fused, stats, settings.sigma), vote]})
+        rows.append({"case": case, "path": path, "label": pseudo,
+                     "consistency": fold_consistency_details(fold_labels, expected),
+                     "filters": [filter_organs_present(voted, expected),
+                                 filter_relative_volume(voted, stats, settings.sigma, expected)]})
     checks = filter_checkpoint_agreement(agreement, settings.agreement_for(ws.modality), settings.top_k)
     for row in rows:
         row["filters"].insert(2, checks[row["case"]])
         store.add_case(row["case"], row["path"], ws.modality)
-        store.add_prediction(row["case"], model_id, out / f"{row['case']}.nii.gz", row["consistency"].per_organ,
+        store.add_prediction(row["case"], model_id, row["label"], row["consistency"].per_organ,
                              row["consistency"].case_score, row["filters"])
     _say(progress, stage, f"scored {len(rows)} case(s)")
     ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
@@ -376,7 +408,8 @@ def round_stages(ws: Workspace) -> list[str]:
 def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budget, device: str = "cpu",
                         settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
                         should_stop: StopFlag | None = None) -> dict[str, Any]:
-    """Round ``r``: translated CT + the accepted pseudo-labelled target scans as a new nnU-Net dataset,
+    """Round ``r``: translated CT (+ real CT where the pipeline uses it) + the accepted pseudo-labelled
+    target scans as a new nnU-Net dataset,
     train, predict every target scan, score (refilling the queue) and compute each case's
     uncertainty across rounds. Recorded in the store and the manifest."""
     stage = stage_for_round(r)
@@ -393,11 +426,11 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
                                      "filters": asdict(settings)})
     if (ws.done("stages", stage) or {}).get("status") != "done":
         paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
-        labels_by_case = {stem_of(p): p for p in ws.files("source_labels")}
-        translated = [ws.translated_dir(variant) / f"{case}.nii.gz" for case in labels_by_case]
-        images = translated + [Path(paths[c]) for c, _ in used]
-        labels = list(labels_by_case.values()) + [Path(lab) for _, lab in used]
-        segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop)
+        images, labels, names = source_training_set(ws, variant, ws.manifest["pipeline"].get("real_ct", False))
+        images += [Path(paths[c]) for c, _ in used]
+        labels += [Path(lab) for _, lab in used]
+        names += [stem_of(paths[c]) for c, _ in used]
+        segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop, names=names)
         score_stage(ws, stage, store, settings, progress, should_stop)
     model_id = ws.done("stages", stage)["model_id"]
     stages = previous[:r] + [stage]
@@ -474,29 +507,34 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
 
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
-                 progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, should_stop: StopFlag | None = None,
+                 real_ct: bool = True) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
-    predictions. With ``ablation`` also the stages the variant does not need (nnU-Net on raw CT,
-    the other translator). Returns ``{"status": "done" | "awaiting review", ...}``."""
+    predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
+    the real CT. With ``ablation`` also the stages the variant does not need: the strong
+    source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
+    augmentation) and the other translator. Returns ``{"status": "done" | "awaiting review", ...}``."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
     base = BASE_STAGES[variant]
     recorded = ws.manifest.get("pipeline")
-    if recorded and (recorded["variant"], recorded["budget"]) != (variant, budget.name):
-        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded['variant']} / {recorded['budget']}; "
+    if recorded and (recorded["variant"], recorded["budget"], recorded.get("real_ct", real_ct)) != (variant, budget.name, real_ct):
+        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded['variant']} / {recorded['budget']} "
+                       f"(real CT {'in' if recorded.get('real_ct', real_ct) else 'not in'} the training data); "
                        "use the same settings to continue or another workspace")
     ws.manifest["pipeline"] = {"variant": variant, "budget": budget.name, "base_stage": base, "rounds": rounds,
-                               "auto_accept": auto, "ablation": ablation}
+                               "auto_accept": auto, "ablation": ablation, "real_ct": real_ct}
     ws.save()
-    ct, ct_labels = ws.files("source_images"), ws.files("source_labels")
     variants = list(BASE_STAGES) if ablation else [variant]
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
-            segment_stage(ws, "no_adaptation", ct, ct_labels, SOURCE.key, budget, device, 0, progress, should_stop)
+            segment_stage(ws, "no_adaptation", ws.files("source_images"), ws.files("source_labels"), ws.modality,
+                          budget, device, 0, progress, should_stop, augment=True)
         for v in sorted(variants, key=lambda v: v != variant):
-            translated = translate_stage(ws, v, budget, device, progress, should_stop)
-            images = [translated / f"{stem_of(p)}.nii.gz" for p in ct]
-            segment_stage(ws, BASE_STAGES[v], images, ct_labels, ws.modality, budget, device, 0, progress, should_stop)
+            translate_stage(ws, v, budget, device, progress, should_stop)
+            images, labels, names = source_training_set(ws, v, real_ct)
+            segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
+                          names=names)
         if ws.done("stages", base)["status"] != "done":  # the ablation stages are evaluated, not reviewed
             score_stage(ws, base, store, settings, progress, should_stop)
         if rounds > 0 and not auto and not store.accepted():

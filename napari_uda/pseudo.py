@@ -42,6 +42,14 @@ class Consistency:
 
     @property
     def case_score(self) -> float:
+        """Mean consistency over every expected organ, an organ that no fold found counting 0
+        (so a small, consistent fragment of one organ cannot rank a case first)."""
+        if not self.per_organ:
+            return 0.0
+        return float(np.mean([self.per_organ[c] if c in self.present else 0.0 for c in self.per_organ]))
+
+    @property
+    def present_score(self) -> float:
         """Mean consistency over the organs present in at least one fold (0.0 when none is)."""
         return float(np.mean([self.per_organ[c] for c in self.present])) if self.present else 0.0
 
@@ -208,9 +216,11 @@ class SourceStats:
         return cls({int(k): v for k, v in d["mean"].items()}, {int(k): v for k, v in d["std"].items()}, d["n_cases"])
 
 
-def filter_relative_volume(labels: np.ndarray, stats: SourceStats, k: float = 3.0) -> FilterResult:
-    """(b) Each organ's relative volume within mean +- k std of the source CT statistics."""
-    rel = relative_volumes(labels, stats.mean.keys())
+def filter_relative_volume(labels: np.ndarray, stats: SourceStats, k: float = 3.0,
+                           organs: Iterable[int] | None = None) -> FilterResult:
+    """(b) Each organ's relative volume within mean +- k std of the source CT statistics, for
+    ``organs`` (default: every organ of the statistics; PET checks its 4 scored organs only)."""
+    rel = relative_volumes(labels, list(organs) if organs is not None else list(stats.mean))
     out = []
     for c, v in rel.items():
         lo, hi = stats.mean[c] - k * stats.std[c], stats.mean[c] + k * stats.std[c]
@@ -224,7 +234,7 @@ def filter_relative_volume(labels: np.ndarray, stats: SourceStats, k: float = 3.
 def mean_dice(a: np.ndarray, b: np.ndarray, labels: Iterable[int] = ORGAN_INDICES) -> float:
     """Mean Dice over the organs present in either map (1.0 when both are empty)."""
     details = fold_consistency_details([a, b], labels)
-    return details.case_score if details.present else 1.0
+    return details.present_score if details.present else 1.0
 
 
 def filter_checkpoint_agreement(case_dice: Mapping[str, float], threshold: float, top_k: int | None = None) -> dict[str, FilterResult]:
@@ -248,17 +258,13 @@ def filter_checkpoint_agreement(case_dice: Mapping[str, float], threshold: float
 DEFAULT_AGREEMENT = {"mri": 0.9, "pet": 0.82}
 
 
-def filter_majority_vote(label_maps: Sequence[np.ndarray], min_agreement: float = 0.8) -> tuple[np.ndarray, FilterResult]:
-    """(d) Pixel-wise majority vote over N models; passes when a strict majority agrees on
-    at least ``min_agreement`` of the voted foreground. Returns (voted labels, result)."""
+def strict_majority_label(label_maps: Sequence[np.ndarray]) -> np.ndarray:
+    """FLARE 2025's pixel-wise stage: a voxel gets label ``l`` where more than half of the N maps
+    (folds and checkpoints) say ``l``; everywhere else, including every voxel where the models
+    disagree without a strict majority, it is background (0). There are no ties: at most one
+    label can hold a strict majority. With N = 2 this keeps exactly the voxels both agree on."""
     voted, agree = _vote(label_maps, union=False)
-    n = len(label_maps)
-    fg = voted > 0
-    frac = float((agree[fg] > n / 2).mean()) if fg.any() else 0.0
-    passed = fg.any() and frac >= min_agreement
-    reason = (f"strict majority of {n} models on {frac:.1%} of the foreground"
-              + ("" if passed else f" (< {min_agreement:.0%})"))
-    return voted, FilterResult("majority_vote", bool(passed), reason)
+    return np.where(agree > len(label_maps) / 2, voted, 0).astype(np.uint8)
 
 
 # --- uncertainty across self-training rounds ----------------------------------------------------

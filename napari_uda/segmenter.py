@@ -30,7 +30,11 @@ from .pseudo import fuse_probabilities, majority_vote
 from .roi import Box, crop, foreground_box, paste
 
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
-BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress"}
+#: nnU-Net training budgets -> trainer class; ``<budget>-aug`` adds strong intensity augmentation
+#: (the source-only baseline's), see :mod:`napari_uda.nnunet_trainers.uda_trainers`.
+BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress",
+           "tiny-aug": "nnUNetTrainer_UDA_tiny_aug", "small-aug": "nnUNetTrainer_UDA_small_aug",
+           "full-aug": "nnUNetTrainer_UDA_progress_aug"}
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 Progress = Callable[[dict[str, Any]], None]
 
@@ -106,13 +110,21 @@ def use_project_trainers() -> None:
 
 
 def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequence[Path], labels: Sequence[Path],
-                   modality: str, spacing_factor: float = 1.0) -> Path:
+                   modality: str, spacing_factor: float = 1.0, case_names: Sequence[str] | None = None) -> Path:
     """Write images and labels as nnU-Net raw data ``DatasetXXX_Name`` with a ``dataset.json``
     (organ table labels, one channel named after ``modality``). Geometry and label values are
     checked per case; errors name the case. ``spacing_factor`` > 1 exports a low-resolution
-    copy (spacing multiplied on every axis), the training data of a coarse model."""
+    copy (spacing multiplied on every axis), the training data of a coarse model. Cases are
+    named after the image files unless ``case_names`` names them (needed when two sets share
+    file names, such as real and translated CT)."""
     if len(images) != len(labels):
         raise UdaError(f"{len(images)} images but {len(labels)} label files")
+    names = list(case_names) if case_names is not None else [stem_of(p) for p in images]
+    if len(names) != len(images):
+        raise UdaError(f"{len(images)} images but {len(names)} case names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UdaError(f"two training cases would share the nnU-Net case name {repeated[0]!r}; rename one of them")
     if not 1 <= dataset_id <= 999:
         raise UdaError(f"dataset id must be 1..999, got {dataset_id}")
     folders = NnunetFolders(Path(root))
@@ -124,7 +136,7 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_raw_cases(tmp, images, labels, spacing_factor)
+        _write_raw_cases(tmp, images, labels, names, spacing_factor)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -137,12 +149,12 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     return target
 
 
-def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], spacing_factor: float = 1.0) -> None:
+def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], names: Sequence[str],
+                     spacing_factor: float = 1.0) -> None:
     """imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz, each case checked first."""
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
-    for img_path, lab_path in zip(images, labels):
-        case = stem_of(img_path)
+    for img_path, lab_path, case in zip(images, labels, names):
         img, lab = read_volume(img_path), read_volume(lab_path)
         check_same_grid(img, lab, str(img_path), str(lab_path))
         require_organ_labels(lab, str(lab_path))
@@ -160,8 +172,10 @@ def _nnunet_command(name: str) -> str:
 
 
 def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resenc-m", configuration: str = "3d_fullres",
-                        should_stop: Callable[[], bool] | None = None) -> Path:
-    """nnU-Net's fingerprinting, planning (Residual Encoder M by default) and preprocessing."""
+                        should_stop: Callable[[], bool] | None = None, base_features: int | None = None,
+                        max_stages: int | None = None) -> Path:
+    """nnU-Net's fingerprinting, planning (Residual Encoder M by default) and preprocessing;
+    ``base_features``/``max_stages`` make the planned network smaller (:func:`shrink_plans`)."""
     if planner not in PLANNERS:
         raise UdaError(f"unknown planner {planner!r}; choose one of {', '.join(PLANNERS)}")
     folders = NnunetFolders(Path(root))
@@ -173,7 +187,29 @@ def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resen
            "-c", configuration, "-np", "1", "--verify_dataset_integrity"]
     run_child(cmd, env, Path(root) / "logs" / f"plan_{dataset_id:03d}.log", should_stop, what=f"nnU-Net planning of dataset {dataset_id}")
     _write_small_splits(folders.preprocessed / folders.dataset_dir(dataset_id).name, folders.dataset_dir(dataset_id))
+    if base_features or max_stages:
+        plans = folders.preprocessed / folders.dataset_dir(dataset_id).name / f"{PLANNERS[planner][1]}.json"
+        shrink_plans(plans, configuration, base_features, max_stages)
     return folders.preprocessed
+
+
+def shrink_plans(plans_file: Path, configuration: str, base_features: int | None = None,
+                 max_stages: int | None = None, max_features: int = 320) -> None:
+    """Make the network of ``configuration`` in an nnU-Net plans file smaller, in place: at most
+    ``max_stages`` resolution stages (``max_stages - 1`` down-samplings) and ``base_features``
+    doubling per stage up to ``max_features`` (the ASIT paper's fast plan: 16 features, 4
+    down-samplings). Patch size and preprocessing are unchanged; nnU-Net reads the edited plans."""
+    plans = json.loads(plans_file.read_text())
+    arch = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    n = min(arch["n_stages"], max_stages or arch["n_stages"])
+    for key in ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage"):
+        if key in arch:
+            arch[key] = arch[key][:n]
+    arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][:n - 1]
+    arch["n_stages"] = n
+    base = base_features or arch["features_per_stage"][0]
+    arch["features_per_stage"] = [min(base * 2 ** i, max_features) for i in range(n)]
+    plans_file.write_text(json.dumps(plans, indent=2))
 
 
 def _write_small_splits(preprocessed: Path, raw: Path) -> None:

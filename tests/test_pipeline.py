@@ -51,9 +51,11 @@ def test_pipeline_stops_for_review_with_every_stage_predicted(run):
     assert len(list((ws / "translated" / "organ-attention_attention").glob("*.nii.gz"))) == 3
     manifest = Workspace.open(ws).manifest
     assert manifest["stages"]["organ_attention"]["status"] == "done"  # scored: the queue is filled
-    assert manifest["models"]["no_adaptation"]["channel"] == "CT" and manifest["models"]["cyclegan"]["channel"] == "T2WI"
+    # the source-only baseline sees CT normalised as the targets are, with strong intensity augmentation
+    assert manifest["models"]["no_adaptation"]["channel"] == "T2WI" and manifest["models"]["cyclegan"]["channel"] == "T2WI"
+    assert manifest["models"]["no_adaptation"]["budget"] == "tiny-aug" and manifest["models"]["cyclegan"]["budget"] == "tiny"
     queue = json.loads(cli("review", "queue", "--workspace", str(ws), "--json").stdout)
-    assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 4 for q in queue)
+    assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 3 for q in queue)
     assert all(0 <= q["case_score"] <= 1 and len(q["organ_consistency"]) == 13 for q in queue)
 
 
@@ -76,10 +78,12 @@ def test_review_then_self_training_round_and_final(run):
     final = ws / "predictions" / "final"
     for t in sorted((run["root"] / "data/t2wi/images").iterdir()):
         assert read_volume(final / t.name).geometry.matches(read_volume(t).geometry)
-    # the round's dataset: translated CT + exactly the accepted cases, the edited label where edited
+    # the round's dataset: translated CT + real CT (RCT+FI) + exactly the accepted cases, the edited label where edited
     raw = ws / "nnunet/raw/Dataset111_UDA_self_training_r1"
+    cts = ["ct_000", "ct_001", "ct_002"]
     assert sorted(p.name for p in (raw / "labelsTr").iterdir()) == sorted(
-        ["ct_000.nii.gz", "ct_001.nii.gz", "ct_002.nii.gz", f"{accepted}.nii.gz", f"{edited}.nii.gz"])
+        [f"{c}.nii.gz" for c in cts] + [f"real_{c}.nii.gz" for c in cts] + [f"{accepted}.nii.gz", f"{edited}.nii.gz"])
+    assert file_hash(raw / "imagesTr" / "real_ct_000_0000.nii.gz") != file_hash(raw / "imagesTr" / "ct_000_0000.nii.gz")
     assert label_hash(read_volume(raw / "labelsTr" / f"{edited}.nii.gz").array) == label_hash(label.array)
     assert file_hash(raw / "imagesTr" / f"{accepted}_0000.nii.gz")
     with ReviewStore.for_workspace(ws) as store:
@@ -90,7 +94,7 @@ def test_review_then_self_training_round_and_final(run):
         model = store.db.execute("SELECT name, round FROM models WHERE id = ?", (r1["model_id"],)).fetchone()
         assert model[1] == 1 and model[0].endswith("self_training_r1")
         new_queue = store.queue("T2WI")  # refilled from the second-round model
-        assert all(q["label"].endswith(f"self_training_r1/{q['case']}.nii.gz") for q in new_queue)
+        assert all(q["label"].endswith(f"self_training_r1/pseudo/{q['case']}.nii.gz") for q in new_queue)
     manifest = Workspace.open(ws).manifest
     assert manifest["rounds"][0]["accepted"] == 2 and manifest["stages"]["final"]["from_stage"] == "self_training_r1"
     # the evaluation of every stage: valid numbers

@@ -9,8 +9,8 @@ import pytest
 
 from napari_uda.phantom import make_case
 from napari_uda.probabilities import ProbabilityFile, save_probabilities
-from napari_uda.pseudo import (CaseScore, SourceStats, filter_checkpoint_agreement, filter_majority_vote,
-                               filter_organs_present, filter_relative_volume, fold_consistency,
+from napari_uda.pseudo import (CaseScore, SourceStats, filter_checkpoint_agreement, strict_majority_label,
+                                                              filter_organs_present, filter_relative_volume, fold_consistency,
                                fold_consistency_details, fold_disagreement, fuse_probabilities, majority_vote, mean_dice, rank_cases,
                                relative_volumes, round_uncertainty, select_by_uncertainty, union_ensemble)
 
@@ -49,7 +49,22 @@ def test_consistency_hand_computed():
     assert out[3] == 1.0
     details = fold_consistency_details([a, b, c], labels=[1, 2, 3])
     assert details.present == (1, 2)
-    assert details.case_score == pytest.approx((out[1] + out[2]) / 2)
+    # organ 3, found by no fold, counts 0 in the case score (not 1, and not left out)
+    assert details.case_score == pytest.approx((out[1] + out[2] + 0) / 3)
+    assert details.present_score == pytest.approx((out[1] + out[2]) / 2)
+
+
+def test_case_score_a_tiny_consistent_fragment_does_not_rank_first():
+    fragment = np.zeros((1, 4, 4), np.uint8)
+    fragment[0, 0, 0] = 1  # two folds agree on one liver voxel and nothing else
+    whole = np.array([[[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 0, 0], [3, 3, 0, 0]]], np.uint8)
+    shifted = whole.copy()
+    shifted[0, 0, 0] = 0  # the folds disagree on one voxel of organ 1
+    small = fold_consistency_details([fragment, fragment], labels=[1, 2, 3])
+    big = fold_consistency_details([whole, shifted], labels=[1, 2, 3])
+    assert small.case_score == pytest.approx(1 / 3)  # (1 + 0 + 0) / 3
+    assert big.case_score == pytest.approx((2 * 3 / 7 + 1 + 1) / 3)  # organ 1: 2*3/(4+3)
+    assert big.case_score > small.case_score
 
 
 def test_consistency_equals_naive_loop(folds):
@@ -137,10 +152,18 @@ def test_majority_and_union():
     c = np.array([[[2, 2, 4, 0, 0]]], np.uint8)
     np.testing.assert_array_equal(majority_vote([a, b, c]), [[[1, 2, 0, 0, 0]]])
     np.testing.assert_array_equal(union_ensemble([a, b, c]), [[[1, 2, 4, 2, 3]]])
-    voted, result = filter_majority_vote([a, b, c], min_agreement=0.5)
-    assert result.passed and "100.0%" in result.reason
-    voted, result = filter_majority_vote([a, b, np.full_like(a, 5)], min_agreement=0.9)
-    assert not result.passed
+    # strict majority (> N/2): voxel 0 has 1,1,2 -> 1; voxel 1 has 1,2,2 -> 2; voxel 3 has 2,0,0 -> 0;
+    # voxel 2 has 0,0,4 -> 0; voxel 4 has 3,0,0 -> 0
+    np.testing.assert_array_equal(strict_majority_label([a, b, c]), [[[1, 2, 0, 0, 0]]])
+    # voxel 0 holds 1, 2, 4 once each: no strict majority -> background (majority_vote takes the lowest label);
+    # voxels 1, 3, 4 hold a label twice of three -> that label
+    d = np.array([[[4, 1, 0, 2, 3]]], np.uint8)
+    np.testing.assert_array_equal(strict_majority_label([a, c, d]), [[[0, 1, 0, 2, 3]]])
+    np.testing.assert_array_equal(majority_vote([a, c, d]), [[[1, 1, 0, 2, 3]]])
+    # two folds: exactly the voxels both agree on; four: a 2-2 split is background
+    np.testing.assert_array_equal(strict_majority_label([a, b]), [[[1, 0, 0, 0, 0]]])
+    np.testing.assert_array_equal(strict_majority_label([a, a, b, b]), [[[1, 0, 0, 0, 0]]])
+    assert strict_majority_label([a, b]).dtype == np.uint8
     # by hand: a voxel is in disagreement unless all maps hold the same label
     np.testing.assert_array_equal(fold_disagreement([a, b, c]), [[[True, True, True, True, True]]])
     np.testing.assert_array_equal(fold_disagreement([a, a, b]), [[[False, True, False, True, True]]])
@@ -162,6 +185,13 @@ def test_filters_with_reasons():
     assert not res.passed and "liver" in res.reason
     rel = relative_volumes(cases[0])
     assert 0 < rel[1] < 1
+    # PET checks its 4 scored organs only: a missing pancreas does not fail it, a huge liver does
+    no_pancreas = cases[0].copy()
+    no_pancreas[no_pancreas == 4] = 0
+    assert not filter_relative_volume(no_pancreas, stats, k=3).passed
+    assert filter_relative_volume(no_pancreas, stats, k=3, organs=[1, 2, 3, 13]).passed
+    res = filter_relative_volume(huge_liver, stats, k=3, organs=[1, 2, 3, 13])
+    assert not res.passed and "pancreas" not in res.reason
 
 
 def test_source_stats_round_trip(tmp_path):

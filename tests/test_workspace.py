@@ -83,7 +83,7 @@ def test_auto_accept_is_explicit_and_never_overrides_people(store):
     assert taken == {"a": "accept", "b": "reject", "d": "reject"}  # c was decided by a person
     history = store.history("a")
     assert history[-1].reviewer == settings.reviewer() and history[-1].reviewer.startswith("auto:")
-    assert json.loads(history[-1].reviewer[5:]) == {"agreement": None, "min_vote": 0.8, "rule": "filters", "sigma": 3.0,
+    assert json.loads(history[-1].reviewer[5:]) == {"agreement": None, "rule": "filters", "sigma": 3.0,
                                                    "top_k": 1}
     assert store.history("b")[-1].note == "organs_present: missing: liver"
     assert store.history("d")[-1].note == "outside the top 1"

@@ -181,7 +181,9 @@ def flare_scores(pred: np.ndarray, gt: np.ndarray, spacing: Iterable[float], mod
                  tolerance_mm: float | Mapping[int, float] | None = None) -> dict[int, dict[str, float]]:
     """Per-organ ``{"dsc", "nsd"}`` as FLARE's evaluation scripts compute them.
 
-    Aorta, IVC and esophagus are cropped to the ground truth's z-extent first; NSD uses each
+    Aorta, IVC and esophagus are cropped to the ground truth's z-extent first, as the official
+    script slices it (``gt[..., z_lower:z_upper]`` with ``z_upper`` the last GT slice, so the top
+    GT slice is left out; a one-slice organ becomes empty in both and scores 1); NSD uses each
     organ's tolerance (or ``tolerance_mm`` when given) and is 0 when DSC < 0.2; PET is scored on
     liver, kidneys and spleen only.
     """
@@ -193,8 +195,9 @@ def flare_scores(pred: np.ndarray, gt: np.ndarray, spacing: Iterable[float], mod
     for c in labels:
         p, g = np.asarray(pred) == c, np.asarray(gt) == c
         if ORGAN_BY_INDEX[c].crop_to_gt_z and g.any():
+            # exactly as the official script: z_lower:z_upper, which leaves out the top GT slice
             zs = np.flatnonzero(g.any(axis=(1, 2)))
-            p, g = p[zs[0]:zs[-1] + 1], g[zs[0]:zs[-1] + 1]
+            p, g = p[zs[0]:zs[-1]], g[zs[0]:zs[-1]]
         d = dice_from_counts(float(np.count_nonzero(p & g)), float(np.count_nonzero(p)), float(np.count_nonzero(g)))
         s = surface_dice(p, g, sp, _tolerance_for(tolerance_mm, c)) if d >= 0.2 or not (p.any() or g.any()) else 0.0
         out[c] = {"dsc": d, "nsd": s}

@@ -105,6 +105,20 @@ def test_flare_rules():
     assert set(flare_scores(pred, gt, (1, 1, 1), modality_kind="pet")) == {1, 2, 3, 13}
 
 
+def test_flare_z_crop_leaves_out_the_top_gt_slice():
+    gt = np.zeros((10, 12, 12), np.uint8)
+    gt[2:6, 3:7, 3:7] = 5            # aorta on z 2..5, 16 voxels a slice
+    pred = np.zeros_like(gt)
+    pred[2:5, 3:7, 3:7] = 5          # misses z 5, the top GT slice: the official crop 2:5 does not see it
+    assert flare_scores(pred, gt, (1.0, 1.0, 1.0), labels=[5])[5]["dsc"] == 1.0
+    pred[5, 3:7, 3:7] = 5
+    pred[2, 3:7, 3:7] = 0            # misses z 2 instead: 32 of 48 voxels inside the crop
+    assert flare_scores(pred, gt, (1.0, 1.0, 1.0), labels=[5])[5]["dsc"] == pytest.approx(2 * 32 / (32 + 48))
+    one = np.zeros_like(gt)
+    one[4, 3:7, 3:7] = 10            # a one-slice oesophagus: empty after the crop in both, as FLARE scores it
+    assert flare_scores(np.zeros_like(gt), one, (1.0, 1.0, 1.0), labels=[10])[10] == {"dsc": 1.0, "nsd": 1.0}
+
+
 def test_organ_volumes():
     a = np.zeros((2, 2, 2), np.uint8)
     a[0] = 1

@@ -9,6 +9,7 @@ predictor fold by fold and stores float16 probabilities with the input's geometr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -22,8 +23,9 @@ import numpy as np
 from .child import LineFollower, run_child
 from .efficiency import RunMeter
 from .errors import UdaError
-from .io import Volume, check_same_grid, read_volume, require_finite, require_organ_labels, resample, stem_of, write_volume
+from .io import Volume, read_volume, require_finite, require_organ_labels, resample, stem_of, write_volume
 from .modalities import get_modality
+from .orientation import align_label, channels_from_canonical, from_canonical, to_canonical
 from .organs import nnunet_labels
 from .probabilities import ProbabilityFile, save_probabilities
 from .pseudo import fuse_probabilities, majority_vote
@@ -37,6 +39,7 @@ BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small",
            "full-aug": "nnUNetTrainer_UDA_progress_aug"}
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 Progress = Callable[[dict[str, Any]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,14 +154,18 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
 
 def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], names: Sequence[str],
                      spacing_factor: float = 1.0) -> None:
-    """imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz, each case checked first."""
+    """imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz in the canonical orientation, each case
+    checked first."""
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
     for img_path, lab_path, case in zip(images, labels, names):
-        img, lab = read_volume(img_path), read_volume(lab_path)
-        check_same_grid(img, lab, str(img_path), str(lab_path))
+        img = read_volume(img_path)
+        lab, note = align_label(img, read_volume(lab_path), str(img_path), str(lab_path))
+        if note:
+            log.warning(note)
         require_organ_labels(lab, str(lab_path))
         require_finite(img, str(img_path))
+        img, lab = to_canonical(img), to_canonical(lab)  # nnU-Net sees one anatomical orientation
         if spacing_factor != 1.0:
             coarse = tuple(s * spacing_factor for s in img.spacing)
             img, lab = resample(img, coarse), resample(lab, coarse, labels=True)  # type: ignore[arg-type]
@@ -283,11 +290,12 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     use_project_trainers()
     dev = torch.device(device)
     records: dict[str, dict[str, Any]] = {}
-    volumes = {}
+    volumes, canonical = {}, {}  # as stored; as nnU-Net sees them
     for path in inputs:
         vol = read_volume(path)
         require_finite(vol, str(path))
         volumes[stem_of(path)] = vol
+        canonical[stem_of(path)] = to_canonical(vol)
         records[stem_of(path)] = {"case": stem_of(path), "input": str(path), "folds": {}}
     for fold in folds:
         predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
@@ -297,9 +305,13 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
         for case, vol in volumes.items():
             if should_stop is not None and should_stop():
                 raise UdaError("prediction cancelled")
+            canon = canonical[case]
             with RunMeter(dev) as meter:
-                seg, probs = predictor.predict_single_npy_array(vol.array[None].astype(np.float32),
-                                                                {"spacing": list(vol.spacing)}, None, None, True)
+                seg, probs = predictor.predict_single_npy_array(canon.array[None].astype(np.float32),
+                                                                {"spacing": list(canon.spacing)}, None, None, True)
+            if canon is not vol:  # back onto the input's own axes
+                seg = from_canonical(Volume(seg, canon.geometry), vol.geometry).array
+                probs = channels_from_canonical(probs, canon.geometry, vol.geometry)
             fold_dir = out / f"fold_{fold}"
             if save_probabilities_files:
                 save_probabilities(fold_dir / f"{case}.npz", probs, vol.geometry)

@@ -1,6 +1,7 @@
 """2D slices for translation: volumes to normalised, resized slice stacks and back."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,8 +11,11 @@ from torch.nn import functional as F
 
 from .errors import UdaError
 from .intensity import intensity_window, to_unit_range
-from .io import FILE_SUFFIXES, check_same_grid, read_volume, require_finite, require_organ_labels, stem_of
+from .io import FILE_SUFFIXES, read_volume, require_finite, require_organ_labels, stem_of
 from .modalities import Modality
+from .orientation import align_label, to_canonical
+
+log = logging.getLogger(__name__)
 
 
 def list_volumes(folder: str | Path) -> list[Path]:
@@ -46,19 +50,23 @@ def resize_slices(x: torch.Tensor, size: tuple[int, int], labels: bool = False) 
 
 def load_slices(paths: Sequence[Path], modality: Modality, size: int, label_paths: Sequence[Path] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[float, float]]]:
-    """All slices of the volumes at ``paths`` (and their labels), plus each volume's raw window."""
+    """All axial slices of the volumes at ``paths`` in the canonical orientation (and their labels),
+    plus each volume's raw window."""
     images, labels, windows = [], [], []
     for i, path in enumerate(paths):
-        vol = read_volume(path, modality.key)
-        require_finite(vol, str(path))
+        raw = read_volume(path, modality.key)
+        require_finite(raw, str(path))
+        vol = to_canonical(raw)
         a = vol.array.astype(np.float32)
         window = intensity_window(a, modality)
         images.append(resize_slices(torch.from_numpy(to_unit_range(a, window))[:, None], (size, size)))
         windows.append(window)
         if label_paths is not None:
-            lab = read_volume(label_paths[i])
-            check_same_grid(vol, lab, str(path), str(label_paths[i]))
+            lab, note = align_label(raw, read_volume(label_paths[i]), str(path), str(label_paths[i]))
+            if note:
+                log.warning(note)
             require_organ_labels(lab, str(label_paths[i]))
+            lab = to_canonical(lab)
             t = torch.from_numpy(lab.array.astype(np.int64))[:, None]
             labels.append(resize_slices(t, (size, size), labels=True)[:, 0])
     return torch.cat(images), (torch.cat(labels) if label_paths is not None else None), windows

@@ -29,6 +29,7 @@ from .intensity import CT_WINDOW, TARGET_PERCENTILES, from_unit_range, to_unit_r
 from .io import Volume, require_finite
 from .modalities import SOURCE, get_modality
 from .nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss, sobel
+from .orientation import from_canonical, to_canonical
 from .organs import N_CLASSES
 from .slices import load_slices, resize_slices
 
@@ -450,10 +451,12 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Volume, Volume | None]:
     """Translate a CT volume slice by slice; returns (translated, attention or None), both with
     the CT's exact geometry. The translation is mapped to the target's intensity window;
-    attention is computed by S at the image's own in-plane size. ``progress(done, total)``
-    is called after each batch of slices."""
+    attention is computed by S at the image's own in-plane size. Slices are axial slices of the
+    canonical orientation whatever the file's axes. ``progress(done, total)`` is called after
+    each batch of slices."""
     require_finite(volume, "the CT volume")
-    a = volume.array.astype(np.float32)
+    canon = to_canonical(volume)
+    a = canon.array.astype(np.float32)
     z, h, w = a.shape
     unit = torch.from_numpy(to_unit_range(a, CT_WINDOW))[:, None]
     out = np.empty_like(a)
@@ -472,9 +475,9 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
         out[z0:z0 + batch] = resize_slices(y.float(), (h, w))[:, 0].cpu().numpy()
         if progress is not None:
             progress(min(z0 + batch, z), z)
-    translated = from_unit_range(out, tr.output_window)
     mod = tr.config.modality
-    return volume.with_array(translated, mod), (volume.with_array(att, mod) if att is not None else None)
+    translated = from_canonical(canon.with_array(from_unit_range(out, tr.output_window), mod), volume.geometry)
+    return translated, (from_canonical(canon.with_array(att, mod), volume.geometry) if att is not None else None)
 
 
 def translate_slices(tr: Translator, ct_slices: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,22 @@ def test_predict_every_fold(trained, tmp_path):
     assert rec["seconds"] > 0 and rec["gpu_peak_mb"] is None
 
 
+def test_prediction_does_not_depend_on_the_stored_orientation(trained, tmp_path):
+    """The same scan stored LPS and RAS gets the same segmentation, mirrored back onto each file's axes."""
+    from test_orientation import ras_copy
+
+    src = read_volume(list_volumes(trained["data"] / "t2wi/images")[0])
+    ras = write_volume(ras_copy(src), tmp_path / "in" / "ras.nii.gz")
+    lps = write_volume(src, tmp_path / "in" / "lps.nii.gz")
+    predict_folds(trained["model"], [lps, ras], tmp_path / "out", [0], device="cpu")
+    a, b = read_volume(tmp_path / "out/fold_0/lps.nii.gz"), read_volume(tmp_path / "out/fold_0/ras.nii.gz")
+    assert b.geometry.matches(read_volume(ras).geometry)
+    np.testing.assert_array_equal(b.array[:, ::-1, ::-1], a.array)  # 100% agreement once mirrored back
+    with ProbabilityFile(tmp_path / "out/fold_0/lps.npz") as pa, ProbabilityFile(tmp_path / "out/fold_0/ras.npz") as pb:
+        np.testing.assert_allclose(pb.read_all()[:, :, ::-1, ::-1].astype(np.float32), pa.read_all().astype(np.float32),
+                                   atol=1e-3)
+
+
 def test_model_for_other_channels_is_refused(trained, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained["model"], model)

@@ -27,7 +27,7 @@ from napari_uda.modalities import SOURCE, get_modality
 from napari_uda.nets import UNet2D, seg_loss
 from napari_uda.organs import ORGAN_INDICES
 from napari_uda.phantom import write_phantom_dataset
-from napari_uda.slices import list_volumes, load_slices
+from napari_uda.slices import list_volumes, load_slice_bank
 from napari_uda.translator import TranslatorConfig, load_translator, train_translator, translate_slices, translate_volume
 
 HERE = Path(__file__).resolve().parent
@@ -85,9 +85,9 @@ def main() -> None:
     results: dict = {"settings": vars(args) | {"out": str(args.out)}, "torch_threads": torch.get_num_threads()}
 
     t2_mod, size = get_modality("T2WI"), args.size
-    t2_x, t2_y, _ = load_slices(t2[:k], t2_mod, size, t2_lab[:k])           # real T2WI (segmenter training)
-    t2e_x, t2e_y, _ = load_slices(t2[k:], t2_mod, size, t2_lab[k:])         # held-out real T2WI
-    cte_x, cte_y, _ = load_slices(ct[k:], SOURCE, size, ct_lab[k:])          # held-out CT to translate
+    t2_x, t2_y = load_slice_bank(t2[:k], t2_mod, None, t2_lab[:k]).stacked(size)    # real T2WI (segmenter training)
+    t2e_x, t2e_y = load_slice_bank(t2[k:], t2_mod, None, t2_lab[k:]).stacked(size)  # held-out real T2WI
+    cte_x, cte_y = load_slice_bank(ct[k:], SOURCE, None, ct_lab[k:]).stacked(size)   # held-out CT to translate
     real_means = organ_means(t2_x, t2_y)
 
     t = time.perf_counter()

@@ -12,7 +12,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
 from . import __version__
 from .device import amp_dtype, pick_device
@@ -31,7 +32,7 @@ from .modalities import SOURCE, get_modality
 from .nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss, sobel
 from .orientation import from_canonical, to_canonical
 from .organs import N_CLASSES
-from .slices import load_slices, resize_slices
+from .slices import SliceBank, inplane_spacing, load_slice_bank, resize_slices, working_size
 
 VARIANTS = ("cyclegan", "organ-attention", "sobel")
 FUSIONS = ("additive", "multiplicative", "concat")
@@ -74,6 +75,7 @@ class TranslatorConfig:
     s_base: int = 16
     s_pretrain_iterations: int = 200
     seg_head: bool = False
+    spacing_mm: float | None = None  # in-plane working pixel size; None: the median of the training CT
     checkpoint_every: int = 100
     preview_every: int = 50
     seed: int = 0
@@ -190,6 +192,42 @@ class _Nets(nn.Module):
             self.S = UNet2D(1, N_CLASSES, cfg.s_base)
 
 
+def _fused_for_local_d(nets: _Nets, cfg: TranslatorConfig, real_a: torch.Tensor, fake_b: torch.Tensor,
+                       grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The local discriminator's view of a translation: ``fake_b`` fused with organ attention.
+    Jointly trained S (the FLARE 2025 release) looks at the translation itself, so a translation
+    whose organs S cannot find is penalised; a pretrained, frozen CT segmenter S (FLARE 2024's
+    ``A = 1 - softmax(S(x_ct))[:, 0]``) looks at the CT. Returns (fused, S's logits on the
+    translation or None)."""
+    if cfg.s_regime == "joint":
+        with torch.set_grad_enabled(grad):
+            logits = nets.S(fake_b)
+        return fuse(fake_b, attention_map(logits), cfg.fusion), logits
+    with torch.no_grad():
+        att = attention_map(nets.S(real_a))
+    return fuse(fake_b, att, cfg.fusion), None
+
+
+def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """How well S finds the organs its attention stands for: mean Dice over the organs present of
+    S's argmax on CT slices (``ct``: (N, 1, H, W) in [-1, 1], ``labels``: (N, H, W)) and on their
+    translations. Attention from an S near 0 here is noise, not organs."""
+    from .metrics import dice
+
+    dev = next(nets.S.parameters()).device
+    src = sobel if cfg.variant == "sobel" else (lambda t: t)
+    with torch.no_grad():
+        x = ct.to(dev)
+        fake = nets.G_AB(src(x))
+        out = {}
+        for name, images in (("ct", x), ("translated_ct", fake)):
+            pred = nets.S(images).argmax(1).cpu().numpy()
+            gt = labels.numpy()
+            present = [int(c) for c in np.unique(gt) if c > 0]
+            out[name] = round(float(np.mean(list(dice(pred, gt, present).values()))) if present else 0.0, 4)
+    return out
+
+
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -244,8 +282,10 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
     gen = torch.Generator().manual_seed(cfg.seed)
 
     target_mod = get_modality(cfg.modality)
-    xa, la, _ = load_slices(ct_images, SOURCE, cfg.size, ct_labels)
-    xb, _, windows = load_slices(target_images, target_mod, cfg.size)
+    bank_a = load_slice_bank(ct_images, SOURCE, cfg.spacing_mm, ct_labels)
+    cfg = replace(cfg, spacing_mm=bank_a.spacing_mm)  # both domains share one pixel size: the CT's
+    bank_b = load_slice_bank(target_images, target_mod, cfg.spacing_mm)
+    windows = bank_b.windows
     output_window = (float(np.mean([w[0] for w in windows])), float(np.mean([w[1] for w in windows])))
 
     nets = _Nets(cfg).to(dev)
@@ -285,18 +325,23 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
             "pools": {k: p.state() for k, p in pools.items()}, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "s_pretrained": s_pretrained,
         }, state_path)
-        _write_translator(out, cfg, nets, output_window, iteration, {"device": str(dev), "amp": str(amp)})
+        extra: dict[str, Any] = {"device": str(dev), "amp": str(amp)}
+        if cfg.attention:
+            extra["s_dice"] = s_dice(nets, cfg, eval_a, eval_lab)
+        _write_translator(out, cfg, nets, output_window, iteration, extra)
 
-    def batch(x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
-        return x[idx].to(dev), (labels[idx].to(dev) if labels is not None else None)
+    eval_a, eval_lab = bank_a.sample(16, cfg.size, torch.Generator().manual_seed(cfg.seed + 1))  # fixed, for S's Dice
+
+    def batch(bank: SliceBank) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, y = bank.sample(cfg.batch_size, cfg.size, gen)  # random crops, as the reference CycleGAN trains
+        return x.to(dev), (y.to(dev) if y is not None else None)
 
     def autocast() -> Any:
         return torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
 
     if cfg.attention and cfg.s_regime == "pretrained" and not s_pretrained:
         for it in range(cfg.s_pretrain_iterations):
-            ra, lab = batch(xa, la)
+            ra, lab = batch(bank_a)
             with autocast():
                 loss = seg_loss(nets.S(ra), lab)
             _step(opt_S, loss)
@@ -319,8 +364,8 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
         for opt in (opt_G, opt_D) + ((opt_S,) if opt_S else ()):
             for g in opt.param_groups:
                 g["lr"] = (cfg.lr if opt is not opt_S else 1e-3) * lr_factor(iteration, cfg)
-        real_a, lab_a = batch(xa, la)
-        real_b, _ = batch(xb)
+        real_a, lab_a = batch(bank_a)
+        real_b, _ = batch(bank_b)
         losses: dict[str, float] = {}
 
         # generators
@@ -342,15 +387,13 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
                 loss_g = loss_g + loss_idt
                 losses["identity"] = loss_idt.item()
             if cfg.attention:
-                with torch.no_grad():
-                    att_a = attention_map(nets.S(real_a))
-                fused_fake = fuse(fake_b, att_a, cfg.fusion)
+                fused_fake, s_logits = _fused_for_local_d(nets, cfg, real_a, fake_b, grad=True)
                 pred_l = nets.D_L(fused_fake)
                 loss_local = cfg.lambda_local * mse(pred_l, torch.ones_like(pred_l))
                 loss_g = loss_g + loss_local
                 losses["local"] = loss_local.item()
-                if cfg.s_regime == "joint":
-                    loss_gs = cfg.lambda_seg * seg_loss(nets.S(fake_b), lab_a)
+                if cfg.s_regime == "joint":  # G also learns through S: its translation must stay segmentable
+                    loss_gs = cfg.lambda_seg * seg_loss(s_logits, lab_a)
                     loss_g = loss_g + loss_gs
                     losses["G_seg"] = loss_gs.item()
             if seg_logits is not None:
@@ -373,18 +416,22 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
             loss_d = loss_da + loss_db
             if cfg.attention:
                 nets.D_L.requires_grad_(True)
-                with torch.no_grad():
-                    att_b = attention_map(nets.S(real_b))
-                loss_dl = cfg.lambda_local * d_loss(nets.D_L, fuse(real_b, att_b, cfg.fusion), pools["L"].query(fused_fake))
+                with torch.no_grad():  # eq. 7: real target and a pooled translation, each fused with S's attention on itself
+                    real_l = fuse(real_b, attention_map(nets.S(real_b)), cfg.fusion)
+                    if cfg.s_regime == "joint":  # S looks at the pooled translation itself
+                        fake_l, _ = _fused_for_local_d(nets, cfg, real_a, pools["L"].query(fake_b.detach()), grad=False)
+                    else:  # the attention belongs to the CT each translation came from: pool them fused
+                        fake_l = pools["L"].query(fused_fake.detach())
+                loss_dl = cfg.lambda_local * d_loss(nets.D_L, real_l, fake_l)
                 loss_d = loss_d + loss_dl
                 losses["D_local"] = loss_dl.item()
         _step(opt_D, loss_d)
         losses.update(D_A=loss_da.item(), D_B=loss_db.item())
 
-        # S, trained jointly on CT and on translated CT (detached) with the CT labels
+        # S, trained jointly on the translated CT (detached) with the CT labels, as the authors' code does
         if cfg.attention and cfg.s_regime == "joint":
             with autocast():
-                loss_s = seg_loss(nets.S(torch.cat([real_a, fake_b.detach()])), torch.cat([lab_a, lab_a]))
+                loss_s = seg_loss(nets.S(fake_b.detach()), lab_a)
             _step(opt_S, loss_s)
             losses["S"] = loss_s.item()
 
@@ -393,7 +440,12 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
             event: dict[str, Any] = {"iteration": done, "total": cfg.iterations, "losses": losses,
                                      "seconds": time.perf_counter() - t0}
             if cfg.preview_every and (done % cfg.preview_every == 0 or done == cfg.iterations):
-                att = attention_map(nets.S(real_a[:1])) if cfg.attention else torch.zeros_like(real_a[:1])
+                if cfg.attention:  # S's attention where the local discriminator gets it from
+                    with torch.no_grad():
+                        att = attention_map(nets.S(fake_b[:1] if cfg.s_regime == "joint" else real_a[:1]))
+                    event["s_dice"] = s_dice(nets, cfg, eval_a, eval_lab)
+                else:
+                    att = torch.zeros_like(real_a[:1])
                 event["preview"] = tuple(t[0, 0].detach().float().cpu().numpy() for t in (real_a[:1], fake_b[:1], att))
             progress(event)
         if done % cfg.checkpoint_every == 0 and done < cfg.iterations:
@@ -458,26 +510,38 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     canon = to_canonical(volume)
     a = canon.array.astype(np.float32)
     z, h, w = a.shape
+    spacing = tr.config.spacing_mm or inplane_spacing(canon)
+    work = working_size((h, w), canon.spacing[1:], spacing)  # (h, w) when the CT has the working pixel size
     unit = torch.from_numpy(to_unit_range(a, CT_WINDOW))[:, None]
     out = np.empty_like(a)
     att = np.empty_like(a) if tr.segmenter is not None else None
     amp = amp_dtype(tr.device)
     src = sobel if tr.config.variant == "sobel" else (lambda t: t)
-    size = (tr.config.size, tr.config.size)
     for z0 in range(0, z, batch):
         if should_stop is not None and should_stop():
             raise UdaError("translation cancelled")
         x = unit[z0:z0 + batch].to(tr.device)
         with torch.autocast(tr.device.type, dtype=amp, enabled=amp is not None):
-            y = tr.generator(src(resize_slices(x, size)))
-            if tr.segmenter is not None:
-                att[z0:z0 + batch] = attention_map(tr.segmenter(x))[:, 0].float().cpu().numpy()
-        out[z0:z0 + batch] = resize_slices(y.float(), (h, w))[:, 0].cpu().numpy()
+            y = resize_slices(_generate(tr.generator, src(resize_slices(x, work))).float(), (h, w))
+            if tr.segmenter is not None:  # S at the image's own size, on what it was trained to look at
+                seen = y if tr.config.s_regime == "joint" else x
+                att[z0:z0 + batch] = attention_map(tr.segmenter(seen))[:, 0].float().cpu().numpy()
+        out[z0:z0 + batch] = y[:, 0].cpu().numpy()
         if progress is not None:
             progress(min(z0 + batch, z), z)
     mod = tr.config.modality
     translated = from_canonical(canon.with_array(from_unit_range(out, tr.output_window), mod), volume.geometry)
     return translated, (from_canonical(canon.with_array(att, mod), volume.geometry) if att is not None else None)
+
+
+def _generate(generator: nn.Module, x: torch.Tensor, multiple: int = 4) -> torch.Tensor:
+    """The fully convolutional generator on whole (N, 1, H, W) slices of any size: reflect-padded
+    to a multiple of its down-sampling, then cropped back (nothing is stretched)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return generator(x)[..., :h, :w]
 
 
 def translate_slices(tr: Translator, ct_slices: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,21 @@ def test_reload_identical_and_geometry(data, tmp_path, variant):
     lo, hi = sidecar["intensity"]["output_window"]
     assert 0 <= lo < hi and lo - 1e-3 <= a1.array.min() and a1.array.max() <= hi + 1e-3
     assert (att1 is None) == (variant == "sobel")
+    assert sidecar["training"]["spacing_mm"] == pytest.approx(float(np.mean(ct.spacing[1:])), rel=0.2)
+    if variant == "organ-attention":  # how well S finds organs is reported, on CT and on translated CT
+        assert set(sidecar["training"]["s_dice"]) == {"ct", "translated_ct"}
+
+
+def test_translation_does_not_depend_on_the_stored_orientation(data, tmp_path):
+    from test_orientation import ras_copy
+
+    cfg = TranslatorConfig("T2WI", variant="organ-attention", iterations=3, checkpoint_every=1000, **TINY)
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
+    tr, ct = load_translator(tmp_path), read_volume(data["ct"][0])
+    (a, att_a), (b, att_b) = translate_volume(tr, ct), translate_volume(tr, ras_copy(ct))
+    assert b.geometry == ras_copy(ct).geometry
+    np.testing.assert_allclose(b.array[:, ::-1, ::-1], a.array, atol=1e-4)
+    np.testing.assert_allclose(att_b.array[:, ::-1, ::-1], att_a.array, atol=1e-5)
 
 
 def test_bad_checkpoints_are_clear_errors(data, tmp_path):

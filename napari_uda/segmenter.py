@@ -4,7 +4,9 @@ nnU-Net's folders live in the workspace (``W/nnunet/{raw,preprocessed,results}``
 environment variables are set here for every call, so a user never exports them. Planning,
 preprocessing and training run nnU-Net's own commands in child processes (cancel terminates
 the process group; a killed training resumes with ``--c``); prediction runs nnU-Net's
-predictor fold by fold and stores float16 probabilities with the input's geometry.
+predictor fold by fold, initialised from the network built from the plans and the fold's
+safetensors weights (nnU-Net's pickled checkpoints are never opened), and stores float16
+probabilities with the input's geometry.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .efficiency import RunMeter
 from .errors import UdaError
 from .io import Volume, read_volume, require_finite, require_organ_labels, resample, stem_of, write_volume
 from .modalities import get_modality
+from .nnunet_model import FOLD_WEIGHTS, load_fold, trained_folds
 from .orientation import align_label, channels_from_canonical, from_canonical, to_canonical
 from .organs import nnunet_labels
 from .probabilities import ProbabilityFile, save_probabilities
@@ -88,10 +91,10 @@ def use_project_trainers() -> None:
 
     nnU-Net finds a trainer by importing every module of its trainer folder in turn; one of
     them (Primus) imports timm and through it torchvision, which cannot load beside a
-    CPU-only torch, so the search dies before it reaches ``nnUNet_extTrainer``. Both
-    training and prediction resolve trainers through this one function of nnU-Net.
+    CPU-only torch, so the search dies before it reaches ``nnUNet_extTrainer``. Training
+    resolves trainers through this one function of nnU-Net (prediction needs no trainer class:
+    :func:`napari_uda.nnunet_model.load_fold`).
     """
-    import nnunetv2.inference.predict_from_raw_data as predict_module
     import nnunetv2.run.run_training as train_module
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities import find_objects
@@ -108,7 +111,7 @@ def use_project_trainers() -> None:
         return getattr(uda_trainers, trainer_name, None) or original(trainer_name)
 
     find.napari_uda = True  # type: ignore[attr-defined]
-    for module in (find_objects, train_module, predict_module):
+    for module in (find_objects, train_module):
         module.recursive_find_trainer_class_by_name = find
 
 
@@ -275,19 +278,15 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     import torch
 
     model_dir, out = Path(model_dir), Path(out)
-    if folds is None:  # every numbered fold with a final checkpoint (nnU-Net's fold_all is not a fold)
-        folds = sorted(int(p.name[5:]) for p in model_dir.glob("fold_*")
-                       if p.name[5:].isdigit() and (p / "checkpoint_final.pth").exists())
-    folds = list(folds)
+    folds = list(trained_folds(model_dir) if folds is None else folds)
     if not folds:
-        raise UdaError(f"{model_dir}: no trained folds (checkpoint_final.pth) to predict with")
+        raise UdaError(f"{model_dir}: no trained folds ({FOLD_WEIGHTS}) to predict with")
     dataset = json.loads((model_dir / "dataset.json").read_text())
     n_channels = len(dataset["channel_names"])
     if n_channels != 1:
         raise UdaError(f"{model_dir}: the model expects {n_channels} input channels; napari-uda predicts single-channel volumes")
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    use_project_trainers()
     dev = torch.device(device)
     records: dict[str, dict[str, Any]] = {}
     volumes, canonical = {}, {}  # as stored; as nnU-Net sees them
@@ -301,7 +300,9 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
         predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                                     perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
                                     allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,), checkpoint_name="checkpoint_final.pth")
+        m = load_fold(model_dir, fold)  # built from the plans, weights from safetensors: nothing unpickled
+        predictor.manual_initialization(m["network"], m["plans_manager"], m["configuration_manager"], [m["state"]],
+                                        m["dataset_json"], m["trainer"], m["mirror_axes"])
         for case, vol in volumes.items():
             if should_stop is not None and should_stop():
                 raise UdaError("prediction cancelled")

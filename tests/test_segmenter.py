@@ -96,6 +96,50 @@ def test_prediction_does_not_depend_on_the_stored_orientation(trained, tmp_path)
                                    atol=1e-3)
 
 
+class _Planted:
+    """Unpickling this creates the file ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_prediction_never_unpickles_a_fold(trained, tmp_path):
+    import pickle
+
+    model = tmp_path / "model"
+    shutil.copytree(trained["model"], model)
+    marker = tmp_path / "pwned"
+    for fold in (0, 1):
+        assert (model / f"fold_{fold}" / "model.safetensors").exists()
+        sidecar = json.loads((model / f"fold_{fold}" / "model.json").read_text())
+        assert sidecar["trainer"] == "nnUNetTrainer_UDA_tiny" and sidecar["fold"] == fold
+        for name in ("checkpoint_final.pth", "checkpoint_best.pth", "evil.pkl"):
+            (model / f"fold_{fold}" / name).write_bytes(pickle.dumps(_Planted(marker)))
+    inputs = list_volumes(trained["data"] / "t2wi/images")[:1]
+    predict_folds(model, inputs, tmp_path / "a", device="cpu")
+    predict_folds(trained["model"], inputs, tmp_path / "b", device="cpu")
+    assert not marker.exists()
+    np.testing.assert_array_equal(read_volume(tmp_path / "a" / inputs[0].name).array,
+                                  read_volume(tmp_path / "b" / inputs[0].name).array)
+
+
+def test_damaged_fold_weights_are_one_clear_error(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained["model"], model)
+    weights = model / "fold_0" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    inputs = list_volumes(trained["data"] / "t2wi/images")[:1]
+    with pytest.raises(UdaError, match="fold_0/model.safetensors: corrupt"):
+        predict_folds(model, inputs, tmp_path / "out", [0], device="cpu")
+    weights.unlink()
+    with pytest.raises(UdaError, match="model.safetensors: missing.*checkpoint_final.pth: pickles"):
+        predict_folds(model, inputs, tmp_path / "out", [0], device="cpu")
+    assert predict_folds(model, inputs, tmp_path / "out2", None, device="cpu")[0]["folds"].keys() == {"1"}
+
+
 def test_model_for_other_channels_is_refused(trained, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained["model"], model)

@@ -17,11 +17,23 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from napari_uda.nnunet_model import save_fold_model
 from napari_uda.nnunet_trainers.augment import IntensityRemapTransform
 
 
 class nnUNetTrainer_UDA_progress(nnUNetTrainer):
-    """nnU-Net's full schedule (1000 epochs x 250 iterations), with progress lines."""
+    """nnU-Net's full schedule (1000 epochs x 250 iterations), with progress lines; a finished
+    fold also writes its weights as safetensors + sidecar (:mod:`napari_uda.nnunet_model`), which
+    is what napari-uda predicts from (nnU-Net's pickled checkpoints are never opened)."""
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        if self.local_rank != 0:
+            return
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)  # torch.compile's wrapper
+        save_fold_model(network, self.output_folder, self.__class__.__name__, self.configuration_name, self.fold,
+                        self.inference_allowed_mirroring_axes, {"epochs": self.current_epoch})
 
     def on_epoch_end(self) -> None:
         super().on_epoch_end()  # advances current_epoch

@@ -430,7 +430,8 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         images += [Path(paths[c]) for c, _ in used]
         labels += [Path(lab) for _, lab in used]
         names += [stem_of(paths[c]) for c, _ in used]
-        segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop, names=names)
+        segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
+                      augment=ws.manifest["pipeline"].get("intensity_aug", False), names=names)
         score_stage(ws, stage, store, settings, progress, should_stop)
     model_id = ws.done("stages", stage)["model_id"]
     stages = previous[:r] + [stage]
@@ -508,12 +509,14 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
-                 real_ct: bool = True) -> dict[str, Any]:
+                 real_ct: bool = True, intensity_aug: bool = True) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``ablation`` also the stages the variant does not need: the strong
     source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
-    augmentation) and the other translator. Returns ``{"status": "done" | "awaiting review", ...}``."""
+    augmentation) and the other translator. ``intensity_aug`` gives every stage's segmenter that
+    same augmentation, so the stages differ only in what they train on. Returns
+    ``{"status": "done" | "awaiting review", ...}``."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
     base = BASE_STAGES[variant]
@@ -523,7 +526,8 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                        f"(real CT {'in' if recorded.get('real_ct', real_ct) else 'not in'} the training data); "
                        "use the same settings to continue or another workspace")
     ws.manifest["pipeline"] = {"variant": variant, "budget": budget.name, "base_stage": base, "rounds": rounds,
-                               "auto_accept": auto, "ablation": ablation, "real_ct": real_ct}
+                               "auto_accept": auto, "ablation": ablation, "real_ct": real_ct,
+                               "intensity_aug": intensity_aug}
     ws.save()
     variants = list(BASE_STAGES) if ablation else [variant]
     with ReviewStore.for_workspace(ws.root) as store:
@@ -534,7 +538,7 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
             translate_stage(ws, v, budget, device, progress, should_stop)
             images, labels, names = source_training_set(ws, v, real_ct)
             segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
-                          names=names)
+                          augment=intensity_aug, names=names)
         if ws.done("stages", base)["status"] != "done":  # the ablation stages are evaluated, not reviewed
             score_stage(ws, base, store, settings, progress, should_stop)
         if rounds > 0 and not auto and not store.accepted():

@@ -339,6 +339,14 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
              "passed": all(f.passed for f in r["filters"])} for r in rows]
 
 
+def fold_label_paths(label: str | Path) -> list[Path]:
+    """The per-fold label files behind a stage's fused label or pseudo-label (``<stage>/<case>`` or
+    ``<stage>/pseudo/<case>``): ``<stage>/fold_<k>/<case>``, in fold order."""
+    label = Path(label)
+    stage_dir = label.parent.parent if label.parent.name == PSEUDO_DIR else label.parent
+    return sorted(stage_dir.glob(f"fold_*/{label.name}"))
+
+
 def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu",
                  settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
                  should_stop: StopFlag | None = None) -> list[dict[str, Any]]:

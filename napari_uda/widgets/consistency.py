@@ -6,7 +6,6 @@ CLI equivalent: ``napari-uda review queue --workspace W --json``.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from qtpy.QtWidgets import QAbstractItemView, QLabel, QPushButton, QTableWidget,
 from ..errors import UdaError
 from ..io import Volume, read_volume
 from ..organs import ORGAN_BY_INDEX
+from ..pipeline import fold_label_paths
 from ..pseudo import fold_disagreement
 from ._common import add_layer, fill_table, layer_tuple, notify_error
 from ._jobs import JobPanel
@@ -25,11 +25,10 @@ FIXED_COLUMNS = ["case", "score", "filters", "state"]
 
 
 def case_layers(row: dict[str, Any]) -> list[tuple]:
-    """Layer data tuples of a queue row: image, fused label and, from the fold labels beside the
-    fused one, where the folds disagree."""
+    """Layer data tuples of a queue row: image, its pseudo-label and, from the fold labels it was
+    voted from, where the folds disagree."""
     case, image, label = row["case"], read_volume(row["image"]), read_volume(row["label"])
-    folder, name = Path(row["label"]).parent, Path(row["label"]).name
-    folds = sorted(folder.glob(f"fold_*/{name}"))
+    folds = fold_label_paths(row["label"])
     layers = [layer_tuple(image, case, as_labels=False), layer_tuple(label, f"{case} fused", as_labels=True)]
     if len(folds) > 1:
         mask = fold_disagreement([read_volume(p).array for p in folds]).astype(np.uint8)

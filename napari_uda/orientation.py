@@ -9,10 +9,16 @@ whenever orientations differ (and swaps left and right kidney).
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 
-from .io import Geometry, Volume, VolumeError, _to_sitk, check_same_grid
+from .io import (Geometry, Volume, VolumeError, _to_sitk, check_same_grid, read_volume, require_finite,
+                 require_organ_labels)
+
+log = logging.getLogger(__name__)
 
 #: DICOM orientation code of the canonical axes: SimpleITK's identity direction (x towards the
 #: patient's left, y posterior, z superior; the array (z, y, x) runs S, P, L).
@@ -71,3 +77,18 @@ def align_label(image: Volume, label: Volume, image_name: str, label_name: str) 
     moved = from_canonical(Volume(canon_label.array, canon_image.geometry, label.modality), image.geometry)
     return moved, (f"{label_name}: stored as {orientation_code(label.geometry)}, its image {image_name} as "
                    f"{orientation_code(image.geometry)}; reoriented onto the image's grid")
+
+
+def read_canonical(image_path: Path, label_path: Path | None = None, modality: str | None = None
+                   ) -> tuple[Volume, Volume | None]:
+    """An image (finite values checked) and, when given, its organ labels (aligned onto the image as
+    :func:`align_label` does, the note logged; values checked), both in the canonical orientation."""
+    image = read_volume(image_path, modality)
+    require_finite(image, str(image_path))
+    if label_path is None:
+        return to_canonical(image), None
+    label, note = align_label(image, read_volume(label_path), str(image_path), str(label_path))
+    if note:
+        log.warning(note)
+    require_organ_labels(label, str(label_path))
+    return to_canonical(image), to_canonical(label)

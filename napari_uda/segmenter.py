@@ -11,7 +11,6 @@ probabilities with the input's geometry.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import sys
@@ -25,10 +24,10 @@ import numpy as np
 from .child import LineFollower, run_child
 from .efficiency import RunMeter
 from .errors import UdaError
-from .io import Volume, read_volume, require_finite, require_organ_labels, resample, stem_of, write_volume
+from .io import Volume, read_volume, require_finite, resample, stem_of, write_volume
 from .modalities import get_modality
 from .nnunet_model import FOLD_WEIGHTS, load_fold, trained_folds
-from .orientation import align_label, channels_from_canonical, from_canonical, to_canonical
+from .orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical
 from .organs import nnunet_labels
 from .probabilities import ProbabilityFile, save_probabilities
 from .pseudo import fuse_probabilities, majority_vote
@@ -42,7 +41,6 @@ BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small",
            "full-aug": "nnUNetTrainer_UDA_progress_aug"}
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 Progress = Callable[[dict[str, Any]], None]
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -162,13 +160,7 @@ def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
     for img_path, lab_path, case in zip(images, labels, names):
-        img = read_volume(img_path)
-        lab, note = align_label(img, read_volume(lab_path), str(img_path), str(lab_path))
-        if note:
-            log.warning(note)
-        require_organ_labels(lab, str(lab_path))
-        require_finite(img, str(img_path))
-        img, lab = to_canonical(img), to_canonical(lab)  # nnU-Net sees one anatomical orientation
+        img, lab = read_canonical(img_path, lab_path)  # nnU-Net sees one anatomical orientation
         if spacing_factor != 1.0:
             coarse = tuple(s * spacing_factor for s in img.spacing)
             img, lab = resample(img, coarse), resample(lab, coarse, labels=True)  # type: ignore[arg-type]

@@ -1,7 +1,6 @@
 """2D slices for translation: volumes to normalised, resized slice stacks and back."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +11,9 @@ from torch.nn import functional as F
 
 from .errors import UdaError
 from .intensity import intensity_window, to_unit_range
-from .io import FILE_SUFFIXES, Volume, read_volume, require_finite, require_organ_labels, stem_of
+from .io import FILE_SUFFIXES, Volume, stem_of
 from .modalities import Modality
-from .orientation import align_label, to_canonical
-
-log = logging.getLogger(__name__)
+from .orientation import read_canonical
 
 
 def list_volumes(folder: str | Path) -> list[Path]:
@@ -107,18 +104,8 @@ def load_slice_bank(paths: Sequence[Path], modality: Modality, spacing_mm: float
                     label_paths: Sequence[Path] | None = None) -> SliceBank:
     """Read volumes (and their labels) into a :class:`SliceBank` at ``spacing_mm`` in-plane pixels
     (None: the median in-plane spacing of these volumes)."""
-    volumes = []
-    for i, path in enumerate(paths):
-        raw = read_volume(path, modality.key)
-        require_finite(raw, str(path))
-        lab = None
-        if label_paths is not None:
-            lab, note = align_label(raw, read_volume(label_paths[i]), str(path), str(label_paths[i]))
-            if note:
-                log.warning(note)
-            require_organ_labels(lab, str(label_paths[i]))
-            lab = to_canonical(lab)
-        volumes.append((to_canonical(raw), lab))
+    volumes = [read_canonical(path, label_paths[i] if label_paths is not None else None, modality.key)
+               for i, path in enumerate(paths)]
     if spacing_mm is None:
         spacing_mm = float(np.median([inplane_spacing(v) for v, _ in volumes]))
     images, labels, windows = [], [], []

@@ -204,8 +204,15 @@ def _fused_for_local_d(nets: _Nets, cfg: TranslatorConfig, real_a: torch.Tensor,
             logits = nets.S(fake_b)
         return fuse(fake_b, attention_map(logits), cfg.fusion), logits
     with torch.no_grad():
-        att = attention_map(nets.S(real_a))
+        att = attention_map(nets.S(attention_input(cfg, real_a, fake_b)))
     return fuse(fake_b, att, cfg.fusion), None
+
+
+def attention_input(cfg: TranslatorConfig, ct: torch.Tensor, translated: torch.Tensor) -> torch.Tensor:
+    """What S looks at to make the organ attention of a translation: the translation itself when S
+    is trained jointly on translations (the FLARE 2025 release), the CT for a pretrained CT
+    segmenter (FLARE 2024's ``A = 1 - softmax(S(x_ct))[:, 0]``)."""
+    return translated if cfg.s_regime == "joint" else ct
 
 
 def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -442,7 +449,7 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
             if cfg.preview_every and (done % cfg.preview_every == 0 or done == cfg.iterations):
                 if cfg.attention:  # S's attention where the local discriminator gets it from
                     with torch.no_grad():
-                        att = attention_map(nets.S(fake_b[:1] if cfg.s_regime == "joint" else real_a[:1]))
+                        att = attention_map(nets.S(attention_input(cfg, real_a[:1], fake_b[:1])))
                     event["s_dice"] = s_dice(nets, cfg, eval_a, eval_lab)
                 else:
                     att = torch.zeros_like(real_a[:1])
@@ -524,7 +531,7 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
         with torch.autocast(tr.device.type, dtype=amp, enabled=amp is not None):
             y = resize_slices(_generate(tr.generator, src(resize_slices(x, work))).float(), (h, w))
             if tr.segmenter is not None:  # S at the image's own size, on what it was trained to look at
-                seen = y if tr.config.s_regime == "joint" else x
+                seen = attention_input(tr.config, x, y)
                 att[z0:z0 + batch] = attention_map(tr.segmenter(seen))[:, 0].float().cpu().numpy()
         out[z0:z0 + batch] = y[:, 0].cpu().numpy()
         if progress is not None:

@@ -36,7 +36,7 @@ from .organs import ORGAN_BY_KEY
 DEFAULT_SHAPE: tuple[int, int, int] = (48, 128, 128)
 
 # --- tissue classes -------------------------------------------------------------------
-AIR, SKIN, FAT, MUSCLE, BONE, MARROW, DISC, BOWEL, GAS, CANAL = range(10)
+AIR, SKIN, FAT, MUSCLE, BONE, MARROW, DISC, BOWEL, GAS, CANAL, SUBCUT = range(11)  # SUBCUT: fat outside the muscle wall
 ORGAN_OFFSET = 20  # tissue id of organ k is ORGAN_OFFSET + k
 N_TISSUES = ORGAN_OFFSET + 14
 
@@ -78,6 +78,7 @@ def _tissue_lut(column: str) -> np.ndarray:
         lut[i] = values[i]
     for j, key in enumerate(_ORGAN_KEYS):
         lut[_organ(key)] = values[len(_BASE_TISSUES) + j]
+    lut[SUBCUT] = lut[FAT]
     return lut
 
 
@@ -86,6 +87,7 @@ def _fat_fraction_lut() -> np.ndarray:
     for name, ff in _FAT_FRACTION.items():
         idx = _BASE_TISSUES.index(name) if name in _BASE_TISSUES else _organ(name)
         lut[idx] = ff
+    lut[SUBCUT] = lut[FAT]
     return lut
 
 
@@ -227,7 +229,7 @@ def _draw_patient(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
     # body wall, from outside in
     cv.paint(ellipse(a, b), *full((b + 10, a + 10)), SKIN)
     t = p.skin
-    cv.paint(ellipse(a - t, b - t), *full((b, a)), FAT)
+    cv.paint(ellipse(a - t, b - t), *full((b, a)), SUBCUT)  # organs are never painted into it: they stay inside the wall
     t += p.fat
     cv.paint(ellipse(a - t, b - t), *full((b, a)), MUSCLE)
     t += p.muscle
@@ -242,7 +244,7 @@ def _draw_patient(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
         lateral = np.abs(zyx[2]) > 0.35 * a
         return in_wall & band & lateral & (zyx[0] > -20)
 
-    cv.paint(ribs, *full((b, a)), BONE, only=np.array([MUSCLE, FAT]))
+    cv.paint(ribs, *full((b, a)), BONE, only=np.array([MUSCLE, SUBCUT]))
 
     # mesenteric fat among the bowel, and some gas in the bowel
     bowel_box = full((b, a))
@@ -307,7 +309,7 @@ def _draw_patient(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
                     np.full(5, float(rng.uniform(10, 13)))), _organ("duodenum"), only=organ_space)
     cv.paint(*_tube(polyline([(-0.20, 0.02, -16), (-0.02, 0.06, -2), (0.22, 0.14, 10), (0.48, 0.22, 26)]),
                     np.array([17, 13, 12, 10.0]) * float(rng.uniform(0.85, 1.15))), _organ("pancreas"), only=organ_space)
-    cv.paint(*_ellipsoid(jitter_center(-0.42, -0.58, 12, 4), jitter_axes((15, 16, 32), 0.75, 1.2), ang(20, 15)),
+    cv.paint(*_ellipsoid(jitter_center(-0.32, -0.45, 12, 4), jitter_axes((15, 16, 32), 0.75, 1.2), ang(20, 15)),
              _organ("gallbladder"), only=organ_space)
     cv.paint(*_ellipsoid(jitter_center(-0.24, 0.34, 36, 3), jitter_axes((8, 16, 19)), ang(-40)), _organ("right_adrenal"), only=organ_space)
     cv.paint(*_ellipsoid(jitter_center(0.24, 0.34, 33, 3), jitter_axes((8, 16, 19)), ang(40)), _organ("left_adrenal"), only=organ_space)

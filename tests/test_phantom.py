@@ -117,3 +117,16 @@ def test_cli_writes_documented_layout(tmp_path):
             assert image.shape == labels.shape == (12, 32, 32)
     same, _ = make_case("ct", 1, seed=5, shape=(12, 32, 32))
     np.testing.assert_array_equal(read_volume(tmp_path / "ct" / "images" / "ct_001.nii.gz").array, same.array)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7])
+def test_organs_stay_inside_the_muscle_wall(seed):
+    """No organ is painted into the subcutaneous fat: every organ voxel is enclosed by the muscle wall
+    (filling the muscle ring's hole per slice covers it), as in a real abdomen."""
+    from napari_uda.phantom import MUSCLE, ORGAN_OFFSET, _draw_patient
+
+    _, _, tissue = _draw_patient(np.random.default_rng(seed), DEFAULT_SHAPE)
+    organs = tissue >= ORGAN_OFFSET
+    for z in range(tissue.shape[0]):
+        inside_wall = ndimage.binary_fill_holes(tissue[z] == MUSCLE)
+        assert not (organs[z] & ~inside_wall).any(), f"slice {z}: organ voxels outside the muscle wall"

@@ -2,7 +2,9 @@
 in a log file, and progress read back from files it appends JSON lines to.
 
 The widgets and the CLI run training this way, so the viewer never shares a GIL with a
-training loop and the GPU memory of a run is returned when its process exits.
+training loop and the GPU memory of a run is returned when its process exits. A child never
+outlives its parent: on Linux it gets SIGTERM when the parent dies (even by SIGKILL), and a child
+that calls :func:`die_with_group` then kills its whole process group.
 """
 from __future__ import annotations
 
@@ -16,6 +18,38 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UdaError
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _signal_on_parent_death(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: ask the kernel for SIGTERM when the parent dies (Linux; elsewhere nothing)."""
+    def setup() -> None:
+        import ctypes
+        import sys
+
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return setup
+
+
+def die_with_group() -> None:
+    """In a child started by :func:`run_child`: on SIGTERM (cancel, or the parent's death) kill the
+    whole process group, so nothing the child started (nnU-Net's worker processes) keeps running."""
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+
+
+def terminate_children_on_sigterm() -> None:
+    """In a parent: turn SIGTERM into ``SystemExit(143)``, so the cleanup of :func:`run_child` (kill
+    the child's group) runs instead of the process vanishing with its children still at work."""
+    def stop(*_: object) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 class LineFollower:
@@ -58,7 +92,8 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Calla
     what = what or Path(cmd[0]).name
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_signal_on_parent_death(os.getpid()))
         try:
             while proc.poll() is None:
                 if on_poll:

@@ -158,23 +158,63 @@ def _check_gzip_complete(path: Path) -> None:
         raise VolumeError(f"{path}: compressed data is truncated or corrupt ({exc})") from None
 
 
-def _check_nifti_size(path: Path, data_bytes: int) -> None:
-    """ITK reads a truncated uncompressed NIfTI without complaint; compare the file size with the header."""
-    with open(path, "rb") as f:
-        head = f.read(176)
+#: NIfTI datatype codes of floating-point voxels -> numpy type (complex types are refused by ITK anyway).
+_NIFTI_FLOATS = {16: "f4", 64: "f8", 1536: "f16"}
+
+
+def _nifti_header(head: bytes) -> tuple[str, int, int, int, np.ndarray] | None:
+    """(byte order, vox_offset, datatype, bitpix, voxel sizes x y z) of a NIfTI-1/2 header, or None."""
+    if len(head) < 348:
+        return None
     for order in ("<", ">"):
         size = int(np.frombuffer(head[:4], dtype=f"{order}i4")[0])
-        if size == 348:  # NIfTI-1: vox_offset is a float32 at byte 108
-            offset = int(np.frombuffer(head[108:112], dtype=f"{order}f4")[0])
-            break
-        if size == 540:  # NIfTI-2: vox_offset is an int64 at byte 168
-            offset = int(np.frombuffer(head[168:176], dtype=f"{order}i8")[0])
-            break
-    else:
-        return
-    actual = path.stat().st_size
-    if actual < offset + data_bytes:
-        raise VolumeError(f"{path}: file is truncated ({actual} bytes, the header promises {offset + data_bytes})")
+        if size == 348:  # NIfTI-1
+            datatype, bitpix = (int(v) for v in np.frombuffer(head[70:74], dtype=f"{order}i2"))
+            return (order, int(np.frombuffer(head[108:112], dtype=f"{order}f4")[0]), datatype, bitpix,
+                    np.frombuffer(head[80:92], dtype=f"{order}f4"))
+        if size == 540 and len(head) >= 540:  # NIfTI-2
+            datatype, bitpix = (int(v) for v in np.frombuffer(head[12:16], dtype=f"{order}i2"))
+            return (order, int(np.frombuffer(head[168:176], dtype=f"{order}i8")[0]), datatype, bitpix,
+                    np.frombuffer(head[112:136], dtype=f"{order}f8"))
+    return None
+
+
+def _check_nifti_payload(path: Path, n_voxels: int) -> None:
+    """ITK zero-fills a NIfTI payload cut short (plain or inside an intact gzip stream), reads NaN
+    and infinite voxels as 0 and a zero or negative voxel size as 1 mm. Check the header's voxel
+    sizes and stream the raw payload once: its length against the header, floating-point voxels
+    for finiteness."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+            header = _nifti_header(head)
+            if header is None:
+                return
+            order, offset, datatype, bitpix, voxel_mm = header
+            if not (np.isfinite(voxel_mm).all() and (voxel_mm > 0).all()):  # ITK would read them as 1 mm
+                raise VolumeError(f"{path}: voxel spacing in the header is {voxel_mm.tolist()} mm; it must be > 0")
+            item = max(bitpix, 8) // 8
+            need, kind = offset + n_voxels * item, _NIFTI_FLOATS.get(datatype)
+            got = len(head)
+            if got < offset:  # skip the extensions between the header and the voxels
+                got += len(f.read(offset - got))
+            pending, finite = head[offset:], True
+            while True:
+                if kind is not None:
+                    usable = len(pending) - len(pending) % item
+                    finite = finite and bool(np.isfinite(np.frombuffer(pending[:usable], f"{order}{kind}")).all())
+                    pending = pending[usable:]
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                got, pending = got + len(chunk), pending + chunk
+    except (EOFError, OSError, zlib.error) as exc:
+        raise VolumeError(f"{path}: compressed data is truncated or corrupt ({exc})") from None
+    if got < need:
+        raise VolumeError(f"{path}: image data is truncated ({got} bytes, the header promises {need})")
+    if not finite:
+        raise VolumeError(f"{path}: contains NaN or infinite values")
 
 
 def _read_sitk(path: Path) -> sitk.Image:
@@ -197,8 +237,8 @@ def _read_sitk(path: Path) -> sitk.Image:
         raise VolumeError(
             f"{path}: unsupported file type; expected one of {', '.join(FILE_SUFFIXES)} or a DICOM folder"
         )
-    if path.name.lower().endswith(".gz"):
-        _check_gzip_complete(path)
+    if path.name.lower().endswith(".gz") and not path.name.lower().endswith(".nii.gz"):
+        _check_gzip_complete(path)  # a .nii.gz is streamed once by _check_nifti_payload instead
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -223,8 +263,8 @@ def read_volume(path: str | Path, modality: str | None = None) -> Volume:
     if min(image.GetSize()) < 2:
         raise VolumeError(f"{path}: has size {image.GetSize()} (x, y, z); a 3D volume with at least 2 voxels per axis is needed")
     array = sitk.GetArrayFromImage(image)
-    if path.name.lower().endswith(".nii"):
-        _check_nifti_size(path, array.nbytes)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_payload(path, array.size)
     return Volume(array, Geometry.from_sitk(image), modality)
 
 
@@ -321,6 +361,8 @@ def require_organ_labels(volume: Volume, name: str) -> None:
 
     if not is_organ_label_array(volume.array):
         a = volume.array
+        if not np.issubdtype(a.dtype, np.integer):
+            raise VolumeError(f"{name}: labels are stored as {a.dtype}; organ labels must be integers 0..{MAX_LABEL}")
         raise VolumeError(f"{name}: label values outside the organ table 0..{MAX_LABEL} "
                           f"(dtype {a.dtype}, min {a.min()}, max {a.max()})")
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 
 def main() -> None:
+    from .child import die_with_group
     from .segmenter import use_project_trainers
 
+    die_with_group()
     use_project_trainers()
     from nnunetv2.run.run_training import run_training_entry
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UdaError
-from .io import Volume, read_volume, write_volume
+from .errors import UdaError, safe_name
+from .io import Volume, check_same_grid, read_volume, require_organ_labels, write_volume
 
 ACTIONS = ("accept", "reject", "edited", "undo")
 STATES = ("not reviewed", "accepted", "rejected", "edited")
@@ -132,7 +133,19 @@ class ReviewStore:
 
     @classmethod
     def for_workspace(cls, workspace: str | Path) -> ReviewStore:
-        return cls(Path(workspace) / DB_NAME)
+        """The store of a workspace: only inside a workspace (never a database created in any folder),
+        and an empty database file is an error, never a fresh store as if nothing had been decided."""
+        from .workspace import MANIFEST
+
+        workspace = Path(workspace)
+        if not (workspace / MANIFEST).is_file():
+            raise UdaError(f"{workspace}: not a napari-uda workspace (no {MANIFEST}); create one with `napari-uda pipeline` "
+                           "or the Workspace widget")
+        db = workspace / DB_NAME
+        if db.exists() and db.stat().st_size == 0:
+            raise UdaError(f"{db}: the review database is an empty file (truncated or replaced?); restore it from a "
+                           "backup, or delete it to start the review over")
+        return cls(db)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -240,11 +253,13 @@ class ReviewStore:
         return int(row[0]), row[1], row[2]
 
     def decide(self, case_id: str, action: str, reviewer: str, note: str = "", edited_label: Volume | None = None,
-               edited_dir: str | Path | None = None) -> Decision:
+               edited_dir: str | Path | None = None, label_name: str = "the edited label") -> Decision:
         """Record ``accept``, ``reject`` or ``undo`` for a case, or ``edited`` with the reviewer's label.
 
-        The edited label is written (temporary file, then rename) into ``edited_dir`` before the
-        decision is committed; the decision stores its content hash and path.
+        The edited label (called ``label_name`` in errors) is checked like every label (integer organ
+        values, the grid of the case's image), then written (temporary file, then rename) into
+        ``edited_dir`` before the decision is committed; the decision stores its content hash and
+        absolute path.
         """
         if action not in ACTIONS:
             raise UdaError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
@@ -261,9 +276,13 @@ class ReviewStore:
         if action == "edited":
             if edited_label is None:
                 raise UdaError("an edited decision needs the edited label")
-            folder = Path(edited_dir) if edited_dir else self.path.parent / "edited_labels"
+            require_organ_labels(edited_label, label_name)
+            image_path = self.db.execute("SELECT path FROM cases WHERE id = ?", (case_id,)).fetchone()[0]
+            check_same_grid(read_volume(image_path), edited_label, image_path, label_name)
+            folder = (Path(edited_dir) if edited_dir else self.path.parent / "edited_labels").resolve()
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-            target = folder / f"{case_id}__{reviewer}__{stamp}.nii.gz"
+            who = re.sub(r"[^A-Za-z0-9_.-]", "_", reviewer.strip()).lstrip(".")[:50] or "reviewer"  # only for the file name
+            target = folder / f"{safe_name(case_id, 'case id')}__{who}__{stamp}.nii.gz"
             write_volume(edited_label, target)  # temporary name, then rename: complete before the commit below
             _fsync(target)
             label_path, digest = str(target), label_hash(edited_label.array)

@@ -90,6 +90,43 @@ def test_truncated_file_named(tmp_path, oblique_volume, suffix):
         read_volume(path)
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_payload_cut_short_inside_an_intact_stream(tmp_path, oblique_volume, suffix):
+    """A gzip stream that is itself complete but holds fewer voxels than the header promises."""
+    import gzip
+
+    path = write_volume(oblique_volume, tmp_path / "v.nii", compress=False)
+    raw = path.read_bytes()[:-40]
+    target = tmp_path / f"short{suffix}"
+    target.write_bytes(gzip.compress(raw) if suffix.endswith(".gz") else raw)
+    with pytest.raises(VolumeError, match=rf"short{suffix}: image data is truncated \({len(raw)} bytes"):
+        read_volume(target)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nifti_non_finite_voxels_are_named(tmp_path, oblique_volume, suffix, bad):
+    """ITK reads NaN and infinite NIfTI voxels as 0; the reader must not let them pass as 0."""
+    a = oblique_volume.array.astype(np.float32)
+    a[2, 3, 4] = bad
+    path = write_volume(oblique_volume.with_array(a), tmp_path / f"v{suffix}")
+    with pytest.raises(VolumeError, match=rf"v{suffix}: contains NaN or infinite values"):
+        read_volume(path)
+    a[2, 3, 4] = 7.0
+    assert read_volume(write_volume(oblique_volume.with_array(a), tmp_path / f"ok{suffix}")).array[2, 3, 4] == 7.0
+
+
+@pytest.mark.parametrize("voxel_mm", [(0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0, float("nan"))])
+def test_nifti_spacing_must_be_positive(tmp_path, oblique_volume, voxel_mm):
+    """ITK reads a zero or negative voxel size as 1 mm."""
+    path = write_volume(oblique_volume, tmp_path / "v.nii", compress=False)
+    raw = bytearray(path.read_bytes())
+    raw[80:92] = np.array(voxel_mm, "<f4").tobytes()  # pixdim[1:4] of the NIfTI-1 header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(VolumeError, match="v.nii: voxel spacing in the header is .* it must be > 0"):
+        read_volume(path)
+
+
 def test_unsupported_extension(tmp_path):
     p = tmp_path / "image.png"
     p.write_bytes(b"\x89PNG")

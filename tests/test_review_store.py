@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,27 @@ def test_decisions_history_and_undo(store):
         store.decide("c1", "maybe", "ana")
 
 
+def test_reviewer_name_never_becomes_a_path(store, tmp_path):
+    """The edited label stays in edited_labels/ whatever the reviewer typed; the name is kept as typed."""
+    edited = Volume(np.full((4, 6, 6), 5, np.uint8), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0)))
+    d = store.decide("c0", "edited", "../../x Dr. Müller", edited_label=edited)
+    assert Path(d.label_path).parent == store.path.parent / "edited_labels"
+    assert Path(d.label_path).name.startswith("c0___.._x_Dr._M_ller__")
+    assert d.reviewer == "../../x Dr. Müller"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Volume(np.full((4, 6, 7), 5, np.uint8), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0))), "shape .* does not match"),
+    (Volume(np.full((4, 6, 6), 5, np.uint8), Geometry((3.0, 1.0, 1.0), (9.0, 2.0, 3.0))), "geometry does not match"),
+    (Volume(np.full((4, 6, 6), 5.0, np.float32), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0))), "stored as float32"),
+    (Volume(np.full((4, 6, 6), 14, np.uint8), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0))), "outside the organ table"),
+])
+def test_edited_label_checked_before_the_decision(store, bad, message):
+    with pytest.raises(UdaError, match=f"my_edit.nii.gz: .*{message}"):
+        store.decide("c0", "edited", "ana", edited_label=bad, label_name="my_edit.nii.gz")
+    assert store.state("c0")[0] == "not reviewed" and not (store.path.parent / "edited_labels").exists()
+
+
 def test_edited_label_written_before_commit_and_hash_matches(store, tmp_path):
     edited = Volume(np.full((4, 6, 6), 5, np.uint8), Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0)))
     d = store.decide("c0", "edited", "ana", edited_label=edited)
@@ -73,6 +96,25 @@ def test_edited_label_written_before_commit_and_hash_matches(store, tmp_path):
     assert file_hash(d.label_path) == d.label_hash == label_hash(edited.array)
     store.decide("c2", "accept", "ana")
     assert dict(store.accepted()) == {"c0": d.label_path, "c2": str(tmp_path / "pred" / "c2.nii.gz")}
+
+
+def test_review_store_only_inside_a_workspace(tmp_path):
+    from napari_uda.workspace import Workspace
+
+    with pytest.raises(UdaError, match="not a napari-uda workspace"):
+        ReviewStore.for_workspace(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing created there
+    geometry = Geometry((3.0, 1.0, 1.0), (1.0, 2.0, 3.0))
+    write_volume(Volume(np.zeros((4, 6, 6), np.int16), geometry), tmp_path / "img" / "c0.nii.gz")
+    write_volume(Volume(np.zeros((4, 6, 6), np.uint8), geometry), tmp_path / "lab" / "c0.nii.gz")
+    Workspace.create(tmp_path / "ws", tmp_path / "img", tmp_path / "lab", tmp_path / "img", "T2WI")
+    with ReviewStore.for_workspace(tmp_path / "ws") as store:
+        store.add_case("c0", tmp_path / "img" / "c0.nii.gz", "T2WI")
+    (tmp_path / "ws" / "review.sqlite").write_bytes(b"")  # truncated to nothing: not a fresh, empty review
+    for leftover in (tmp_path / "ws").glob("review.sqlite-*"):
+        leftover.unlink()
+    with pytest.raises(UdaError, match="review.sqlite: the review database is an empty file"):
+        ReviewStore.for_workspace(tmp_path / "ws")
 
 
 def test_corrupt_database_is_a_clear_error(tmp_path):
@@ -128,7 +170,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_queue_decide_export(store, tmp_path):
     import json
 
+    from napari_uda.workspace import Workspace
+
     ws = str(tmp_path)
+    assert "not a napari-uda workspace" in _cli("review", "queue", "--workspace", ws).stderr
+    assert not (tmp_path / "nnunet").exists()
+    Workspace.create(tmp_path, tmp_path / "img", tmp_path / "pred", tmp_path / "img", "T2WI")
     q = json.loads(_cli("review", "queue", "--workspace", ws, "--modality", "T2WI", "--json").stdout)
     assert [r["case"] for r in q] == ["c1", "c2", "c0"]
     d = json.loads(_cli("review", "decide", "--workspace", ws, "--case", "c1", "--accept", "--reviewer", "ana",

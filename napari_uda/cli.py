@@ -6,8 +6,29 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import UdaError
+
+
+def _bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a ``kind`` number in [low, high] (argparse turns the ValueError into one usage line)."""
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (low <= value and (high is None or value <= high)) or value != value:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"{kind.__name__} in [{low}, {'inf' if high is None else high}]"
+    return parse
+
+
+COUNT = _bounded(int, 1)  # at least one
+NON_NEGATIVE = _bounded(int, 0)
+DATASET_ID = _bounded(int, 1, 999)
+FOLD = _bounded(int, 0, 99)
+SPACING_FACTOR = _bounded(float, 1.0, 16.0)  # beyond 16 a 512-voxel axis is a few voxels: nothing left to learn
+MILLIMETRES = _bounded(float, 0.0, 1000.0)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -142,8 +163,15 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
     from .segmenter import NnunetFolders, coarse_to_fine_predict, predict_folds
     from .slices import list_volumes
 
-    folders = NnunetFolders(Path(args.workspace))
-    model = folders.model_dir(args.dataset, args.budget, args.planner, args.configuration)
+    if args.model is not None:
+        if args.workspace is not None or args.dataset is not None or args.coarse_dataset is not None:
+            raise UdaError("--model predicts with a model folder; leave out --workspace, --dataset and --coarse-dataset")
+        model = args.model
+    elif args.workspace is None or args.dataset is None:
+        raise UdaError("segment predict needs --model DIR, or --workspace W and --dataset ID")
+    else:
+        folders = NnunetFolders(Path(args.workspace))
+        model = folders.model_dir(args.dataset, args.budget, args.planner, args.configuration)
     inputs = list_volumes(args.input) if Path(args.input).is_dir() else [Path(args.input)]
     device = str(pick_device(args.device))
 
@@ -158,6 +186,15 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
         records = predict_folds(model, inputs, args.out, args.folds, device, args.save_probabilities, args.mirroring,
                                 progress=progress)
     print(f"predicted {len(records)} case(s) into {args.out}")
+    return 0
+
+
+def _cmd_models_export(args: argparse.Namespace) -> int:
+    from .model_folders import export_stage
+    from .workspace import Workspace
+
+    out = export_stage(Workspace.open(args.workspace), args.stage, args.out)
+    print(f"exported stage {args.stage} to {out}")
     return 0
 
 
@@ -188,7 +225,7 @@ def _cmd_review_decide(args: argparse.Namespace) -> int:
         raise UdaError("--label is the edited label of an accepted case: use it with --accept")
     edited = read_volume(args.label) if args.label else None
     with ReviewStore.for_workspace(args.workspace) as store:
-        d = store.decide(args.case, action, args.reviewer, args.note, edited_label=edited)
+        d = store.decide(args.case, action, args.reviewer, args.note, edited_label=edited, label_name=str(args.label))
         state, _ = store.state(args.case)
     if args.json:
         print(json.dumps({"id": d.id, "case": d.case_id, "action": d.action, "reviewer": d.reviewer, "at": d.at,
@@ -265,7 +302,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     result = run_pipeline(ws, get_budget(args.budget), args.variant, args.rounds, args.auto_accept, args.ablation,
                           str(pick_device(args.device)), FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event,
-                          real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug)
+                          real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug, finetune=args.finetune)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3
@@ -297,7 +334,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), headless=args.headless, budget=args.budget, pipeline=not args.skip_pipeline)
+    return run_demo(Path(args.out), headless=args.headless, budget=args.budget, pipeline=not args.skip_pipeline,
+                    train=args.train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,11 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="write synthetic abdominal patients (images and organ labels)")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--cases", type=int, default=2, help="patients per modality (default 2)")
+    p.add_argument("--cases", type=COUNT, default=2, help="patients per modality (default 2)")
     p.add_argument("--modalities", default="ct,t2wi",
                    help="comma-separated, from: " + ",".join(m.slug for m in PHANTOM_MODALITIES))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("Z", "Y", "X"))
+    p.add_argument("--shape", type=_bounded(int, 8, 2048), nargs=3, default=list(DEFAULT_SHAPE), metavar=("Z", "Y", "X"))
     p.set_defaults(func=_cmd_phantom)
 
     tp = sub.add_parser("translate", help="train or apply CT-to-MRI/PET translators").add_subparsers(
@@ -334,19 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", required=True, help="target modality, e.g. T2WI, C+V, PET-FDG")
     p.add_argument("--variant", default="organ-attention", choices=VARIANTS)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--iterations", type=int, default=2000)
-    p.add_argument("--size", type=int, default=256, help="in-plane training size in pixels")
+    p.add_argument("--iterations", type=COUNT, default=2000)
+    p.add_argument("--size", type=_bounded(int, 16, 4096), default=256, help="in-plane training size in pixels")
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--ndf", type=int, default=64)
-    p.add_argument("--blocks", type=int, default=9, help="residual blocks in the generator")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--ngf", type=COUNT, default=64)
+    p.add_argument("--ndf", type=COUNT, default=64)
+    p.add_argument("--blocks", type=COUNT, default=9, help="residual blocks in the generator")
+    p.add_argument("--batch", type=COUNT, default=1)
     p.add_argument("--fusion", default="additive", choices=FUSIONS)
     p.add_argument("--s-regime", default="joint", choices=S_REGIMES)
     p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--preview-every", type=int, default=50)
-    p.add_argument("--print-every", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=COUNT, default=100)
+    p.add_argument("--preview-every", type=COUNT, default=50)
+    p.add_argument("--print-every", type=COUNT, default=10)
     p.add_argument("--progress-jsonl", type=Path, default=None, help="progress events (default OUT/progress.jsonl)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_translate_train)
@@ -365,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workspace", required=True, type=Path)
-        p.add_argument("--dataset", required=True, type=int, help="nnU-Net dataset id (1..999)")
+        p.add_argument("--dataset", required=True, type=DATASET_ID, help="nnU-Net dataset id (1..999)")
 
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--planner", default="resenc-m", choices=list(PLANNERS))
@@ -377,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--labels", required=True, type=Path)
     p.add_argument("--modality", required=True, help="the images' modality (channel name), e.g. T2WI for translated CT")
-    p.add_argument("--spacing-factor", type=float, default=1.0, help="> 1: a low-resolution copy for a coarse model")
+    p.add_argument("--spacing-factor", type=SPACING_FACTOR, default=1.0, help="> 1: a low-resolution copy for a coarse model")
     p.set_defaults(func=_cmd_segment_export)
     p = sp.add_parser("plan", help="nnU-Net fingerprint, plan and preprocess")
     common(p)
@@ -386,25 +424,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sp.add_parser("train", help="train folds with a budget (resumes interrupted folds)")
     common(p)
     model_options(p)
-    p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--folds", type=FOLD, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--budget", default="full", choices=list(BUDGETS))
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_segment_train)
     p = sp.add_parser("predict", help="predict with every fold; per-fold probabilities and fused labels")
-    common(p)
+    p.add_argument("--model", type=Path, default=None,
+                   help="a model folder (from 'models export', or an nnU-Net model folder with fold_k/model.safetensors)")
+    p.add_argument("--workspace", type=Path, default=None, help="or: the workspace holding the model ...")
+    p.add_argument("--dataset", type=DATASET_ID, default=None, help="... and its nnU-Net dataset id (1..999)")
     model_options(p)
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--folds", type=int, nargs="+", default=None)
+    p.add_argument("--folds", type=FOLD, nargs="+", default=None)
     p.add_argument("--budget", default="full", choices=list(BUDGETS))
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--mirroring", action="store_true", help="test-time mirroring")
     p.add_argument("--device", default=None)
-    p.add_argument("--coarse-dataset", type=int, default=None,
+    p.add_argument("--coarse-dataset", type=DATASET_ID, default=None,
                    help="coarse-to-fine: a low-resolution model (exported with --spacing-factor) finds the organs first")
-    p.add_argument("--coarse-spacing-factor", type=float, default=2.0)
-    p.add_argument("--margin-mm", type=float, default=10.0)
+    p.add_argument("--coarse-spacing-factor", type=SPACING_FACTOR, default=2.0)
+    p.add_argument("--margin-mm", type=MILLIMETRES, default=10.0)
     p.set_defaults(func=_cmd_segment_predict)
+
+    mp = sub.add_parser("models", help="hand models to others: safetensors + JSON, never a pickle").add_subparsers(
+        dest="models_command", required=True, metavar="ACTION")
+    p = mp.add_parser("export", help="write a stage's nnU-Net folds and translator as a model folder")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--stage", required=True, help="a trained stage (e.g. organ_attention, self_training_r1, final)")
+    p.add_argument("--out", required=True, type=Path, help="the model folder to write (must not exist)")
+    p.set_defaults(func=_cmd_models_export)
 
     rp = sub.add_parser("review", help="pseudo-label review: queue, decide, export accepted cases").add_subparsers(
         dest="review_command", required=True, metavar="ACTION")
@@ -427,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_review_decide)
     p = rp.add_parser("export", help="accepted cases (edited labels where edited) + translated CT as an nnU-Net dataset")
     p.add_argument("--workspace", required=True, type=Path)
-    p.add_argument("--dataset", required=True, type=int)
+    p.add_argument("--dataset", required=True, type=DATASET_ID)
     p.add_argument("--name", required=True)
     p.add_argument("--modality", required=True, help="channel name of the dataset, e.g. T2WI")
     p.add_argument("--translated-ct", type=Path, default=None)
@@ -440,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                        help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.pipeline.BUDGETS")
         p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
-        p.add_argument("--top-k", type=int, default=50, help="at most this many pseudo-labels accepted automatically")
+        p.add_argument("--top-k", type=COUNT, default=50, help="at most this many pseudo-labels accepted automatically")
         p.add_argument("--accept-rule", default="filters", choices=ACCEPT_RULES,
                        help="automatic acceptance: pass every filter (FLARE 2025) or fold consistency alone (FLARE 2024)")
 
@@ -457,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", required=True, type=Path)
     budget_option(p)
     p.add_argument("--variant", default="organ-attention", choices=list(BASE_STAGES))
-    p.add_argument("--rounds", type=int, default=1, help="self-training rounds (0: none)")
+    p.add_argument("--rounds", type=NON_NEGATIVE, default=1, help="self-training rounds (0: none)")
     p.add_argument("--auto-accept", action="store_true",
                    help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
     p.add_argument("--ablation", action="store_true",
@@ -466,13 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the segmenters on translated CT only (default: translated + real CT, FLARE 2025's RCT+FI)")
     p.add_argument("--no-intensity-aug", action="store_true",
                    help="strong intensity augmentation for the source-only baseline only (default: every segmenter)")
+    p.add_argument("--finetune", action="store_true",
+                   help="self-training rounds fine-tune the previous stage's folds (FLARE 2025) instead of training "
+                        "from scratch")
     p.add_argument("--eval-labels", type=Path, default=None,
                    help="target labels for evaluation only: score every stage and print the table")
     p.set_defaults(func=_cmd_pipeline)
 
     p = sub.add_parser("selftrain", help="self-training rounds on a workspace the pipeline has scored")
     p.add_argument("--workspace", required=True, type=Path)
-    p.add_argument("--rounds", type=int, required=True, help="run rounds until this many exist")
+    p.add_argument("--rounds", type=NON_NEGATIVE, required=True, help="run rounds until this many exist")
     budget_option(p)
     p.add_argument("--auto-accept", action="store_true",
                    help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
@@ -481,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="DSC and NSD per case and organ (FLARE rules) as JSON, CSV and Markdown")
     p.add_argument("--pred", required=True, type=Path)
     p.add_argument("--gt", required=True, type=Path)
-    p.add_argument("--tolerance-mm", type=float, default=None, help="one NSD tolerance for all organs (default: FLARE's per organ)")
+    p.add_argument("--tolerance-mm", type=_bounded(float, 1e-6, 1000.0), default=None, help="one NSD tolerance for all organs (default: FLARE's per organ)")
     p.add_argument("--modality", default="MRI", help="PET modalities are scored on liver, kidneys and spleen only")
     p.add_argument("--out", required=True, type=Path, help="FILE: writes FILE.json, FILE.csv and FILE.md")
     p.set_defaults(func=_cmd_evaluate)
@@ -490,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(headless: screenshots and a report)")
     p.add_argument("--out", default="demo_output", help="where headless screenshots and the report go")
     p.add_argument("--headless", action="store_true", help="do not wait for the user; write screenshots and exit")
-    p.add_argument("--budget", default="tiny", help="budget of the sample-data pipeline (default tiny: minutes on a CPU)")
+    p.add_argument("--train", action="store_true",
+                   help="run the whole method from scratch instead of the bundled model (minutes to an hour)")
+    p.add_argument("--budget", default="tiny", help="budget of --train (default tiny: minutes on a CPU, a poor model)")
     p.add_argument("--skip-pipeline", action="store_true", help="only open the viewer with the sample data and widgets")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -498,7 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
+    from .child import terminate_children_on_sigterm
+
     args = build_parser().parse_args(argv)
+    terminate_children_on_sigterm()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

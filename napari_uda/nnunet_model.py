@@ -22,6 +22,12 @@ FOLD_SIDECAR = "model.json"
 FORMAT = "napari-uda-nnunet-fold"
 
 
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The plain network inside DDP's and ``torch.compile``'s wrappers (whose weights are saved and loaded)."""
+    network = getattr(network, "module", network)
+    return getattr(network, "_orig_mod", network)
+
+
 def save_fold_model(network: torch.nn.Module, fold_dir: str | Path, trainer: str, configuration: str, fold: int | str,
                     mirror_axes: tuple[int, ...] | None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``network``'s weights and the sidecar into ``fold_dir`` (each written, then renamed into place)."""
@@ -50,13 +56,29 @@ def trained_folds(model_dir: str | Path) -> list[int]:
                   if p.name[5:].isdigit() and (p / FOLD_WEIGHTS).exists())
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise UdaError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UdaError(f"{path}: not valid JSON ({exc})") from None
+
+
+def check_fold(model_dir: str | Path, fold: int) -> None:
+    """Fail early, naming the file, when fold ``fold`` of ``model_dir`` lacks its sidecar or its
+    weights file is not a complete safetensors file (header and data length; nothing is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    fold_dir = Path(model_dir) / f"fold_{fold}"
+    if not (fold_dir / FOLD_WEIGHTS).exists():
+        raise UdaError(f"{fold_dir / FOLD_WEIGHTS}: missing; fold {fold} has no safe weights to predict with")
+    read_json(fold_dir / FOLD_SIDECAR)
+    try:
+        with safe_open(str(fold_dir / FOLD_WEIGHTS), "pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UdaError(f"{fold_dir / FOLD_WEIGHTS}: corrupt or not a safetensors file ({exc})") from None
 
 
 def load_fold(model_dir: str | Path, fold: int) -> dict[str, Any]:
@@ -76,10 +98,10 @@ def load_fold(model_dir: str | Path, fold: int) -> dict[str, Any]:
         pickles = sorted(p.name for p in fold_dir.glob("*.pth"))
         hint = f" (it holds {', '.join(pickles)}: pickles, which napari-uda never opens)" if pickles else ""
         raise UdaError(f"{weights}: missing; fold {fold} has no safe weights to predict with{hint}")
-    sidecar = _read_json(fold_dir / FOLD_SIDECAR)
+    sidecar = read_json(fold_dir / FOLD_SIDECAR)
     if sidecar.get("format") != FORMAT:
         raise UdaError(f"{fold_dir / FOLD_SIDECAR}: not a napari-uda nnU-Net fold sidecar")
-    plans, dataset_json = _read_json(model_dir / "plans.json"), _read_json(model_dir / "dataset.json")
+    plans, dataset_json = read_json(model_dir / "plans.json"), read_json(model_dir / "dataset.json")
     try:
         plans_manager = PlansManager(plans)
         configuration_manager = plans_manager.get_configuration(sidecar["configuration"])

@@ -203,11 +203,12 @@ def translate_sources(ws: Workspace, variant: str, device: str | None = None, pr
 def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                       budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
                       should_stop: StopFlag | None = None, augment: bool = False,
-                      names: Sequence[str] | None = None) -> Path:
+                      names: Sequence[str] | None = None, init_from: Path | None = None) -> Path:
     """Export ``images``/``labels`` (channel named ``channel``) as the stage's nnU-Net dataset, plan,
     train the budget's folds (resuming) and record the model; returns the model folder.
     ``augment``: the budget's trainer with strong intensity augmentation (source-only baseline);
-    ``names``: nnU-Net case names when image file names repeat (real and translated CT)."""
+    ``names``: nnU-Net case names when image file names repeat (real and translated CT);
+    ``init_from``: fine-tune this model folder's folds instead of training from scratch."""
     from .segmenter import PLANNERS, NnunetFolders, export_dataset, plan_and_preprocess, train_folds
 
     recorded = ws.done("models", stage)
@@ -228,19 +229,19 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
             _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
                  epoch=e["epoch"], num_epochs=e["num_epochs"], train_loss=e.get("train_loss"))
 
-    trainer = budget.nnunet + ("-aug" if augment else "")
+    trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
     model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,
-                        progress=fold_progress, should_stop=should_stop)
+                        progress=fold_progress, should_stop=should_stop, init_from=init_from)
     ws.record("models", stage, dataset=did, path=str(model), budget=trainer, planner=budget.planner,
               configuration=budget.configuration, folds=list(budget.folds), round=round_number,
-              trained_on=len(images), channel=channel)
+              trained_on=len(images), channel=channel, **({"fine_tuned_from": str(init_from)} if init_from else {}))
     return model
 
 
 def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                   budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
                   should_stop: StopFlag | None = None, augment: bool = False,
-                  names: Sequence[str] | None = None) -> Path:
+                  names: Sequence[str] | None = None, init_from: Path | None = None) -> Path:
     """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
     ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
     from .segmenter import predict_folds
@@ -249,7 +250,7 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     if ws.done("stages", stage):
         return out
     model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
-                              augment, names)
+                              augment, names, init_from)
     targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
     _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds(model, targets, out, folds, device,
@@ -337,6 +338,51 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
     ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
     return [{"case": r["case"], "case_score": r["consistency"].case_score,
              "passed": all(f.passed for f in r["filters"])} for r in rows]
+
+
+def import_model(ws: Workspace, folder: str | Path, device: str | None = None, progress: Progress | None = None,
+                 should_stop: StopFlag | None = None) -> str:
+    """Make an exported model folder (:mod:`napari_uda.model_folders`) this workspace's base stage,
+    without training: its translator is copied to ``W/translators/<variant>/`` and translates every
+    source CT, its nnU-Net folds are copied to ``W/models/<stage>/`` and recorded as the model of the
+    translator's stage. Returns that stage; predicting, scoring, review and self-training go on from it."""
+    import shutil
+
+    from .model_folders import SEGMENTER, TRANSLATOR, TRANSLATOR_FILES, read_sidecar
+
+    folder = Path(folder)
+    meta = read_sidecar(folder)
+    if meta is None:
+        raise UdaError(f"{folder}: not an exported model folder (no model.json)")
+    if get_modality(meta["modality"]).key != ws.modality:
+        raise UdaError(f"{folder / 'model.json'}: a model for {meta['modality']}, this workspace adapts to {ws.modality}")
+    variant = (meta.get("translator") or {}).get("variant")
+    if variant not in BASE_STAGES:
+        raise UdaError(f"{folder / 'model.json'}: the model has no translator the pipeline can continue from")
+    stage = BASE_STAGES[variant]
+    if ws.done("models", stage):
+        return stage
+    ws.translator_dir(variant).mkdir(parents=True, exist_ok=True)
+    for name in TRANSLATOR_FILES:
+        shutil.copy2(folder / TRANSLATOR / name, ws.translator_dir(variant) / name)
+    translate_sources(ws, variant, device, progress, should_stop)
+    ws.record("translators", variant, path=str(ws.translator_dir(variant)), translated=str(ws.translated_dir(variant)),
+              iterations=meta["translator"]["iterations"], size=meta["translator"]["size"], imported_from=str(folder))
+    model = ws.root / "models" / stage
+    shutil.rmtree(model, ignore_errors=True)  # a copy interrupted before it was recorded
+    shutil.copytree(folder / SEGMENTER, model, ignore=shutil.ignore_patterns("*.pth", "*.pkl", "*.pt"))
+    seg = meta["segmenter"]
+    ws.record("models", stage, dataset=dataset_id(stage), path=str(model), budget=seg["budget"], planner=seg["planner"],
+              configuration=seg["configuration"], folds=list(seg["folds"]), round=0,
+              trained_on=meta["training_data"]["segmenter_cases"], channel=meta["channel"], imported_from=str(folder),
+              imported_stage=meta["model_stage"])
+    budget = seg["budget"].removesuffix("-aug")
+    ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget, "base_stage": stage, "rounds": 0,
+                                        "auto_accept": False, "ablation": False,
+                                        "real_ct": meta["training_data"].get("real_ct", True), "intensity_aug": True})
+    ws.save()
+    _say(progress, stage, f"imported {meta['model_stage']} model from {folder}")
+    return stage
 
 
 def fold_label_paths(label: str | Path) -> list[Path]:
@@ -438,8 +484,9 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         images += [Path(paths[c]) for c, _ in used]
         labels += [Path(lab) for _, lab in used]
         names += [stem_of(paths[c]) for c, _ in used]
+        init_from = Path(ws.done("models", previous[-1])["path"]) if ws.manifest["pipeline"].get("finetune") else None
         segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
-                      augment=ws.manifest["pipeline"].get("intensity_aug", False), names=names)
+                      augment=ws.manifest["pipeline"].get("intensity_aug", False), names=names, init_from=init_from)
         score_stage(ws, stage, store, settings, progress, should_stop)
     model_id = ws.done("stages", stage)["model_id"]
     stages = previous[:r] + [stage]
@@ -517,13 +564,15 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
-                 real_ct: bool = True, intensity_aug: bool = True) -> dict[str, Any]:
+                 real_ct: bool = True, intensity_aug: bool = True, finetune: bool = False) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``ablation`` also the stages the variant does not need: the strong
     source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
     augmentation) and the other translator. ``intensity_aug`` gives every stage's segmenter that
-    same augmentation, so the stages differ only in what they train on. Returns
+    same augmentation, so the stages differ only in what they train on. With ``finetune`` each
+    self-training round fine-tunes the previous stage's folds (FLARE 2025) instead of training
+    from scratch. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
@@ -535,7 +584,7 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                        "use the same settings to continue or another workspace")
     ws.manifest["pipeline"] = {"variant": variant, "budget": budget.name, "base_stage": base, "rounds": rounds,
                                "auto_accept": auto, "ablation": ablation, "real_ct": real_ct,
-                               "intensity_aug": intensity_aug}
+                               "intensity_aug": intensity_aug, "finetune": finetune}
     ws.save()
     variants = list(BASE_STAGES) if ablation else [variant]
     with ReviewStore.for_workspace(ws.root) as store:

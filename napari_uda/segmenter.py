@@ -23,10 +23,10 @@ import numpy as np
 
 from .child import LineFollower, run_child
 from .efficiency import RunMeter
-from .errors import UdaError
+from .errors import UdaError, safe_name
 from .io import Volume, read_volume, require_finite, resample, stem_of, write_volume
 from .modalities import get_modality
-from .nnunet_model import FOLD_WEIGHTS, load_fold, trained_folds
+from .nnunet_model import FOLD_WEIGHTS, check_fold, load_fold, read_json, trained_folds
 from .orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical
 from .organs import nnunet_labels
 from .probabilities import ProbabilityFile, save_probabilities
@@ -35,10 +35,12 @@ from .roi import Box, crop, foreground_box, paste
 
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 #: nnU-Net training budgets -> trainer class; ``<budget>-aug`` adds strong intensity augmentation
-#: (the source-only baseline's), see :mod:`napari_uda.nnunet_trainers.uda_trainers`.
+#: (the source-only baseline's), ``<budget>-ft`` fine-tunes a previous model's folds (``train_folds(init_from=)``),
+#: see :mod:`napari_uda.nnunet_trainers.uda_trainers`.
 BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress",
            "tiny-aug": "nnUNetTrainer_UDA_tiny_aug", "small-aug": "nnUNetTrainer_UDA_small_aug",
            "full-aug": "nnUNetTrainer_UDA_progress_aug"}
+BUDGETS |= {f"{budget}-ft": f"{trainer}_ft" for budget, trainer in BUDGETS.items()}  # fine-tune a previous model
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 Progress = Callable[[dict[str, Any]], None]
 
@@ -131,6 +133,9 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
         raise UdaError(f"two training cases would share the nnU-Net case name {repeated[0]!r}; rename one of them")
     if not 1 <= dataset_id <= 999:
         raise UdaError(f"dataset id must be 1..999, got {dataset_id}")
+    safe_name(name, "dataset name")
+    for case in names:
+        safe_name(case, "case name")
     folders = NnunetFolders(Path(root))
     folders.env()
     target = folders.raw / f"Dataset{dataset_id:03d}_{name}"
@@ -227,13 +232,25 @@ def _write_small_splits(preprocessed: Path, raw: Path) -> None:
 
 def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
                 configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Path:
+                should_stop: Callable[[], bool] | None = None, init_from: Path | None = None) -> Path:
     """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished is
-    skipped and an interrupted one continues from its latest checkpoint. Returns the model folder."""
+    skipped and an interrupted one continues from its latest checkpoint. A ``-ft`` budget fine-tunes
+    the same folds of the model folder ``init_from`` (their safetensors weights). Returns the model folder."""
     if budget not in BUDGETS:
         raise UdaError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    if budget.endswith("-ft") != (init_from is not None):
+        raise UdaError(f"budget {budget!r}: fine-tuning budgets (-ft) need the model to start from, and only they take one")
     folders = NnunetFolders(Path(root))
     env = folders.env()
+    plans = folders.preprocessed / folders.dataset_dir(dataset_id).name / f"{PLANNERS[planner][1]}.json"
+    if not plans.exists():
+        raise UdaError(f"{plans}: missing; plan dataset {dataset_id} first: "
+                       f"napari-uda segment plan --workspace {root} --dataset {dataset_id} --planner {planner}")
+    if init_from is not None:
+        for fold in folds:
+            if not (Path(init_from) / f"fold_{fold}" / FOLD_WEIGHTS).exists():
+                raise UdaError(f"{Path(init_from) / f'fold_{fold}' / FOLD_WEIGHTS}: missing; nothing to fine-tune fold {fold} from")
+        env["NAPARI_UDA_INIT_WEIGHTS"] = str(Path(init_from) / "fold_{fold}" / FOLD_WEIGHTS)
     model = folders.model_dir(dataset_id, budget, planner, configuration)
     progress_file = Path(root) / "logs" / f"train_{dataset_id:03d}_{budget}.jsonl"
     env["NAPARI_UDA_PROGRESS"] = str(progress_file)
@@ -245,6 +262,7 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
             if progress:
                 progress({"fold": fold, "event": "already trained"})
             continue
+        _check_resume_checkpoints(model / f"fold_{fold}")
         follower = LineFollower(progress_file)
 
         def forward() -> None:
@@ -259,6 +277,27 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
     return model
 
 
+def _check_resume_checkpoints(fold_dir: Path) -> None:
+    """nnU-Net resumes from ``checkpoint_latest.pth`` (else ``checkpoint_best.pth``), which it writes in
+    place: one cut short by a kill makes every rerun fail inside nnU-Net. Check the zip container and
+    its CRCs (nothing is unpickled) and name the damaged file and what to do."""
+    import zipfile
+
+    for name in ("checkpoint_latest.pth", "checkpoint_best.pth"):
+        path = fold_dir / name
+        if not path.exists():
+            continue
+        try:
+            with zipfile.ZipFile(path) as z:
+                damaged = z.testzip()
+        except (zipfile.BadZipFile, OSError) as exc:
+            damaged = str(exc)
+        if damaged is not None:
+            fallback = "checkpoint_best.pth" if name == "checkpoint_latest.pth" else "the start of the fold"
+            raise UdaError(f"{path}: damaged checkpoint ({damaged}); delete it and run the same command again "
+                           f"to continue from {fallback}")
+
+
 def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path, folds: Sequence[int] | None = None,
                   device: str = "cpu", save_probabilities_files: bool = True, mirroring: bool = False,
                   progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
@@ -266,14 +305,19 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     go to ``out/fold_<k>/<case>.npz`` and labels to ``out/fold_<k>/<case>.nii.gz``; the fused label
     (mean of fold probabilities, streamed; a majority vote of fold labels when probabilities are
     not saved) to ``out/<case>.nii.gz``. Returns one record per case
-    with per-fold running time and, on CUDA, GPU memory peak and area under the curve."""
+    with per-fold running time and, on CUDA, GPU memory peak and area under the curve.
+    ``model_dir`` is an nnU-Net model folder or an exported model folder (its ``segmenter/``)."""
     import torch
 
-    model_dir, out = Path(model_dir), Path(out)
+    from .model_folders import SEGMENTER, part_folder
+
+    model_dir, out = part_folder(model_dir, SEGMENTER), Path(out)
     folds = list(trained_folds(model_dir) if folds is None else folds)
     if not folds:
         raise UdaError(f"{model_dir}: no trained folds ({FOLD_WEIGHTS}) to predict with")
-    dataset = json.loads((model_dir / "dataset.json").read_text())
+    for fold in folds:  # every fold's files before any prediction is written
+        check_fold(model_dir, fold)
+    dataset = read_json(model_dir / "dataset.json")
     n_channels = len(dataset["channel_names"])
     if n_channels != 1:
         raise UdaError(f"{model_dir}: the model expects {n_channels} input channels; napari-uda predicts single-channel volumes")

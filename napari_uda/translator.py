@@ -464,9 +464,12 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
 def load_translator(folder: str | Path, device: str | None = None) -> Translator:
     """Load ``translator.safetensors`` + ``translator.json`` from ``folder`` (no code is executed).
 
-    A missing, corrupt or mismatched file gives a :class:`UdaError` naming it.
+    ``folder`` may also be an exported model folder (:mod:`napari_uda.model_folders`). A missing,
+    corrupt or mismatched file gives a :class:`UdaError` naming it.
     """
-    folder = Path(folder)
+    from .model_folders import TRANSLATOR, part_folder
+
+    folder = part_folder(folder, TRANSLATOR)
     sidecar_path, weights_path = folder / SIDECAR, folder / WEIGHTS
     try:
         meta = json.loads(sidecar_path.read_text())

@@ -28,7 +28,8 @@ def run(tmp_path_factory):
     ws = root / "ws"
     args = ["pipeline", "--source-images", str(root / "data/ct/images"), "--source-labels", str(root / "data/ct/labels"),
             "--target-images", str(root / "data/t2wi/images"), "--modality", "T2WI", "--workspace", str(ws),
-            "--budget", "tiny", "--ablation", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
+            "--budget", "tiny", "--ablation", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels"),
+            "--finetune"]
     first = cli(*args)
     return {"root": root, "ws": ws, "args": args, "first": first}
 
@@ -97,6 +98,9 @@ def test_review_then_self_training_round_and_final(run):
         assert all(q["label"].endswith(f"self_training_r1/pseudo/{q['case']}.nii.gz") for q in new_queue)
     manifest = Workspace.open(ws).manifest
     assert manifest["rounds"][0]["accepted"] == 2 and manifest["stages"]["final"]["from_stage"] == "self_training_r1"
+    # --finetune: round 1 started from the Organ Attention folds
+    r1_model = manifest["models"]["self_training_r1"]
+    assert r1_model["budget"] == "tiny-aug-ft" and r1_model["fine_tuned_from"] == manifest["models"]["organ_attention"]["path"]
     # the evaluation of every stage: valid numbers
     for stage in [*STAGES, "self_training_r1", "final"]:
         report = json.loads((ws / "reports" / f"evaluation_{stage}.json").read_text())
@@ -114,3 +118,55 @@ def test_selftrain_needs_a_pipeline_and_decisions(run, tmp_path):
     assert out.returncode == 1 and "not a napari-uda workspace" in out.stderr
     out = cli("selftrain", "--workspace", str(run["ws"]), "--rounds", "1", "--budget", "tiny")
     assert out.returncode == 0 and "already done" in out.stdout
+
+
+class _Planted:
+    """Unpickling this creates the file ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_exported_model_folder_predicts_and_translates_as_the_workspace(run, tmp_path):
+    import pickle
+
+    import numpy as np
+
+    ws, out = run["ws"], tmp_path / "model"
+    marker = tmp_path / "pwned"  # pickles planted where nnU-Net and torch would look: never executed
+    for planted in [*ws.glob("nnunet/results/*/*/fold_*/checkpoint_final.pth"), *ws.glob("nnunet/preprocessed/*/*/*.pkl")]:
+        planted.write_bytes(pickle.dumps(_Planted(marker)))
+    for command in (["review", "queue", "--workspace", str(ws)], ["workspace", "--workspace", str(ws)]):
+        assert cli(*command).returncode == 0  # opening someone else's workspace for review touches no pickle
+    exported = cli("models", "export", "--workspace", str(ws), "--stage", "final", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["model_stage"] == "self_training_r1" and meta["translator"]["variant"] == "organ-attention"
+    assert meta["segmenter"]["folds"] == [0, 1] and meta["evaluation"]["cases"] == 3 and meta["postprocessed"]
+    assert not [p for p in out.rglob("*") if p.suffix in (".pth", ".pkl", ".pt")]  # never a pickle
+    assert cli("models", "export", "--workspace", str(ws), "--stage", "final", "--out", str(out)).returncode == 1
+    for planted in (out / "segmenter/fold_0/checkpoint_final.pth", out / "translator/train_state.pt", out / "model.pkl"):
+        planted.write_bytes(pickle.dumps(_Planted(marker)))
+    target = sorted((run["root"] / "data/t2wi/images").iterdir())[0]
+    pred = cli("segment", "predict", "--model", str(out), "--input", str(target), "--out", str(tmp_path / "pred"),
+               "--device", "cpu", "--save-probabilities")
+    assert pred.returncode == 0, pred.stderr
+    for part in ("fold_0", "fold_1", "."):
+        np.testing.assert_array_equal(read_volume(tmp_path / "pred" / part / target.name).array,
+                                      read_volume(ws / "predictions/self_training_r1" / part / target.name).array)
+    ct = run["root"] / "data/ct/images/ct_000.nii.gz"
+    for name, translator in (("exported", out), ("workspace", ws / "translators/organ-attention")):
+        done = cli("translate", "apply", "--translator", str(translator), "--input", str(ct), "--out", str(tmp_path / name),
+                   "--device", "cpu")
+        assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(read_volume(tmp_path / "exported/ct_000.nii.gz").array,
+                                  read_volume(tmp_path / "workspace/ct_000.nii.gz").array)
+    assert not marker.exists()
+    weights = out / "segmenter/fold_1/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated: one line naming the file
+    bad = cli("segment", "predict", "--model", str(out), "--input", str(target), "--out", str(tmp_path / "bad"), "--device", "cpu")
+    assert bad.returncode == 1 and str(weights) in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

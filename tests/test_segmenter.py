@@ -56,6 +56,28 @@ def test_two_folds_trained_with_progress(trained):
     assert again == [{"fold": 0, "event": "already trained"}]
 
 
+def test_fine_tuning_starts_from_the_given_folds(trained):
+    """A -ft budget loads the previous model's fold weights: after its few low-rate steps the
+    network is still near them, while a fold trained from scratch is far away."""
+    from safetensors.torch import load_file
+
+    with pytest.raises(UdaError, match="need the model to start from"):
+        train_folds(trained["ws"], 7, [0], "tiny-ft", device="cpu")
+    with pytest.raises(UdaError, match="fold_3/model.safetensors: missing"):
+        train_folds(trained["ws"], 7, [3], "tiny-ft", device="cpu", init_from=trained["model"])
+    tuned = train_folds(trained["ws"], 7, [0], "tiny-ft", device="cpu", init_from=trained["model"])
+    assert tuned != trained["model"]
+
+    def weights(model, fold):
+        return load_file(str(model / f"fold_{fold}" / "model.safetensors"))
+
+    start, after, other = weights(trained["model"], 0), weights(tuned, 0), weights(trained["model"], 1)
+    moved = sum(float((after[k] - start[k]).abs().sum()) for k in start)
+    apart = sum(float((other[k] - start[k]).abs().sum()) for k in start)
+    assert 0 < moved < 0.1 * apart
+    assert json.loads((tuned / "fold_0/model.json").read_text())["trainer"] == "nnUNetTrainer_UDA_tiny_ft"
+
+
 def test_predict_every_fold(trained, tmp_path):
     inputs = list_volumes(trained["data"] / "t2wi/images")
     records = predict_folds(trained["model"], inputs, tmp_path, device="cpu")
@@ -167,6 +189,42 @@ def test_export_bad_input(tmp_path):
         NnunetFolders(tmp_path / "ws").dataset_dir(3)
 
 
+def test_damaged_resume_checkpoint_is_named(trained, tmp_path):
+    """A checkpoint_latest.pth cut short by a kill: one error naming it and what to do, before nnU-Net starts."""
+    fold = trained["model"].parent / "nnUNetTrainer_UDA_small__nnUNetResEncUNetMPlans__3d_fullres" / "fold_3"
+    fold.mkdir(parents=True)
+    good = trained["model"] / "fold_0" / "checkpoint_final.pth"
+    (fold / "checkpoint_latest.pth").write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(UdaError, match="fold_3/checkpoint_latest.pth: damaged checkpoint .* continue from checkpoint_best.pth"):
+        train_folds(trained["ws"], 7, [3], "small", device="cpu")
+    shutil.rmtree(fold)
+
+
+def test_training_before_planning_says_what_to_run(tmp_path):
+    img = Volume(np.zeros((4, 8, 8), np.int16), Geometry((2, 1, 1)))
+    write_volume(img, tmp_path / "i" / "case1.nii.gz")
+    write_volume(img.with_array(np.zeros((4, 8, 8), np.uint8)), tmp_path / "l" / "case1.nii.gz")
+    export_dataset(tmp_path / "ws", 1, "X", [tmp_path / "i/case1.nii.gz"], [tmp_path / "l/case1.nii.gz"], "CT")
+    with pytest.raises(UdaError, match="nnUNetResEncUNetMPlans.json: missing; plan dataset 1 first: napari-uda segment plan"):
+        train_folds(tmp_path / "ws", 1, [0], "tiny", device="cpu")
+    assert not (tmp_path / "ws" / "nnunet" / "results").exists() or not any((tmp_path / "ws" / "nnunet" / "results").iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", ".hidden", "", "x" * 101])
+def test_export_refuses_names_that_are_paths(tmp_path, name):
+    """A dataset name never becomes a path outside nnunet/raw, and nothing there is deleted."""
+    img = Volume(np.zeros((4, 8, 8), np.int16), Geometry((2, 1, 1)))
+    write_volume(img, tmp_path / "i" / "case1.nii.gz")
+    write_volume(img.with_array(np.zeros((4, 8, 8), np.uint8)), tmp_path / "l" / "case1.nii.gz")
+    bystander = tmp_path / "escape"
+    bystander.mkdir()
+    (bystander / "keep.txt").write_text("mine")
+    with pytest.raises(UdaError, match="dataset name .* is not a plain name"):
+        export_dataset(tmp_path / "ws" / "w", 1, name, [tmp_path / "i/case1.nii.gz"], [tmp_path / "l/case1.nii.gz"], "CT")
+    assert (bystander / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["escape", "i", "l", "ws"]
+
+
 def test_cancel_terminates_the_process_group(tmp_path):
     start = time.time()
     with pytest.raises(UdaError, match="cancelled"):
@@ -175,6 +233,39 @@ def test_cancel_terminates_the_process_group(tmp_path):
     assert time.time() - start < 30
     left = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
     assert not left
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_cli_leaves_no_trainer(trained, sig):
+    """Killing `segment train` (SIGKILL: no cleanup can run in it; SIGTERM: `timeout`, a scheduler)
+    takes nnU-Net's trainer and everything it started with it."""
+    import signal
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "napari_uda.cli", "segment", "train", "--workspace", str(trained["ws"]), "--dataset", "7",
+           "--folds", "4", "--budget", "small", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent, trainers = psutil.Process(proc.pid), []
+    deadline = time.time() + 120
+    while time.time() < deadline and not trainers:
+        trainers = [p for p in parent.children(recursive=True) if "napari_uda.nnunet_train" in " ".join(p.cmdline())]
+        time.sleep(0.2)
+    assert trainers, "the trainer never started"
+    group = [p for p in psutil.process_iter() if p.pid != proc.pid and _pgid(p.pid) == trainers[0].pid]
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(group + trainers, timeout=30)
+    assert not alive, f"left running after {sig}: {[p.cmdline() for p in alive]}"
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def test_killed_training_resumes(trained):

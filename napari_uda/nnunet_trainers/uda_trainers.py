@@ -4,7 +4,8 @@ Each is nnU-Net's own trainer with a smaller training budget (plain attributes s
 ``__init__``, as nnU-Net's variants do), and each reports every finished epoch as one JSON
 line to the file named by ``NAPARI_UDA_PROGRESS`` so a widget can show progress. The
 ``_aug`` variants add the strong intensity augmentation of a source-only baseline
-(:class:`~napari_uda.nnunet_trainers.augment.IntensityRemapTransform`).
+(:class:`~napari_uda.nnunet_trainers.augment.IntensityRemapTransform`); the ``_ft`` variants
+fine-tune the previous stage's weights of the same fold instead of training from scratch.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from napari_uda.nnunet_model import save_fold_model
+from napari_uda.nnunet_model import save_fold_model, unwrap
 from napari_uda.nnunet_trainers.augment import IntensityRemapTransform
 
 
@@ -30,9 +31,7 @@ class nnUNetTrainer_UDA_progress(nnUNetTrainer):
         super().on_train_end()
         if self.local_rank != 0:
             return
-        network = self.network.module if self.is_ddp else self.network
-        network = getattr(network, "_orig_mod", network)  # torch.compile's wrapper
-        save_fold_model(network, self.output_folder, self.__class__.__name__, self.configuration_name, self.fold,
+        save_fold_model(unwrap(self.network), self.output_folder, self.__class__.__name__, self.configuration_name, self.fold,
                         self.inference_allowed_mirroring_axes, {"epochs": self.current_epoch})
 
     def on_epoch_end(self) -> None:
@@ -115,3 +114,50 @@ class nnUNetTrainer_UDA_tiny_aug(nnUNetTrainer_UDA_tiny):
     @staticmethod
     def get_training_transforms(*args, **kwargs) -> ComposeTransforms:
         return _with_intensity_remap(nnUNetTrainer.get_training_transforms(*args, **kwargs))
+
+
+class _FineTuned:
+    """Mixin of the ``_ft`` trainers: the network starts from the safetensors weights named by
+    ``NAPARI_UDA_INIT_WEIGHTS`` (a path with ``{fold}``: the previous stage's same fold) and trains
+    half the epochs at a tenth of the learning rate. FLARE 2025 fine-tunes each self-training round
+    from the last (SGD at 1e-6 over nnU-Net's 1000 epochs); this is the same idea scaled to AdamW
+    and the project's budgets. Resuming an interrupted fold loads its own checkpoint over it."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr /= 10
+        self.num_epochs = max(1, self.num_epochs // 2)
+
+    def initialize(self) -> None:
+        from safetensors.torch import load_model
+
+        super().initialize()
+        template = os.environ.get("NAPARI_UDA_INIT_WEIGHTS")
+        if not template:
+            raise RuntimeError("a fine-tuning trainer needs NAPARI_UDA_INIT_WEIGHTS: the weights to start from")
+        load_model(unwrap(self.network), template.format(fold=self.fold), strict=True, device=str(self.device))
+
+
+class nnUNetTrainer_UDA_progress_ft(_FineTuned, nnUNetTrainer_UDA_progress):
+    """The full schedule, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_small_ft(_FineTuned, nnUNetTrainer_UDA_small):
+    """The CPU budget, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_tiny_ft(_FineTuned, nnUNetTrainer_UDA_tiny):
+    """The test budget, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_progress_aug_ft(_FineTuned, nnUNetTrainer_UDA_progress_aug):
+    """The full schedule with strong intensity augmentation, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_small_aug_ft(_FineTuned, nnUNetTrainer_UDA_small_aug):
+    """The CPU budget with strong intensity augmentation, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_tiny_aug_ft(_FineTuned, nnUNetTrainer_UDA_tiny_aug):
+    """The test budget with strong intensity augmentation, fine-tuning."""

@@ -54,13 +54,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     data = root / "data"
-    if not (data / "done").exists():
-        write_phantom_dataset(data / "source", {"ct": N_CT}, seed=args.seed + 100, shape=SHAPE)
-        write_phantom_dataset(data / "adapt", {mod.slug: N_ADAPT}, seed=args.seed + 200, shape=SHAPE)
-        write_phantom_dataset(data / "heldout", {mod.slug: N_HELD_OUT}, seed=args.seed + 300, shape=SHAPE)
-        (data / "done").touch()
-    ws = Workspace.create(root / "ws", data / "source/ct/images", data / "source/ct/labels",
-                          data / f"adapt/{mod.slug}/images", mod.key)
+    ws = phantom_workspace(root, args.seed, mod.slug)
     events: list[dict] = []
 
     def progress(e: dict) -> None:
@@ -109,6 +103,19 @@ def main() -> None:
         previous = json.loads(args.out.with_suffix(".json").read_text())
         report.update({k: previous[k] for k in ("pipeline_seconds", "oracle_seconds", "total_seconds", "stage_timeline_s")})
     write_report(args.out, report, evaluations)
+
+
+def phantom_workspace(root: Path, seed: int, slug: str) -> Workspace:
+    """The benchmark's phantom data in ``root/data`` (CT seed+100, target seed+200 to adapt to,
+    held-out target seed+300) and its workspace ``root/ws``."""
+    data = root / "data"
+    if not (data / "done").exists():
+        write_phantom_dataset(data / "source", {"ct": N_CT}, seed=seed + 100, shape=SHAPE)
+        write_phantom_dataset(data / "adapt", {slug: N_ADAPT}, seed=seed + 200, shape=SHAPE)
+        write_phantom_dataset(data / "heldout", {slug: N_HELD_OUT}, seed=seed + 300, shape=SHAPE)
+        (data / "done").touch()
+    return Workspace.create(root / "ws", data / "source/ct/images", data / "source/ct/labels",
+                            data / f"adapt/{slug}/images", get_modality(slug).key)
 
 
 def learning_curves(ws: Workspace) -> dict[str, dict[str, list[float]]]:

@@ -1,9 +1,14 @@
 """The main job: the method on the bundled sample data, then napari with every widget on the result.
 
-1. The pipeline (CT -> T2WI, Organ Attention, one self-training round on pseudo-labels accepted by
-   fold consistency) runs in the workspace ``OUT/workspace`` (resumable: a second run is instant),
-   and the evaluation of every stage against the sample T2WI labels is printed.
-2. napari opens with the sample data, the workspace and every dock widget.
+1. By default the bundled model (``sample_data/models/``: the CT->T2WI Organ Attention translator and
+   the nnU-Net folds of the final stage, trained by ``benchmarks/make_bundled_models.py`` on other
+   phantom patients) is imported into the workspace ``OUT/workspace``: it translates the sample CT,
+   every fold predicts the sample T2WI, fold consistency fills the review queue, the prediction is
+   post-processed and evaluated against the sample T2WI labels. Minutes on a CPU, no training.
+   With ``train`` the whole method runs from scratch instead (translators, nnU-Net, one
+   self-training round on pseudo-labels accepted by fold consistency); resumable.
+2. napari opens with the sample data, the CT's translation and attention map, the T2WI's prediction
+   and fold disagreement, the workspace and every dock widget.
 
 Headless (``--headless``, e.g. under Xvfb) it saves a screenshot of the viewer and of each widget,
 writes ``report.md`` and exits.
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UdaError
-from .io import Geometry
+from .io import Geometry, read_volume
 from .metrics import organ_volumes_ml
 from .organs import ORGANS
 
@@ -24,36 +29,99 @@ PLUGIN = "napari-uda"
 SAMPLES = ("ct", "t2wi", "pet")
 WIDGETS = ("Workspace", "Translator", "Segmenter", "Fold consistency", "Review", "Self-training", "Volume info",
            "Phantom generator")
+BUNDLED_MODEL = "t2wi_organ_attention"  # sample_data/models/<name>
 
 
-def run_sample_pipeline(out: Path, budget: str = "tiny") -> tuple[Path, str]:
-    """The pipeline on the sample data into ``out/workspace``; returns (workspace, evaluation table)."""
-    from .evaluation import compare_markdown
-    from .pipeline import FilterSettings, evaluate_stages, get_budget, run_pipeline
+def _say(e: dict[str, Any]) -> None:
+    print(f"[{e['stage']}] {e['message']}", flush=True)
+
+
+def _sample_workspace(out: Path) -> Any:
     from .sample_data import sample_data_dir
     from .workspace import Workspace
 
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
     data = sample_data_dir()
-    ws = Workspace.create(out / "workspace", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
+    return Workspace.create(out / "workspace", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
+
+
+def run_sample_bundled(out: Path) -> tuple[Path, str]:
+    """The bundled model on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
+    from .pipeline import FilterSettings, evaluate_stages, get_budget, import_model, score_stage, segment_stage, write_final
+    from .review_store import ReviewStore
+    from .sample_data import sample_data_dir
+
+    folder = sample_data_dir() / "models" / BUNDLED_MODEL
+    if not folder.is_dir():
+        raise UdaError(f"{folder}: the bundled model is missing; make it with benchmarks/make_bundled_models.py "
+                       "or run the demo with --train")
+    ws = _sample_workspace(out)
+    stage = import_model(ws, folder, "cpu", _say)
+    segment_stage(ws, stage, [], [], ws.modality, get_budget(ws.manifest["pipeline"]["budget"]), "cpu", progress=_say)
+    if ws.done("stages", stage)["status"] != "done":
+        with ReviewStore.for_workspace(ws.root) as store:
+            score_stage(ws, stage, store, FilterSettings(top_k=1, rule="consistency"), _say)
+    write_final(ws, stage)
+    return ws.root, _evaluation_table(ws)
+
+
+def run_sample_training(out: Path, budget: str = "tiny") -> tuple[Path, str]:
+    """The whole method from scratch on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
+    from .pipeline import FilterSettings, get_budget, run_pipeline
+
+    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    ws = _sample_workspace(out)
     # nnU-Net trains at half the sample data's resolution (24x64x64): eight times fewer voxels, minutes not half an hour
     demo_budget = replace(get_budget(budget), spacing_factor=2.0)
     result = run_pipeline(ws, demo_budget, "organ-attention", rounds=1, auto=True, ablation=False, device="cpu",
-                          settings=FilterSettings(top_k=1, rule="consistency"),
-                          progress=lambda e: print(f"[{e['stage']}] {e['message']}", flush=True))
-    evaluations = evaluate_stages(ws, data / "t2wi/labels")
+                          settings=FilterSettings(top_k=1, rule="consistency"), progress=_say)
+    print(f"final predictions in {result['final']}")
+    return ws.root, _evaluation_table(ws)
+
+
+def _evaluation_table(ws: Any) -> str:
+    from .evaluation import compare_markdown
+    from .pipeline import evaluate_stages
+    from .sample_data import sample_data_dir
+
+    evaluations = evaluate_stages(ws, sample_data_dir() / "t2wi/labels")
     table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
-    print(f"final predictions in {result['final']}\n\n{table}")
-    return ws.root, table
+    print(f"\n{table}")
+    return table
 
 
-def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: bool = True) -> int:
-    """Run the sample pipeline (unless ``pipeline`` is False), open the viewer; when ``headless``,
-    write screenshots and ``report.md`` to ``out`` and return."""
+def _result_layers(workspace: Path) -> list[tuple]:
+    """Layer data tuples of the sample CT's translation and attention map and of the sample T2WI's
+    final prediction with its fold disagreement."""
+    from .sample_data import sample_case_paths
+    from .widgets._common import layer_tuple
+    from .widgets.segmenter import inference_layers
+    from .workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    variant = ws.manifest["pipeline"]["variant"]
+    ct_name, t2_name = (Path(sample_case_paths(m)[0]).name for m in ("ct", "t2wi"))
+    translated = ws.translated_dir(variant) / ct_name
+    layers = [layer_tuple(read_volume(translated), f"{ct_name[:-7]} -> {ws.modality}", as_labels=False)]
+    attention = translated.parent.with_name(translated.parent.name + "_attention") / ct_name
+    if attention.exists():
+        layers.append(layer_tuple(read_volume(attention), f"{ct_name[:-7]} attention", as_labels=False, colormap="magma",
+                                  contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive"))
+    stage = ws.done("stages", "final")["from_stage"]
+    folds = {p.parent.name[5:]: read_volume(p) for p in sorted(ws.predictions_dir(stage).glob(f"fold_*/{t2_name}"))}
+    result = {"fused": read_volume(ws.predictions_dir("final") / t2_name), "folds": folds}
+    return layers + inference_layers(f"{t2_name[:-7]} final", result, per_fold=False, disagreement=True)
+
+
+def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: bool = True, train: bool = False) -> int:
+    """Run the bundled model (or, with ``train``, the whole method) on the sample data unless
+    ``pipeline`` is False, open the viewer; when ``headless``, write screenshots and ``report.md`` to
+    ``out`` and return."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
         raise UdaError("no display: run under Xvfb (the README's './uda demo' does this) or set DISPLAY")
     out.mkdir(parents=True, exist_ok=True)
-    workspace, table = run_sample_pipeline(out, budget) if pipeline else (None, "")
+    workspace, table = (None, "")
+    if pipeline:
+        workspace, table = run_sample_training(out, budget) if train else run_sample_bundled(out)
     import napari
 
     from .widgets._session import link_for
@@ -63,11 +131,17 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
     for key in SAMPLES:
         viewer.open_sample(PLUGIN, key)
     if workspace is not None:
+        for data, kwargs, kind in _result_layers(workspace):
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
         link_for(viewer).set(Workspace.open(workspace))
     docked: dict[str, Any] = {}
     for name in WIDGETS:
         docked[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)[1]
     ct_labels = next(layer for layer in viewer.layers if layer.name.endswith("_organs"))
+    if workspace is not None:  # the translator loaded: its preview shows the sample CT, translation and attention
+        viewer.layers.selection.active = next(layer for layer in viewer.layers if layer.name == ct_labels.name[:-7])
+        docked["Translator"].device.setCurrentText("cpu")
+        docked["Translator"].load_clicked()
     viewer.layers.selection.active = ct_labels
     viewer.grid.enabled = True
     viewer.reset_view()
@@ -79,7 +153,7 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
 
     viewer.window._qt_window.resize(1600, 1000)
     app = napari.qt.get_qapp()
-    app.processEvents()
+    _wait_for_jobs(app, [w.job for w in docked.values() if hasattr(w, "job")])
     viewer.reset_view()  # fit the camera to the canvas as laid out, not as first created
     _dock_of(docked["Fold consistency"]).raise_()
     app.processEvents()
@@ -110,6 +184,17 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
     viewer.close()
     print(f"demo report and screenshots written to {out.resolve()}")
     return 0
+
+
+def _wait_for_jobs(app: Any, jobs: list[Any], timeout_s: float = 300.0) -> None:
+    """Process Qt events until no widget job runs (the translator's preview, headless only)."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while any(job.running for job in jobs) and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.05)
+    app.processEvents()
 
 
 def _dock_of(widget: Any) -> Any:

@@ -211,6 +211,29 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     assert Workspace.open(data / "ws").manifest["stages"]["self_training_r1"]["status"] == "done"
 
 
+def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer, qtbot, tmp_path, errors):
+    """Loading a translator (a model folder's works too) shows CT, translation and attention in the
+    preview panel for the CT in the viewer, off the UI thread, without adding layers."""
+    from napari_uda.translator import TranslatorConfig, train_translator
+    from napari_uda.widgets.translator import TranslatorWidget
+
+    write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
+    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
+                           s_pretrain_iterations=1)
+    train_translator(cfg, [tmp_path / "d/ct/images/ct_000.nii.gz"], [tmp_path / "d/ct/labels/ct_000.nii.gz"],
+                     [tmp_path / "d/t2wi/images/t2wi_000.nii.gz"], tmp_path / "tr", device="cpu")
+    viewer = make_napari_viewer(show=True)
+    widget = TranslatorWidget(viewer)
+    add_volume(viewer, tmp_path / "d/ct/images/ct_000.nii.gz", "ct_000")
+    widget.folder.set_path(tmp_path / "tr")
+    widget.device.setCurrentText("cpu")
+    assert all(t.pixmap() is None or t.pixmap().isNull() for t in widget.thumbs)
+    widget.load_clicked()
+    wait_job(qtbot, widget)
+    assert not errors and all(not t.pixmap().isNull() for t in widget.thumbs)
+    assert [layer.name for layer in viewer.layers] == ["ct_000"]
+
+
 def test_viewer_stays_responsive_during_translation(make_napari_viewer, qtbot, tmp_path):
     """A Qt timer never sees a gap over 200 ms while a translation runs in its worker."""
     from napari_uda.io import Geometry, Volume

@@ -22,7 +22,10 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxL
 from ..child import LineFollower, run_child
 from ..device import available_devices
 from ..errors import UdaError
-from ..modalities import TARGETS, get_modality
+from ..intensity import CT_WINDOW
+from ..io import Volume
+from ..modalities import SOURCE, TARGETS, get_modality
+from ..orientation import to_canonical
 from ..pipeline import BUDGETS, get_budget
 from ..translator import VARIANTS, Translator
 from ..workspace import Workspace
@@ -30,6 +33,15 @@ from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_err
 from ._jobs import JobPanel
 from ._plots import CurvePlot, Thumbnail
 from ._session import link_for
+
+
+def preview_slices(ct: Volume, translated: Volume, attention: Volume | None) -> dict[str, np.ndarray]:
+    """The middle axial slice (canonical orientation) of a CT, its translation and attention map."""
+    slices = {"ct": to_canonical(ct).array, "translated": to_canonical(translated).array}
+    if attention is not None:
+        slices["attention"] = to_canonical(attention).array
+    z = slices["ct"].shape[0] // 2
+    return {k: np.asarray(v[z], np.float32) for k, v in slices.items()}
 
 
 def train_command(ws: Workspace, modality: str, variant: str, budget: str, iterations: int, device: str) -> list[str]:
@@ -88,7 +100,7 @@ class TranslatorWidget(QWidget):
         self.grid = QCheckBox("Side by side (grid view)")
         self.grid.toggled.connect(self._grid)
 
-        preview = QGroupBox("Training preview")
+        preview = QGroupBox("Preview: CT, translation, attention")
         self.thumbs = [Thumbnail("CT"), Thumbnail("translated"), Thumbnail("attention")]
         self.losses = CurvePlot("losses")
         row = QHBoxLayout()
@@ -172,6 +184,14 @@ class TranslatorWidget(QWidget):
 
     # --- loading and translating ----------------------------------------------------------------
     def load_clicked(self) -> None:
+        """Load the translator folder; the preview shows what it does to a CT in the viewer."""
+        if not self._load():
+            return
+        ct = self._ct_layer()
+        if ct is not None and not self.job.running:
+            self._translate(ct, add_layers=False)
+
+    def _load(self) -> bool:
         from ..translator import load_translator
 
         folder = self.folder.path()
@@ -181,34 +201,61 @@ class TranslatorWidget(QWidget):
             self.translator = load_translator(folder, self.device.currentText())
         except UdaError as exc:
             notify_error(exc)
-            return
+            return False
         self.job.status.setText(f"loaded {self.translator.config.variant} translator to {self.translator.modality}")
+        return True
+
+    def _ct_layer(self) -> Image | None:
+        """The selected Image layer, else the first CT Image layer in the viewer."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            return active
+        return next((layer for layer in self.viewer.layers if isinstance(layer, Image)
+                     and layer.metadata.get("modality") == SOURCE.key), None)
+
+    def _show_preview(self, slices: dict[str, np.ndarray]) -> None:
+        """Show :func:`preview_slices` in the preview panel."""
+        self.thumbs[0].show_array(slices["ct"], *CT_WINDOW)
+        self.thumbs[1].show_array(slices["translated"], *np.percentile(slices["translated"], [0.5, 99.5]))
+        if "attention" in slices:
+            self.thumbs[2].show_array(slices["attention"], 0, 1)
 
     def translate_clicked(self) -> None:
+        layer = self.viewer.layers.selection.active
+        if self.translator is None and not self._load():
+            return
+        if not isinstance(layer, Image):
+            notify_error(UdaError("select a CT Image layer to translate"))
+            return
+        self._translate(layer, add_layers=True)
+
+    def _translate(self, layer: Image, add_layers: bool) -> None:
+        """Translate ``layer`` off the UI thread; show the preview, and add the translation and
+        attention as layers when ``add_layers``."""
         from ..translator import translate_volume
 
-        layer = self.viewer.layers.selection.active
         try:
-            if self.translator is None:
-                self.load_clicked()
-                if self.translator is None:
-                    return
-            if not isinstance(layer, Image):
-                raise UdaError("select a CT Image layer to translate")
             volume = layer_volume(layer)
         except UdaError as exc:
             notify_error(exc)
             return
         tr, name = self.translator, layer.name
 
-        def work(report: Any, should_stop: Any) -> list[tuple]:
+        def work(report: Any, should_stop: Any) -> dict[str, Any]:
             translated, attention = translate_volume(
                 tr, volume, should_stop=should_stop,
                 progress=lambda d, n: report({"done": d, "total": n, "message": f"translating {name}: {d}/{n} slices"}))
-            layers = [layer_tuple(translated, f"{name} -> {translated.modality}", as_labels=False)]
-            if attention is not None:
-                layers.append(layer_tuple(attention, f"{name} attention", as_labels=False, colormap="magma",
-                                          contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive"))
-            return layers
+            layers = []
+            if add_layers:
+                layers.append(layer_tuple(translated, f"{name} -> {translated.modality}", as_labels=False))
+                if attention is not None:
+                    layers.append(layer_tuple(attention, f"{name} attention", as_labels=False, colormap="magma",
+                                              contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive"))
+            return {"preview": preview_slices(volume, translated, attention), "layers": layers}
 
-        self.job.start(f"translating {name}", work, lambda layers: [add_layer(self.viewer, t) for t in layers])
+        def done(result: dict[str, Any]) -> None:
+            self._show_preview(result["preview"])
+            for t in result["layers"]:
+                add_layer(self.viewer, t)
+
+        self.job.start(f"translating {name}", work, done)

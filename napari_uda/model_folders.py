@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UdaError
-from .nnunet_model import FOLD_SIDECAR, FOLD_WEIGHTS, trained_folds
+from .nnunet_model import FOLD_SIDECAR, FOLD_WEIGHTS, read_json, trained_folds
 from .workspace import Workspace
 
 SIDECAR = "model.json"
@@ -129,10 +129,7 @@ def read_sidecar(folder: str | Path) -> dict[str, Any] | None:
     path = Path(folder) / SIDECAR
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UdaError(f"{path}: not valid JSON ({exc})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UdaError(f"{path}: not a napari-uda model folder sidecar")
     return meta

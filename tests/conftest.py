@@ -25,3 +25,13 @@ def small_ct():
     from napari_uda.phantom import make_case
 
     return make_case("ct", 0, seed=1, shape=SMALL)
+
+
+class Planted:
+    """Unpickling this creates the file ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Planted
 
 from napari_uda.io import read_volume
 from napari_uda.review_store import ReviewStore, file_hash, label_hash
@@ -120,16 +121,6 @@ def test_selftrain_needs_a_pipeline_and_decisions(run, tmp_path):
     assert out.returncode == 0 and "already done" in out.stdout
 
 
-class _Planted:
-    """Unpickling this creates the file ``marker``: proof that a pickle was executed."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_exported_model_folder_predicts_and_translates_as_the_workspace(run, tmp_path):
     import pickle
 
@@ -138,7 +129,7 @@ def test_exported_model_folder_predicts_and_translates_as_the_workspace(run, tmp
     ws, out = run["ws"], tmp_path / "model"
     marker = tmp_path / "pwned"  # pickles planted where nnU-Net and torch would look: never executed
     for planted in [*ws.glob("nnunet/results/*/*/fold_*/checkpoint_final.pth"), *ws.glob("nnunet/preprocessed/*/*/*.pkl")]:
-        planted.write_bytes(pickle.dumps(_Planted(marker)))
+        planted.write_bytes(pickle.dumps(Planted(marker)))
     for command in (["review", "queue", "--workspace", str(ws)], ["workspace", "--workspace", str(ws)]):
         assert cli(*command).returncode == 0  # opening someone else's workspace for review touches no pickle
     exported = cli("models", "export", "--workspace", str(ws), "--stage", "final", "--out", str(out))
@@ -149,7 +140,7 @@ def test_exported_model_folder_predicts_and_translates_as_the_workspace(run, tmp
     assert not [p for p in out.rglob("*") if p.suffix in (".pth", ".pkl", ".pt")]  # never a pickle
     assert cli("models", "export", "--workspace", str(ws), "--stage", "final", "--out", str(out)).returncode == 1
     for planted in (out / "segmenter/fold_0/checkpoint_final.pth", out / "translator/train_state.pt", out / "model.pkl"):
-        planted.write_bytes(pickle.dumps(_Planted(marker)))
+        planted.write_bytes(pickle.dumps(Planted(marker)))
     target = sorted((run["root"] / "data/t2wi/images").iterdir())[0]
     pred = cli("segment", "predict", "--model", str(out), "--input", str(target), "--out", str(tmp_path / "pred"),
                "--device", "cpu", "--save-probabilities")

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import Planted
 
 from napari_uda.errors import UdaError
 from napari_uda.io import Geometry, Volume, read_volume, write_volume
@@ -118,16 +119,6 @@ def test_prediction_does_not_depend_on_the_stored_orientation(trained, tmp_path)
                                    atol=1e-3)
 
 
-class _Planted:
-    """Unpickling this creates the file ``marker``: proof that a pickle was executed."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_prediction_never_unpickles_a_fold(trained, tmp_path):
     import pickle
 
@@ -139,7 +130,7 @@ def test_prediction_never_unpickles_a_fold(trained, tmp_path):
         sidecar = json.loads((model / f"fold_{fold}" / "model.json").read_text())
         assert sidecar["trainer"] == "nnUNetTrainer_UDA_tiny" and sidecar["fold"] == fold
         for name in ("checkpoint_final.pth", "checkpoint_best.pth", "evil.pkl"):
-            (model / f"fold_{fold}" / name).write_bytes(pickle.dumps(_Planted(marker)))
+            (model / f"fold_{fold}" / name).write_bytes(pickle.dumps(Planted(marker)))
     inputs = list_volumes(trained["data"] / "t2wi/images")[:1]
     predict_folds(model, inputs, tmp_path / "a", device="cpu")
     predict_folds(trained["model"], inputs, tmp_path / "b", device="cpu")

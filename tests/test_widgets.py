@@ -54,6 +54,17 @@ def shot(viewer, widget, artifact_dir, name, qtbot):
     viewer.screenshot(str(artifact_dir / f"viewer_{name}.png"), canvas_only=False)
 
 
+def tiny_translator(tmp_path):
+    """A 2-iteration Organ Attention translator in ``tmp_path/tr``, trained on phantom data in ``tmp_path/d``."""
+    from napari_uda.translator import TranslatorConfig, train_translator
+
+    write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
+    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
+                           s_pretrain_iterations=1)
+    train_translator(cfg, [tmp_path / "d/ct/images/ct_000.nii.gz"], [tmp_path / "d/ct/labels/ct_000.nii.gz"],
+                     [tmp_path / "d/t2wi/images/t2wi_000.nii.gz"], tmp_path / "tr", device="cpu")
+
+
 def add_volume(viewer, path, name):
     data, kwargs, kind = volume_to_layer_data(read_volume(path), name)
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
@@ -214,14 +225,9 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
 def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer, qtbot, tmp_path, errors):
     """Loading a translator (a model folder's works too) shows CT, translation and attention in the
     preview panel for the CT in the viewer, off the UI thread, without adding layers."""
-    from napari_uda.translator import TranslatorConfig, train_translator
     from napari_uda.widgets.translator import TranslatorWidget
 
-    write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
-    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
-                           s_pretrain_iterations=1)
-    train_translator(cfg, [tmp_path / "d/ct/images/ct_000.nii.gz"], [tmp_path / "d/ct/labels/ct_000.nii.gz"],
-                     [tmp_path / "d/t2wi/images/t2wi_000.nii.gz"], tmp_path / "tr", device="cpu")
+    tiny_translator(tmp_path)
     viewer = make_napari_viewer(show=True)
     widget = TranslatorWidget(viewer)
     add_volume(viewer, tmp_path / "d/ct/images/ct_000.nii.gz", "ct_000")
@@ -237,14 +243,9 @@ def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer, qtb
 def test_viewer_stays_responsive_during_translation(make_napari_viewer, qtbot, tmp_path):
     """A Qt timer never sees a gap over 200 ms while a translation runs in its worker."""
     from napari_uda.io import Geometry, Volume
-    from napari_uda.translator import TranslatorConfig, train_translator
     from napari_uda.widgets.translator import TranslatorWidget
 
-    write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
-    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
-                           s_pretrain_iterations=1)
-    train_translator(cfg, [tmp_path / "d/ct/images/ct_000.nii.gz"], [tmp_path / "d/ct/labels/ct_000.nii.gz"],
-                     [tmp_path / "d/t2wi/images/t2wi_000.nii.gz"], tmp_path / "tr", device="cpu")
+    tiny_translator(tmp_path)
     viewer = make_napari_viewer(show=True)
     widget = TranslatorWidget(viewer)
     widget.folder.set_path(tmp_path / "tr")

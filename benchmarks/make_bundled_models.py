@@ -54,8 +54,8 @@ def main() -> None:
     (target / SIDECAR).write_text(json.dumps(meta, indent=2))
     (target / "evaluation.md").write_text(
         f"# Evaluation of the bundled model on the sample T2WI\n\nMade by `{meta['made_by']}` from the workspace "
-        f"`{ws.root}` (stage `{meta['model_stage']}`, post-processed). Columns: the imported model's folds fused "
-        f"(`organ_attention` in the demo workspace) and post-processed (`final`).\n\n{table}\n")
+        f"`{ws.root}` (stage `{meta['model_stage']}`). Columns: the model's folds fused, and post-processed "
+        f"(`final`).\n\n{table}\n")
     print(f"bundled model in {target}")
 
 

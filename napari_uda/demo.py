@@ -84,6 +84,12 @@ def _evaluation_table(ws: Any) -> str:
     from .sample_data import sample_data_dir
 
     evaluations = evaluate_stages(ws, sample_data_dir() / "t2wi/labels")
+
+    def column(stage: str) -> str:  # an imported model is named for what it is, not for the slot it fills
+        imported = (ws.done("models", stage) or {}).get("imported_stage")
+        return f"bundled {imported}" if imported else stage
+
+    evaluations = {column(stage): e for stage, e in evaluations.items()}
     table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
     print(f"\n{table}")
     return table

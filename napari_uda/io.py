@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,52 @@ def _check_nifti_payload(path: Path, n_voxels: int) -> None:
         raise VolumeError(f"{path}: contains NaN or infinite values")
 
 
+def _check_dicom_slices(folder: Path, files: Sequence[str]) -> None:
+    """ITK stacks a DICOM series by slice position and takes the z spacing from the first pair: a
+    missing slice would silently stretch the volume, a duplicate or unreadable file would go
+    unnoticed. Check every file's header: positions along the slice normal evenly spaced, unique,
+    and every DICOM file in the folder part of the series."""
+    reader = sitk.ImageFileReader()
+    positions = []
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise VolumeError(f"{name}: unreadable DICOM slice ({_first_line(exc)})") from None
+        if not reader.HasMetaDataKey("0020|0032") or not reader.HasMetaDataKey("0020|0037"):
+            return  # no patient geometry to check against: ITK's own rules apply
+        cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+        normal = np.cross(cosines[:3], cosines[3:])
+        positions.append(float(np.dot(normal, [float(v) for v in reader.GetMetaData("0020|0032").split("\\")])))
+    listed = {Path(f).resolve() for f in files}
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.resolve() not in listed and _looks_dicom(p))
+    if others and len(files) > 1:
+        raise VolumeError(f"{folder}: {others[0]} is not part of the DICOM series (unreadable or from another series)")
+    if len(positions) < 3:
+        return
+    z = np.sort(np.array(positions))
+    gaps = np.diff(z)
+    step = float(np.median(gaps))
+    if step <= 1e-6 or gaps.min() <= 1e-6:
+        raise VolumeError(f"{folder}: two DICOM slices share the position {float(z[np.argmin(gaps)]):.2f} mm")
+    bad = np.flatnonzero(np.abs(gaps - step) > 0.1 * step)
+    if bad.size:
+        k = int(bad[0])
+        raise VolumeError(f"{folder}: uneven DICOM slice spacing: {gaps[k]:.2f} mm between the slices at "
+                          f"{z[k]:.2f} and {z[k + 1]:.2f} mm, {step:.2f} mm elsewhere (a missing slice?)")
+
+
+def _looks_dicom(path: Path) -> bool:
+    """A ``.dcm``/``.ima`` file, or any file with the DICOM preamble ("DICM" at byte 128); not DICOMDIR."""
+    if path.name.upper() == "DICOMDIR" or path.name.startswith("."):
+        return False
+    if path.suffix.lower() in (".dcm", ".ima"):
+        return True
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
 def _read_sitk(path: Path) -> sitk.Image:
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
@@ -226,6 +273,7 @@ def _read_sitk(path: Path) -> sitk.Image:
         if len(series) > 1:
             raise VolumeError(f"{path}: folder holds {len(series)} DICOM series; put one series per folder")
         files = reader.GetGDCMSeriesFileNames(str(path), series[0])
+        _check_dicom_slices(path, files)
         reader.SetFileNames(files)
         try:
             return reader.Execute()

@@ -143,6 +143,23 @@ def test_2d_and_4d_rejected(tmp_path):
         read_volume(tmp_path / "series.nii.gz")
 
 
+def test_dicom_series_with_a_missing_duplicate_or_broken_slice(tmp_path, oblique_volume):
+    """ITK takes the z spacing from the first two slices and skips what it cannot read: a missing
+    slice would stretch the volume silently."""
+    import shutil
+
+    folder = write_dicom_series(oblique_volume, tmp_path / "series")
+    assert read_volume(folder).shape == oblique_volume.shape
+    missing = shutil.copytree(folder, tmp_path / "missing")
+    (missing / "slice_0003.dcm").unlink()
+    with pytest.raises(VolumeError, match="missing: uneven DICOM slice spacing: 9.00 mm .* 4.50 mm elsewhere"):
+        read_volume(missing)
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    (broken / "slice_0002.dcm").write_bytes((broken / "slice_0002.dcm").read_bytes()[:300])
+    with pytest.raises(VolumeError, match="broken: slice_0002.dcm is not part of the DICOM series"):
+        read_volume(broken)
+
+
 def test_empty_folder_is_not_dicom(tmp_path):
     with pytest.raises(VolumeError, match="no DICOM series"):
         read_volume(tmp_path)

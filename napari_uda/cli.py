@@ -106,11 +106,11 @@ def _cmd_translate_train(args: argparse.Namespace) -> int:
 
 def _cmd_translate_apply(args: argparse.Namespace) -> int:
     from .io import read_volume, stem_of, write_volume
-    from .slices import list_volumes
+    from .slices import volume_inputs
     from .translator import load_translator, translate_volume
 
     tr = load_translator(args.translator, device=args.device)
-    inputs = list_volumes(args.input) if Path(args.input).is_dir() else [Path(args.input)]
+    inputs = volume_inputs(args.input)
     for path in inputs:
         translated, attention = translate_volume(tr, read_volume(path, "CT"))
         write_volume(translated, Path(args.out) / f"{stem_of(path)}.nii.gz")
@@ -161,7 +161,7 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
 def _cmd_segment_predict(args: argparse.Namespace) -> int:
     from .device import pick_device
     from .segmenter import NnunetFolders, coarse_to_fine_predict, predict_folds
-    from .slices import list_volumes
+    from .slices import volume_inputs
 
     if args.model is not None:
         if args.workspace is not None or args.dataset is not None or args.coarse_dataset is not None:
@@ -172,7 +172,7 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
     else:
         folders = NnunetFolders(Path(args.workspace))
         model = folders.model_dir(args.dataset, args.budget, args.planner, args.configuration)
-    inputs = list_volumes(args.input) if Path(args.input).is_dir() else [Path(args.input)]
+    inputs = volume_inputs(args.input)
     device = str(pick_device(args.device))
 
     def progress(e: dict) -> None:

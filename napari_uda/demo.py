@@ -46,7 +46,7 @@ def _sample_workspace(out: Path) -> Any:
 
 def run_sample_bundled(out: Path) -> tuple[Path, str]:
     """The bundled model on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
-    from .pipeline import FilterSettings, evaluate_stages, get_budget, import_model, score_stage, segment_stage, write_final
+    from .pipeline import FilterSettings, get_budget, import_model, score_stage, segment_stage, write_final
     from .review_store import ReviewStore
     from .sample_data import sample_data_dir
 

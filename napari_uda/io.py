@@ -237,7 +237,7 @@ def _check_dicom_slices(folder: Path, files: Sequence[str]) -> None:
         normal = np.cross(cosines[:3], cosines[3:])
         positions.append(float(np.dot(normal, [float(v) for v in reader.GetMetaData("0020|0032").split("\\")])))
     listed = {Path(f).resolve() for f in files}
-    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.resolve() not in listed and _looks_dicom(p))
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.resolve() not in listed and looks_like_dicom(p))
     if others and len(files) > 1:
         raise VolumeError(f"{folder}: {others[0]} is not part of the DICOM series (unreadable or from another series)")
     if len(positions) < 3:
@@ -254,7 +254,7 @@ def _check_dicom_slices(folder: Path, files: Sequence[str]) -> None:
                           f"{z[k]:.2f} and {z[k + 1]:.2f} mm, {step:.2f} mm elsewhere (a missing slice?)")
 
 
-def _looks_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
     """A ``.dcm``/``.ima`` file, or any file with the DICOM preamble ("DICM" at byte 128); not DICOMDIR."""
     if path.name.upper() == "DICOMDIR" or path.name.startswith("."):
         return False

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .errors import UdaError
 from .intensity import intensity_window, to_unit_range
-from .io import FILE_SUFFIXES, Volume, stem_of
+from .io import FILE_SUFFIXES, Volume, looks_like_dicom, stem_of
 from .modalities import Modality
 from .orientation import read_canonical
 
@@ -25,6 +25,18 @@ def list_volumes(folder: str | Path) -> list[Path]:
     if not files:
         raise UdaError(f"{folder}: holds no volumes ({', '.join(FILE_SUFFIXES)})")
     return files
+
+
+def volume_inputs(path: str | Path) -> list[Path]:
+    """What a command's ``--input`` names: a volume file, a folder holding one DICOM series (one
+    volume), or a folder of volume files (each one)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    if not any(p.is_file() and p.name.lower().endswith(FILE_SUFFIXES) for p in path.iterdir()) and any(
+            p.is_file() and looks_like_dicom(p) for p in path.iterdir()):
+        return [path]
+    return list_volumes(path)
 
 
 def pair_labels(images: Sequence[Path], label_folder: str | Path) -> list[Path]:

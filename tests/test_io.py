@@ -160,6 +160,15 @@ def test_dicom_series_with_a_missing_duplicate_or_broken_slice(tmp_path, oblique
         read_volume(broken)
 
 
+def test_an_input_folder_holding_a_dicom_series_is_one_volume(tmp_path, oblique_volume):
+    from napari_uda.slices import volume_inputs
+
+    folder = write_dicom_series(oblique_volume, tmp_path / "series")
+    assert volume_inputs(folder) == [folder]
+    write_volume(oblique_volume, tmp_path / "vols" / "a.nii.gz")
+    assert volume_inputs(tmp_path / "vols") == [tmp_path / "vols" / "a.nii.gz"]
+
+
 def test_empty_folder_is_not_dicom(tmp_path):
     with pytest.raises(VolumeError, match="no DICOM series"):
         read_volume(tmp_path)

@@ -11,6 +11,7 @@ probabilities with the input's geometry.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -33,6 +34,7 @@ from .probabilities import ProbabilityFile, save_probabilities
 from .pseudo import fuse_probabilities, majority_vote
 from .roi import Box, crop, foreground_box, paste
 
+log = logging.getLogger(__name__)
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 #: nnU-Net training budgets -> trainer class; ``<budget>-aug`` adds strong intensity augmentation
 #: (the source-only baseline's), ``<budget>-ft`` fine-tunes a previous model's folds (``train_folds(init_from=)``),
@@ -166,6 +168,11 @@ def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path
     (folder / "labelsTr").mkdir()
     for img_path, lab_path, case in zip(images, labels, names):
         img, lab = read_canonical(img_path, lab_path)  # nnU-Net sees one anatomical orientation
+        if float(img.array.min()) == float(img.array.max()):
+            log.warning("%s: the image is constant (%s everywhere); it teaches the segmenter nothing", img_path,
+                        img.array.flat[0])
+        if not lab.array.any():
+            log.warning("%s: no organ is labelled; the case trains the segmenter on background only", lab_path)
         if spacing_factor != 1.0:
             coarse = tuple(s * spacing_factor for s in img.spacing)
             img, lab = resample(img, coarse), resample(lab, coarse, labels=True)  # type: ignore[arg-type]

@@ -191,11 +191,12 @@ def test_damaged_resume_checkpoint_is_named(trained, tmp_path):
     shutil.rmtree(fold)
 
 
-def test_training_before_planning_says_what_to_run(tmp_path):
+def test_training_before_planning_says_what_to_run(tmp_path, caplog):
     img = Volume(np.zeros((4, 8, 8), np.int16), Geometry((2, 1, 1)))
     write_volume(img, tmp_path / "i" / "case1.nii.gz")
     write_volume(img.with_array(np.zeros((4, 8, 8), np.uint8)), tmp_path / "l" / "case1.nii.gz")
     export_dataset(tmp_path / "ws", 1, "X", [tmp_path / "i/case1.nii.gz"], [tmp_path / "l/case1.nii.gz"], "CT")
+    assert "case1.nii.gz: the image is constant" in caplog.text and "case1.nii.gz: no organ is labelled" in caplog.text
     with pytest.raises(UdaError, match="nnUNetResEncUNetMPlans.json: missing; plan dataset 1 first: napari-uda segment plan"):
         train_folds(tmp_path / "ws", 1, [0], "tiny", device="cpu")
     assert not (tmp_path / "ws" / "nnunet" / "results").exists() or not any((tmp_path / "ws" / "nnunet" / "results").iterdir())
@@ -213,7 +214,7 @@ def test_export_refuses_names_that_are_paths(tmp_path, name):
     with pytest.raises(UdaError, match="dataset name .* is not a plain name"):
         export_dataset(tmp_path / "ws" / "w", 1, name, [tmp_path / "i/case1.nii.gz"], [tmp_path / "l/case1.nii.gz"], "CT")
     assert (bystander / "keep.txt").read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["escape", "i", "l", "ws"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["escape", "i", "l"]  # nothing written anywhere
 
 
 def test_cancel_terminates_the_process_group(tmp_path):

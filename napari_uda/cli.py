@@ -565,6 +565,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-uda: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen input: one line here, the traceback in a log
+        log = _write_traceback(getattr(args, "workspace", None))
+        print(f"napari-uda: error: unexpected {type(exc).__name__}: {exc} (traceback in {log})", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(workspace: Path | None) -> Path:
+    """Append the current exception's traceback to ``W/logs/errors.log`` (or the temp folder's
+    ``napari-uda-errors.log`` outside a workspace); returns that path."""
+    import tempfile
+    import traceback
+    from datetime import datetime, timezone
+
+    logs = Path(workspace) / "logs" if workspace is not None and Path(workspace).is_dir() else None
+    path = logs / "errors.log" if logs is not None else Path(tempfile.gettempdir()) / "napari-uda-errors.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"--- {datetime.now(timezone.utc).isoformat(timespec='seconds')} napari-uda {' '.join(sys.argv[1:])}\n")
+        f.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ from .modalities import get_modality
 from .slices import list_volumes, pair_labels
 
 MANIFEST = "workspace.json"
+#: Top-level manifest entries every reader relies on, and their types.
+REQUIRED: dict[str, type] = {"modality": str, "data": dict, "folders": dict, "translators": dict, "models": dict,
+                             "stages": dict, "rounds": list}
 FORMAT = "napari-uda-workspace"
 FORMAT_VERSION = 1
 
@@ -87,6 +90,9 @@ class Workspace:
             raise UdaError(f"{path}: not a napari-uda workspace manifest")
         if manifest.get("version", 0) > FORMAT_VERSION:
             raise UdaError(f"{path}: written by a newer napari-uda (version {manifest['version']})")
+        for key, kind in REQUIRED.items():
+            if not isinstance(manifest.get(key), kind):
+                raise UdaError(f"{path}: damaged manifest ({key!r} missing or not a {kind.__name__})")
         return cls(root, manifest)
 
     def save(self) -> None:

@@ -229,3 +229,19 @@ def test_cli_help_lists_commands():
     assert res.returncode == 0
     for cmd in ("info", "phantom", "demo"):
         assert cmd in res.stdout
+
+
+def test_an_unforeseen_error_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
+    """The safety net under every command: no traceback on screen, the traceback in the workspace log."""
+    from napari_uda import cli
+
+    def broken(args):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(cli, "_cmd_models_export", broken)
+    (tmp_path / "ws").mkdir()
+    assert cli.main(["models", "export", "--workspace", str(tmp_path / "ws"), "--stage", "x", "--out", "o"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    log = tmp_path / "ws" / "logs" / "errors.log"
+    assert err == [f"napari-uda: error: unexpected RuntimeError: something nobody foresaw (traceback in {log})"]
+    assert "Traceback" in log.read_text() and "something nobody foresaw" in log.read_text()

@@ -47,6 +47,12 @@ def test_bad_workspaces_are_clear_errors(data, tmp_path):
     (tmp_path / MANIFEST).write_text("{ half")
     with pytest.raises(UdaError, match="damaged manifest"):
         Workspace.open(tmp_path)
+    good = Workspace.create(tmp_path / "good", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
+    for key in ("modality", "models", "rounds"):
+        manifest = {k: v for k, v in good.manifest.items() if k != key}
+        (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(UdaError, match=f"workspace.json: damaged manifest \\('{key}' missing"):
+            Workspace.open(tmp_path)
     with pytest.raises(UdaError, match="MRI or PET"):
         Workspace.create(tmp_path / "x", data / "ct/images", data / "ct/labels", data / "t2wi/images", "CT")
     with pytest.raises(UdaError, match="no labels for"):

@@ -6,7 +6,7 @@
    every fold predicts the sample T2WI, fold consistency fills the review queue, the prediction is
    post-processed and evaluated against the sample T2WI labels. Minutes on a CPU, no training.
    With ``train`` the whole method runs from scratch instead (translators, nnU-Net, one
-   self-training round on pseudo-labels accepted by fold consistency); resumable.
+   self-training round on pseudo-labels accepted by fold consistency) in ``OUT/workspace_train``; resumable.
 2. napari opens with the sample data, the CT's translation and attention map, the T2WI's prediction
    and fold disagreement, the workspace and every dock widget.
 
@@ -36,12 +36,12 @@ def _say(e: dict[str, Any]) -> None:
     print(f"[{e['stage']}] {e['message']}", flush=True)
 
 
-def _sample_workspace(out: Path) -> Any:
+def _sample_workspace(folder: Path) -> Any:
     from .sample_data import sample_data_dir
     from .workspace import Workspace
 
     data = sample_data_dir()
-    return Workspace.create(out / "workspace", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
+    return Workspace.create(folder, data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
 
 
 def run_sample_bundled(out: Path) -> tuple[Path, str]:
@@ -54,7 +54,7 @@ def run_sample_bundled(out: Path) -> tuple[Path, str]:
     if not folder.is_dir():
         raise UdaError(f"{folder}: the bundled model is missing; make it with benchmarks/make_bundled_models.py "
                        "or run the demo with --train")
-    ws = _sample_workspace(out)
+    ws = _sample_workspace(out / "workspace")
     stage = import_model(ws, folder, "cpu", _say)
     segment_stage(ws, stage, [], [], ws.modality, get_budget(ws.manifest["pipeline"]["budget"]), "cpu", progress=_say)
     if ws.done("stages", stage)["status"] != "done":
@@ -65,11 +65,11 @@ def run_sample_bundled(out: Path) -> tuple[Path, str]:
 
 
 def run_sample_training(out: Path, budget: str = "tiny") -> tuple[Path, str]:
-    """The whole method from scratch on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
+    """The whole method from scratch on the sample data in ``out/workspace_train``; returns (workspace, evaluation table)."""
     from .pipeline import FilterSettings, get_budget, run_pipeline
 
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    ws = _sample_workspace(out)
+    ws = _sample_workspace(out / "workspace_train")
     # nnU-Net trains at half the sample data's resolution (24x64x64): eight times fewer voxels, minutes not half an hour
     demo_budget = replace(get_budget(budget), spacing_factor=2.0)
     result = run_pipeline(ws, demo_budget, "organ-attention", rounds=1, auto=True, ablation=False, device="cpu",

@@ -302,7 +302,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     result = run_pipeline(ws, get_budget(args.budget), args.variant, args.rounds, args.auto_accept, args.ablation,
                           str(pick_device(args.device)), FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event,
-                          real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug, finetune=args.finetune)
+                          real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug,
+                          finetune=not args.no_finetune)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3
@@ -515,9 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the segmenters on translated CT only (default: translated + real CT, FLARE 2025's RCT+FI)")
     p.add_argument("--no-intensity-aug", action="store_true",
                    help="strong intensity augmentation for the source-only baseline only (default: every segmenter)")
-    p.add_argument("--finetune", action="store_true",
-                   help="self-training rounds fine-tune the previous stage's folds (FLARE 2025) instead of training "
-                        "from scratch")
+    p.add_argument("--no-finetune", action="store_true",
+                   help="train each self-training round from scratch (default: fine-tune the previous stage's folds, "
+                        "as FLARE 2025)")
     p.add_argument("--eval-labels", type=Path, default=None,
                    help="target labels for evaluation only: score every stage and print the table")
     p.set_defaults(func=_cmd_pipeline)

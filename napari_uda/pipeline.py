@@ -564,15 +564,15 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
-                 real_ct: bool = True, intensity_aug: bool = True, finetune: bool = False) -> dict[str, Any]:
+                 real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``ablation`` also the stages the variant does not need: the strong
     source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
     augmentation) and the other translator. ``intensity_aug`` gives every stage's segmenter that
-    same augmentation, so the stages differ only in what they train on. With ``finetune`` each
-    self-training round fine-tunes the previous stage's folds (FLARE 2025) instead of training
-    from scratch. Returns
+    same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
+    2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
+    fine-tunes the previous stage's folds instead of training from scratch. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")

@@ -29,8 +29,7 @@ def run(tmp_path_factory):
     ws = root / "ws"
     args = ["pipeline", "--source-images", str(root / "data/ct/images"), "--source-labels", str(root / "data/ct/labels"),
             "--target-images", str(root / "data/t2wi/images"), "--modality", "T2WI", "--workspace", str(ws),
-            "--budget", "tiny", "--ablation", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels"),
-            "--finetune"]
+            "--budget", "tiny", "--ablation", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
     first = cli(*args)
     return {"root": root, "ws": ws, "args": args, "first": first}
 
@@ -99,7 +98,7 @@ def test_review_then_self_training_round_and_final(run):
         assert all(q["label"].endswith(f"self_training_r1/pseudo/{q['case']}.nii.gz") for q in new_queue)
     manifest = Workspace.open(ws).manifest
     assert manifest["rounds"][0]["accepted"] == 2 and manifest["stages"]["final"]["from_stage"] == "self_training_r1"
-    # --finetune: round 1 started from the Organ Attention folds
+    # by default round 1 fine-tunes the Organ Attention folds
     r1_model = manifest["models"]["self_training_r1"]
     assert r1_model["budget"] == "tiny-aug-ft" and r1_model["fine_tuned_from"] == manifest["models"]["organ_attention"]["path"]
     # the evaluation of every stage: valid numbers

@@ -1,0 +1,32 @@
+"""The main job's bundled path: the committed model folder on the sample data, no training."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from napari_uda.demo import BUNDLED_MODEL, run_sample_bundled
+from napari_uda.review_store import ReviewStore
+from napari_uda.sample_data import sample_data_dir
+from napari_uda.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundled_model_on_the_sample_data(tmp_path):
+    folder = sample_data_dir() / "models" / BUNDLED_MODEL
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["format"] == "napari-uda-model" and meta["modality"] == "T2WI"
+    assert sum(p.stat().st_size for p in folder.rglob("*")) < 40e6  # the issue's bound for bundled models
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pth", ".pkl", ".pt")]
+    workspace, table = run_sample_bundled(tmp_path)
+    ws = Workspace.open(workspace)
+    assert ws.done("models", "organ_attention")["imported_stage"] == meta["model_stage"]
+    assert len(list((workspace / "translated/organ-attention").glob("*.nii.gz"))) == 3  # the sample CT, translated
+    assert len(list((workspace / "translated/organ-attention_attention").glob("*.nii.gz"))) == 3
+    with ReviewStore.for_workspace(workspace) as store:
+        assert len(store.queue("T2WI")) == 2  # real candidates for review
+    assert f"| bundled {meta['model_stage']} | final |" in table and "| **mean** |" in table
+    # the evaluation the README quotes is what the demo computes
+    report = json.loads((workspace / "reports/evaluation_final.json").read_text())
+    assert report["summary"]["all"]["dsc_mean"] == pytest.approx(meta["evaluation"]["summary"]["all"]["dsc_mean"], abs=1e-6)

@@ -121,12 +121,11 @@ def test_cli_writes_documented_layout(tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 3, 7])
 def test_organs_stay_inside_the_muscle_wall(seed):
-    """No organ is painted into the subcutaneous fat: every organ voxel is enclosed by the muscle wall
-    (filling the muscle ring's hole per slice covers it), as in a real abdomen."""
-    from napari_uda.phantom import MUSCLE, ORGAN_OFFSET, _draw_patient
+    """No organ is painted into the subcutaneous fat, and none touches it: the muscle wall lies between
+    them, as in a real abdomen (organs painted into the body wall's fat cannot be learned)."""
+    from napari_uda.phantom import ORGAN_OFFSET, SUBCUT, _draw_patient
 
     _, _, tissue = _draw_patient(np.random.default_rng(seed), DEFAULT_SHAPE)
     organs = tissue >= ORGAN_OFFSET
-    for z in range(tissue.shape[0]):
-        inside_wall = ndimage.binary_fill_holes(tissue[z] == MUSCLE)
-        assert not (organs[z] & ~inside_wall).any(), f"slice {z}: organ voxels outside the muscle wall"
+    assert (tissue == SUBCUT).sum() > 0.01 * tissue.size  # the body wall's fat is there (3-7% of the volume)
+    assert not (ndimage.binary_dilation(organs) & (tissue == SUBCUT)).any()

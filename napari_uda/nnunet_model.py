@@ -65,6 +65,12 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UdaError(f"{path}: not valid JSON ({exc})") from None
 
 
+def _no_safe_weights(fold_dir: Path, fold: int) -> UdaError:
+    pickles = sorted(p.name for p in fold_dir.glob("*.pth"))
+    hint = f" (it holds {', '.join(pickles)}: pickles, which napari-uda never opens)" if pickles else ""
+    return UdaError(f"{fold_dir / FOLD_WEIGHTS}: missing; fold {fold} has no safe weights to predict with{hint}")
+
+
 def check_fold(model_dir: str | Path, fold: int) -> None:
     """Fail early, naming the file, when fold ``fold`` of ``model_dir`` lacks its sidecar or its
     weights file is not a complete safetensors file (header and data length; nothing is loaded)."""
@@ -72,7 +78,7 @@ def check_fold(model_dir: str | Path, fold: int) -> None:
 
     fold_dir = Path(model_dir) / f"fold_{fold}"
     if not (fold_dir / FOLD_WEIGHTS).exists():
-        raise UdaError(f"{fold_dir / FOLD_WEIGHTS}: missing; fold {fold} has no safe weights to predict with")
+        raise _no_safe_weights(fold_dir, fold)
     read_json(fold_dir / FOLD_SIDECAR)
     try:
         with safe_open(str(fold_dir / FOLD_WEIGHTS), "pt") as f:
@@ -95,9 +101,7 @@ def load_fold(model_dir: str | Path, fold: int) -> dict[str, Any]:
     fold_dir = model_dir / f"fold_{fold}"
     weights = fold_dir / FOLD_WEIGHTS
     if not weights.exists():
-        pickles = sorted(p.name for p in fold_dir.glob("*.pth"))
-        hint = f" (it holds {', '.join(pickles)}: pickles, which napari-uda never opens)" if pickles else ""
-        raise UdaError(f"{weights}: missing; fold {fold} has no safe weights to predict with{hint}")
+        raise _no_safe_weights(fold_dir, fold)
     sidecar = read_json(fold_dir / FOLD_SIDECAR)
     if sidecar.get("format") != FORMAT:
         raise UdaError(f"{fold_dir / FOLD_SIDECAR}: not a napari-uda nnU-Net fold sidecar")

@@ -149,16 +149,6 @@ def _first_line(exc: BaseException) -> str:
     return text.replace("Description:", "").replace("sitk::ERROR:", "").strip()
 
 
-def _check_gzip_complete(path: Path) -> None:
-    """ITK zero-fills truncated gzip streams silently; decompress once (streaming) to be sure."""
-    try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 22):
-                pass
-    except (EOFError, OSError, zlib.error) as exc:
-        raise VolumeError(f"{path}: compressed data is truncated or corrupt ({exc})") from None
-
-
 #: NIfTI datatype codes of floating-point voxels -> numpy type (complex types are refused by ITK anyway).
 _NIFTI_FLOATS = {16: "f4", 64: "f8", 1536: "f16"}
 
@@ -285,8 +275,6 @@ def _read_sitk(path: Path) -> sitk.Image:
         raise VolumeError(
             f"{path}: unsupported file type; expected one of {', '.join(FILE_SUFFIXES)} or a DICOM folder"
         )
-    if path.name.lower().endswith(".gz") and not path.name.lower().endswith(".nii.gz"):
-        _check_gzip_complete(path)  # a .nii.gz is streamed once by _check_nifti_payload instead
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -283,8 +283,9 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
     from .workspace import Workspace
 
     ws = Workspace.open(args.workspace)
-    done = self_train(ws, args.rounds, get_budget(args.budget), args.auto_accept, str(pick_device(args.device)),
-                      FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event)
+    budget = get_budget(args.budget)
+    done = self_train(ws, args.rounds, budget, args.auto_accept, str(pick_device(args.device)),
+                      FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule), _print_event)
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -300,8 +301,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     from .workspace import Workspace
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
-    result = run_pipeline(ws, get_budget(args.budget), args.variant, args.rounds, args.auto_accept, args.ablation,
-                          str(pick_device(args.device)), FilterSettings(top_k=args.top_k, rule=args.accept_rule), _print_event,
+    budget = get_budget(args.budget)
+    result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, str(pick_device(args.device)),
+                          FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule), _print_event,
                           real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug,
                           finetune=not args.no_finetune)
     if result["status"] != "done":
@@ -490,9 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                        help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.pipeline.BUDGETS")
         p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
-        p.add_argument("--top-k", type=COUNT, default=50, help="at most this many pseudo-labels accepted automatically")
-        p.add_argument("--accept-rule", default="filters", choices=ACCEPT_RULES,
-                       help="automatic acceptance: pass every filter (FLARE 2025) or fold consistency alone (FLARE 2024)")
+        p.add_argument("--top-k", type=COUNT, default=None,
+                       help="at most this many pseudo-labels accepted automatically (default: the better half)")
+        p.add_argument("--accept-rule", default=None, choices=ACCEPT_RULES,
+                       help="automatic acceptance: pass every filter (FLARE 2025) or fold consistency alone (FLARE 2024); "
+                            "default: the budget's (consistency for tiny and small, filters for full)")
 
     p = sub.add_parser("workspace", help="show a workspace's manifest: data, translators, models, rounds, review")
     p.add_argument("--workspace", required=True, type=Path)

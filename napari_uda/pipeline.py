@@ -44,7 +44,9 @@ class Budget:
     ``small`` is the CPU recipe found by measuring learning curves (``benchmarks/RESULTS.md``):
     nnU-Net's ``2d`` configuration with a small network (16 base features, 4 down-samplings, the
     ASIT paper's fast plan), batches of 16 and AdamW; the 3d plain U-Net at 250 SGD iterations
-    learned the liver only."""
+    learned the liver only. Its models are too weak for FLARE 2025's filters (checkpoint agreement
+    0.35-0.45 where they ask 0.9: nothing passes), so the CPU budgets accept by fold consistency
+    (FLARE 2024) unless asked otherwise."""
 
     name: str
     translator_iterations: int
@@ -59,13 +61,14 @@ class Budget:
     configuration: str = "3d_fullres"
     base_features: int | None = None  # None: nnU-Net's plan; else a smaller network (segmenter.shrink_plans)
     max_stages: int | None = None
+    accept_rule: str = "filters"  # automatic acceptance's default rule (FilterSettings.rule)
 
 
 BUDGETS = {
     "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "default", configuration="2d", base_features=8,
-                   max_stages=4),
+                   max_stages=4, accept_rule="consistency"),
     "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default", configuration="2d", base_features=16,
-                    max_stages=5),
+                    max_stages=5, accept_rule="consistency"),
     "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
 }
 
@@ -81,9 +84,10 @@ class FilterSettings:
 
     ``rule``: ``filters`` (FLARE 2025: the top ``top_k`` by case score among those that pass
     every filter) or ``consistency`` (FLARE 2024: the top ``top_k`` by fold consistency alone).
+    ``top_k`` None: the better half of the scored cases (rounded up).
     """
 
-    top_k: int = 50
+    top_k: int | None = None
     agreement: float | None = None  # checkpoint-agreement threshold; None: 0.9 MRI, 0.82 PET
     sigma: float = 3.0
     rule: str = "filters"
@@ -91,8 +95,12 @@ class FilterSettings:
     def __post_init__(self) -> None:
         if self.rule not in ACCEPT_RULES:
             raise UdaError(f"unknown acceptance rule {self.rule!r}; choose one of {', '.join(ACCEPT_RULES)}")
-        if self.top_k < 1:
+        if self.top_k is not None and self.top_k < 1:
             raise UdaError("top_k must be at least 1")
+
+    def limit(self, n_cases: int) -> int:
+        """How many of ``n_cases`` scored cases may be accepted."""
+        return self.top_k if self.top_k is not None else (n_cases + 1) // 2
 
     def agreement_for(self, modality: str) -> float:
         return self.agreement if self.agreement is not None else DEFAULT_AGREEMENT[get_modality(modality).kind]
@@ -328,7 +336,7 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
                      "consistency": fold_consistency_details(fold_labels, expected),
                      "filters": [filter_organs_present(voted, expected),
                                  filter_relative_volume(voted, stats, settings.sigma, expected)]})
-    checks = filter_checkpoint_agreement(agreement, settings.agreement_for(ws.modality), settings.top_k)
+    checks = filter_checkpoint_agreement(agreement, settings.agreement_for(ws.modality), settings.limit(len(rows)))
     for row in rows:
         row["filters"].insert(2, checks[row["case"]])
         store.add_case(row["case"], row["path"], ws.modality)
@@ -417,7 +425,7 @@ def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = Fi
     reviewer = settings.reviewer()
     taken: dict[str, str] = {}
     queue = store.queue(get_modality(modality).key)
-    accepted = 0
+    accepted, limit = 0, settings.limit(sum(row["label"] is not None for row in queue))
     for row in queue:  # best case score first
         if row["label"] is None:
             continue
@@ -430,12 +438,12 @@ def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = Fi
         failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
         if settings.rule == "consistency":
             failed = []
-        if not failed and accepted < settings.top_k:
+        if not failed and accepted < limit:
             store.decide(row["case"], "accept", reviewer, note=f"case score {row['case_score']:.3f}")
             accepted += 1
             taken[row["case"]] = "accept"
         else:
-            store.decide(row["case"], "reject", reviewer, note="; ".join(failed) or f"outside the top {settings.top_k}")
+            store.decide(row["case"], "reject", reviewer, note="; ".join(failed) or f"outside the top {limit}")
             taken[row["case"]] = "reject"
     return taken
 

@@ -10,7 +10,7 @@ import pytest
 from napari_uda.errors import UdaError
 from napari_uda.io import Geometry, Volume, write_volume
 from napari_uda.phantom import write_phantom_dataset
-from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, stage_order
+from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, get_budget, stage_order
 from napari_uda.pseudo import FilterResult
 from napari_uda.review_store import MIGRATIONS, SCHEMA_VERSION, ReviewStore
 from napari_uda.segmenter import _write_small_splits
@@ -159,3 +159,12 @@ def test_auto_accept_by_consistency_alone(store):
     assert '"rule":"consistency"' in store.history("b")[-1].reviewer
     with pytest.raises(UdaError, match="acceptance rule"):
         FilterSettings(rule="vibes")
+
+
+def test_auto_accept_takes_the_better_half_by_default(store):
+    """No ``top_k``: half the scored cases, rounded up (2 of 4 here; with the filters rule the
+    failing b is skipped, so a and c); the CPU budgets accept by consistency, the GPU one by filters."""
+    assert auto_accept(store, "T2WI", FilterSettings()) == {"a": "accept", "b": "reject", "c": "accept", "d": "reject"}
+    assert store.history("d")[-1].note == "outside the top 2"
+    assert FilterSettings().limit(5) == 3 and FilterSettings(top_k=7).limit(5) == 7
+    assert [get_budget(b).accept_rule for b in ("tiny", "small", "full")] == ["consistency", "consistency", "filters"]

@@ -79,7 +79,7 @@ class SelfTrainingWidget(QWidget):
         self.budget.setCurrentText("small")
         self.device = QComboBox()
         self.device.addItems(available_devices())
-        self.auto = QCheckBox("accept pseudo-labels automatically by the filters (recorded as auto:<settings>)")
+        self.auto = QCheckBox("accept the better half automatically, by the budget's rule (recorded as auto:<settings>)")
         self.auto.setChecked(False)
         start = QPushButton("Start rounds")
         start.clicked.connect(self.start_clicked)

@@ -65,10 +65,16 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UdaError(f"{path}: not valid JSON ({exc})") from None
 
 
+def pickle_hint(folder: Path, pattern: str = "*.pth") -> str:
+    """`` (it holds a.pth, ...: pickles, which napari-uda never opens)`` for the pickles under
+    ``folder`` matching ``pattern``; empty when there are none."""
+    pickles = sorted(str(p.relative_to(folder)) for p in folder.glob(pattern))
+    return f" (it holds {', '.join(pickles)}: pickles, which napari-uda never opens)" if pickles else ""
+
+
 def _no_safe_weights(fold_dir: Path, fold: int) -> UdaError:
-    pickles = sorted(p.name for p in fold_dir.glob("*.pth"))
-    hint = f" (it holds {', '.join(pickles)}: pickles, which napari-uda never opens)" if pickles else ""
-    return UdaError(f"{fold_dir / FOLD_WEIGHTS}: missing; fold {fold} has no safe weights to predict with{hint}")
+    return UdaError(f"{fold_dir / FOLD_WEIGHTS}: missing; fold {fold} has no safe weights to predict with"
+                    + pickle_hint(fold_dir))
 
 
 def check_fold(model_dir: str | Path, fold: int) -> None:

@@ -27,7 +27,7 @@ from .efficiency import RunMeter
 from .errors import UdaError, safe_name
 from .io import Volume, read_volume, require_finite, resample, stem_of, write_volume
 from .modalities import get_modality
-from .nnunet_model import FOLD_WEIGHTS, check_fold, load_fold, read_json, trained_folds
+from .nnunet_model import FOLD_WEIGHTS, check_fold, load_fold, pickle_hint, read_json, trained_folds
 from .orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical
 from .organs import nnunet_labels
 from .probabilities import ProbabilityFile, save_probabilities
@@ -321,7 +321,8 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     model_dir, out = part_folder(model_dir, SEGMENTER), Path(out)
     folds = list(trained_folds(model_dir) if folds is None else folds)
     if not folds:
-        raise UdaError(f"{model_dir}: no trained folds ({FOLD_WEIGHTS}) to predict with")
+        raise UdaError(f"{model_dir}: no trained folds ({FOLD_WEIGHTS}) to predict with"
+                       + pickle_hint(model_dir, "fold_*/*.pth"))
     for fold in folds:  # every fold's files before any prediction is written
         check_fold(model_dir, fold)
     dataset = read_json(model_dir / "dataset.json")

@@ -218,13 +218,14 @@ def test_export_refuses_names_that_are_paths(tmp_path, name):
 
 
 def test_cancel_terminates_the_process_group(tmp_path):
-    start = time.time()
+    """Cancel kills the child and what it started: neither lives to write its marker file."""
+    started, survived = tmp_path / "started", tmp_path / "survived"
+    child = (f"import pathlib,subprocess,time; subprocess.Popen(['sh','-c','sleep 60; touch {survived}']); "
+             f"pathlib.Path({str(started)!r}).touch(); time.sleep(60); pathlib.Path({str(survived)!r}).touch()")
     with pytest.raises(UdaError, match="cancelled"):
-        run_child([sys.executable, "-c", "import subprocess,time; subprocess.Popen(['sleep','60']); time.sleep(60)"],
-                  {}, tmp_path / "log.txt", should_stop=lambda: time.time() - start > 1)
-    assert time.time() - start < 30
-    left = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
-    assert not left
+        run_child([sys.executable, "-c", child], {}, tmp_path / "log.txt", should_stop=started.exists)
+    left = subprocess.run(["pgrep", "-f", f"sleep 60; touch {survived}"], capture_output=True, text=True).stdout.split()
+    assert not left and not survived.exists()
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])

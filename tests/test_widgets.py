@@ -5,7 +5,6 @@ workspace -> translator (child-process training, live preview, translation + att
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -240,38 +239,44 @@ def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer, qtb
     assert [layer.name for layer in viewer.layers] == ["ct_000"]
 
 
-def test_viewer_stays_responsive_during_translation(make_napari_viewer, qtbot, tmp_path):
-    """A Qt timer never sees a gap over 200 ms while a translation runs in its worker."""
-    from napari_uda.io import Geometry, Volume
+def test_translation_runs_off_the_ui_thread(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """While a translation is held mid-volume in its worker, the UI thread keeps serving Qt events
+    (timer ticks); released, it finishes and adds its layers. How long the UI thread may stall
+    under load is measured in ``benchmarks/bench_ui_responsiveness.py``, not asserted here."""
+    import threading
+
+    import napari_uda.translator as translator_module
     from napari_uda.widgets.translator import TranslatorWidget
 
     tiny_translator(tmp_path)
-    viewer = make_napari_viewer(show=True)
+    viewer = make_napari_viewer()
     widget = TranslatorWidget(viewer)
     widget.folder.set_path(tmp_path / "tr")
     widget.device.setCurrentText("cpu")
     widget.load_clicked()
-    big = np.random.default_rng(0).normal(0, 300, (160, 256, 256)).astype(np.float32)
-    data, kwargs, kind = volume_to_layer_data(Volume(big, Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "CT"), "big", False)
-    viewer.layers.selection.active = viewer.add_image(data, **kwargs)
-    gaps, last = [], [time.perf_counter()]
+    wait_job(qtbot, widget)
+    held, release, threads = threading.Event(), threading.Event(), []
+    real = translator_module.translate_volume
 
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
+    def held_translation(*args, **kwargs):
+        threads.append(threading.current_thread())
+        held.set()
+        assert release.wait(60), "the test never released the translation"
+        return real(*args, **kwargs)
 
+    monkeypatch.setattr(translator_module, "translate_volume", held_translation)
+    add_volume(viewer, tmp_path / "d/ct/images/ct_000.nii.gz", "ct_000")
+    ticks = []
     timer = QTimer()
-    timer.timeout.connect(tick)
+    timer.timeout.connect(lambda: ticks.append(held.is_set()))
     timer.start(10)
-    t0 = time.perf_counter()
     widget.translate_clicked()
+    qtbot.waitUntil(lambda: sum(ticks) >= 5, timeout=60_000)  # the UI thread ticks while the worker is held
+    release.set()
     wait_job(qtbot, widget, timeout=120_000)
-    busy = time.perf_counter() - t0
     timer.stop()
-    assert busy > 1.0, "the translation was too short to test responsiveness"
-    assert "big -> T2WI" in viewer.layers
-    assert max(gaps) < 0.2, f"the UI thread stalled for {max(gaps) * 1000:.0f} ms during a {busy:.1f} s translation"
+    assert threads and threads[0] is not threading.main_thread()
+    assert "ct_000 -> T2WI" in viewer.layers
 
 
 def test_cancel_stops_translator_training(make_napari_viewer, qtbot, data, errors):

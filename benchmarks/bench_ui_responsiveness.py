@@ -1,0 +1,85 @@
+"""How long napari's UI thread stalls while the Translator widget translates a large volume.
+
+Run:  xvfb-run -a .venv/bin/python benchmarks/bench_ui_responsiveness.py [--shape 160 256 256] [--out FILE.json]
+
+A Qt timer ticks every 10 ms on the UI thread while a 160x256x256 CT volume (random values)
+is translated in the widget's worker; the largest gap between ticks is how long the UI was
+frozen. The tests only check that the work runs off the UI thread (a timing bound there fails
+at random on a busy machine); the figure itself belongs here, measured with nothing else running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def tiny_translator(root: Path) -> Path:
+    """A 2-iteration Organ Attention translator in ``root/tr`` (the figure is about threads, not quality)."""
+    from napari_uda.phantom import write_phantom_dataset
+    from napari_uda.translator import TranslatorConfig, train_translator
+
+    write_phantom_dataset(root / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
+    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
+                           s_pretrain_iterations=1)
+    train_translator(cfg, [root / "d/ct/images/ct_000.nii.gz"], [root / "d/ct/labels/ct_000.nii.gz"],
+                     [root / "d/t2wi/images/t2wi_000.nii.gz"], root / "tr", device="cpu")
+    return root / "tr"
+
+
+def measure(shape: tuple[int, int, int]) -> dict[str, float]:
+    """Largest and 99th-percentile gap (ms) between 10 ms timer ticks during one translation."""
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_uda.io import Geometry, Volume
+    from napari_uda.layers import volume_to_layer_data
+    from napari_uda.widgets.translator import TranslatorWidget
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = tiny_translator(Path(tmp))
+        viewer = napari.Viewer(show=True)
+        widget = TranslatorWidget(viewer)
+        widget.folder.set_path(folder)
+        widget.device.setCurrentText("cpu")
+        widget.load_clicked()
+        while widget.job.running:
+            QApplication.processEvents()
+        big = np.random.default_rng(0).normal(0, 300, shape).astype(np.float32)
+        data, kwargs, _ = volume_to_layer_data(Volume(big, Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "CT"), "big", False)
+        viewer.layers.selection.active = viewer.add_image(data, **kwargs)
+        ticks: list[float] = []
+        timer = QTimer()
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start(10)
+        t0 = time.perf_counter()
+        widget.translate_clicked()
+        while widget.job.running:
+            QApplication.processEvents()
+            time.sleep(0.001)
+        busy = time.perf_counter() - t0
+        timer.stop()
+        viewer.close()
+    gaps = np.diff(ticks) * 1000
+    return {"translation_s": round(busy, 2), "max_gap_ms": round(float(gaps.max()), 1),
+            "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1), "ticks": len(ticks)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(160, 256, 256), metavar=("Z", "Y", "X"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    result = {"shape_zyx": list(args.shape), **measure(tuple(args.shape))}
+    print(json.dumps(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

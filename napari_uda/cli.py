@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .choices import (ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS, FUSIONS, PLANNERS, S_REGIMES,
+                      SEGMENTER_BUDGETS, VARIANTS)
 from .errors import UdaError
 
 
@@ -279,7 +281,8 @@ def _cmd_workspace_show(args: argparse.Namespace) -> int:
 
 def _cmd_selftrain(args: argparse.Namespace) -> int:
     from .device import pick_device
-    from .pipeline import FilterSettings, describe_uncertainty, get_budget, self_train
+    from .choices import get_budget
+    from .pipeline import FilterSettings, describe_uncertainty, self_train
     from .workspace import Workspace
 
     ws = Workspace.open(args.workspace)
@@ -297,7 +300,8 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from .device import pick_device
     from .evaluation import compare_markdown
-    from .pipeline import FilterSettings, evaluate_stages, get_budget, run_pipeline
+    from .choices import get_budget
+    from .pipeline import FilterSettings, evaluate_stages, run_pipeline
     from .workspace import Workspace
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
@@ -366,7 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     tp = sub.add_parser("translate", help="train or apply CT-to-MRI/PET translators").add_subparsers(
         dest="translate_command", required=True, metavar="ACTION")
-    from .translator import FUSIONS, S_REGIMES, VARIANTS
 
     p = tp.add_parser("train", help="train (or resume) a translator for one target modality")
     p.add_argument("--ct-images", required=True, type=Path)
@@ -402,7 +405,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("segment", help="nnU-Net v2 segmenters: export, plan, train folds, predict").add_subparsers(
         dest="segment_command", required=True, metavar="ACTION")
-    from .segmenter import BUDGETS, PLANNERS
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workspace", required=True, type=Path)
@@ -428,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     model_options(p)
     p.add_argument("--folds", type=FOLD, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--budget", default="full", choices=list(BUDGETS))
+    p.add_argument("--budget", default="full", choices=list(SEGMENTER_BUDGETS))
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_segment_train)
     p = sp.add_parser("predict", help="predict with every fold; per-fold probabilities and fused labels")
@@ -440,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--folds", type=FOLD, nargs="+", default=None)
-    p.add_argument("--budget", default="full", choices=list(BUDGETS))
+    p.add_argument("--budget", default="full", choices=list(SEGMENTER_BUDGETS))
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--mirroring", action="store_true", help="test-time mirroring")
     p.add_argument("--device", default=None)
@@ -486,11 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ct-labels", type=Path, default=None)
     p.set_defaults(func=_cmd_review_export)
 
-    from .pipeline import ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS
 
     def budget_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
-                       help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.pipeline.BUDGETS")
+                       help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.choices.BUDGETS")
         p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
         p.add_argument("--top-k", type=COUNT, default=None,
                        help="at most this many pseudo-labels accepted automatically (default: the better half)")

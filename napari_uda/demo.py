@@ -46,7 +46,8 @@ def _sample_workspace(folder: Path) -> Any:
 
 def run_sample_bundled(out: Path) -> tuple[Path, str]:
     """The bundled model on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
-    from .pipeline import FilterSettings, get_budget, import_model, score_stage, segment_stage, write_final
+    from .choices import get_budget
+    from .pipeline import FilterSettings, import_model, score_stage, segment_stage, write_final
     from .review_store import ReviewStore
     from .sample_data import sample_data_dir
 
@@ -66,7 +67,8 @@ def run_sample_bundled(out: Path) -> tuple[Path, str]:
 
 def run_sample_training(out: Path, budget: str = "tiny") -> tuple[Path, str]:
     """The whole method from scratch on the sample data in ``out/workspace_train``; returns (workspace, evaluation table)."""
-    from .pipeline import FilterSettings, get_budget, run_pipeline
+    from .choices import get_budget
+    from .pipeline import FilterSettings, run_pipeline
 
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
     ws = _sample_workspace(out / "workspace_train")

@@ -34,7 +34,7 @@ TRANSLATOR_FILES = ("translator.safetensors", "translator.json")
 def stage_variant(ws: Workspace, stage: str) -> str | None:
     """The translator variant whose translations trained ``stage`` (None for models trained on
     real scans only: the source-only baseline and the oracle)."""
-    from .pipeline import BASE_STAGES
+    from .choices import BASE_STAGES
 
     by_stage = {s: v for v, s in BASE_STAGES.items()}
     if stage in by_stage:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget
 from .errors import UdaError
 from .io import Volume, read_volume, stem_of, write_volume
 from .modalities import SOURCE, get_modality
@@ -31,49 +32,9 @@ from .workspace import Workspace
 Progress = Callable[[dict[str, Any]], None]
 StopFlag = Callable[[], bool]
 
-BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention"}  # translator variant -> stage
 DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "oracle": 109}  # self_training_rN: 110 + N
 
 
-@dataclass(frozen=True)
-class Budget:
-    """How much training one pipeline budget buys: translator iterations and size, the nnU-Net
-    trainer (a key of :data:`napari_uda.segmenter.BUDGETS`; the source-only baseline uses its
-    ``-aug`` variant), the folds trained, the planner and the nnU-Net configuration.
-
-    ``small`` is the CPU recipe found by measuring learning curves (``benchmarks/RESULTS.md``):
-    nnU-Net's ``2d`` configuration with a small network (16 base features, 4 down-samplings, the
-    ASIT paper's fast plan), batches of 16 and AdamW; the 3d plain U-Net at 250 SGD iterations
-    learned the liver only. Its models are too weak for FLARE 2025's filters (checkpoint agreement
-    0.35-0.45 where they ask 0.9: nothing passes), so the CPU budgets accept by fold consistency
-    (FLARE 2024) unless asked otherwise."""
-
-    name: str
-    translator_iterations: int
-    translator_size: int
-    ngf: int
-    ndf: int
-    blocks: int
-    nnunet: str
-    folds: tuple[int, ...]
-    planner: str
-    spacing_factor: float = 1.0  # > 1: nnU-Net trains on a coarser copy (it predicts any input grid)
-    configuration: str = "3d_fullres"
-    base_features: int | None = None  # None: nnU-Net's plan; else a smaller network (segmenter.shrink_plans)
-    max_stages: int | None = None
-    accept_rule: str = "filters"  # automatic acceptance's default rule (FilterSettings.rule)
-
-
-BUDGETS = {
-    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "default", configuration="2d", base_features=8,
-                   max_stages=4, accept_rule="consistency"),
-    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default", configuration="2d", base_features=16,
-                    max_stages=5, accept_rule="consistency"),
-    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
-}
-
-
-ACCEPT_RULES = ("filters", "consistency")
 PSEUDO_DIR = "pseudo"  # W/predictions/<stage>/pseudo/<case>.nii.gz: the strict-majority pseudo-labels
 
 
@@ -107,13 +68,6 @@ class FilterSettings:
 
     def reviewer(self) -> str:
         return "auto:" + json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
-
-
-def get_budget(name: str) -> Budget:
-    try:
-        return BUDGETS[name]
-    except KeyError:
-        raise UdaError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None
 
 
 def stage_for_round(r: int) -> str:
@@ -217,7 +171,7 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     ``augment``: the budget's trainer with strong intensity augmentation (source-only baseline);
     ``names``: nnU-Net case names when image file names repeat (real and translated CT);
     ``init_from``: fine-tune this model folder's folds instead of training from scratch."""
-    from .segmenter import PLANNERS, NnunetFolders, export_dataset, plan_and_preprocess, train_folds
+    from .segmenter import NnunetFolders, export_dataset, plan_and_preprocess, train_folds
 
     recorded = ws.done("models", stage)
     if recorded:

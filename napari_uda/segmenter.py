@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .child import LineFollower, run_child
+from .choices import PLANNERS, SEGMENTER_BUDGETS as BUDGETS
 from .efficiency import RunMeter
 from .errors import UdaError, safe_name
 from .io import Volume, read_volume, require_finite, resample, stem_of, write_volume
@@ -36,14 +37,6 @@ from .roi import Box, crop, foreground_box, paste
 
 log = logging.getLogger(__name__)
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
-#: nnU-Net training budgets -> trainer class; ``<budget>-aug`` adds strong intensity augmentation
-#: (the source-only baseline's), ``<budget>-ft`` fine-tunes a previous model's folds (``train_folds(init_from=)``),
-#: see :mod:`napari_uda.nnunet_trainers.uda_trainers`.
-BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress",
-           "tiny-aug": "nnUNetTrainer_UDA_tiny_aug", "small-aug": "nnUNetTrainer_UDA_small_aug",
-           "full-aug": "nnUNetTrainer_UDA_progress_aug"}
-BUDGETS |= {f"{budget}-ft": f"{trainer}_ft" for budget, trainer in BUDGETS.items()}  # fine-tune a previous model
-PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 Progress = Callable[[dict[str, Any]], None]
 
 

@@ -27,6 +27,7 @@ from . import __version__
 from .device import amp_dtype, pick_device
 from .errors import UdaError
 from .intensity import CT_WINDOW, TARGET_PERCENTILES, from_unit_range, to_unit_range
+from .choices import FUSIONS, S_REGIMES, VARIANTS
 from .io import Volume, require_finite
 from .modalities import SOURCE, get_modality
 from .nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss, sobel
@@ -34,9 +35,6 @@ from .orientation import from_canonical, to_canonical
 from .organs import N_CLASSES
 from .slices import SliceBank, inplane_spacing, load_slice_bank, resize_slices, working_size
 
-VARIANTS = ("cyclegan", "organ-attention", "sobel")
-FUSIONS = ("additive", "multiplicative", "concat")
-S_REGIMES = ("joint", "pretrained")
 WEIGHTS = "translator.safetensors"
 SIDECAR = "translator.json"
 STATE = "train_state.pt"

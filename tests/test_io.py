@@ -231,6 +231,33 @@ def test_cli_help_lists_commands():
         assert cmd in res.stdout
 
 
+HELP_WITHOUT_TORCH = """
+import argparse, contextlib, io, sys
+from napari_uda import cli
+
+def commands(parser, path=()):
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, path + (name,))
+
+for path in commands(cli.build_parser()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        cli.main([*path, "--help"])
+heavy = sorted({"torch", "numba", "nnunetv2"} & set(sys.modules))
+print(len(list(commands(cli.build_parser()))), heavy)
+"""
+
+
+def test_every_help_answers_without_torch_or_numba():
+    """`--help` of every command imports neither torch nor numba (seconds on a busy machine)."""
+    res = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
+    count, heavy = res.stdout.split(" ", 1)
+    assert res.returncode == 0 and int(count) > 20, res.stderr
+    assert heavy.strip() == "[]"
+
+
 def test_an_unforeseen_error_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
     """The safety net under every command: no traceback on screen, the traceback in the workspace log."""
     from napari_uda import cli

@@ -10,7 +10,8 @@ import pytest
 from napari_uda.errors import UdaError
 from napari_uda.io import Geometry, Volume, write_volume
 from napari_uda.phantom import write_phantom_dataset
-from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, get_budget, stage_order
+from napari_uda.choices import get_budget
+from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, stage_order
 from napari_uda.pseudo import FilterResult
 from napari_uda.review_store import MIGRATIONS, SCHEMA_VERSION, ReviewStore
 from napari_uda.segmenter import _write_small_splits

@@ -19,7 +19,8 @@ from ..device import available_devices
 from ..errors import UdaError
 from ..io import Volume, read_volume, stem_of, write_volume
 from ..modalities import SOURCE
-from ..pipeline import BASE_STAGES, BUDGETS, get_budget, pseudo_label, train_stage_model, translate_sources
+from ..choices import BASE_STAGES, BUDGETS, get_budget
+from ..pipeline import pseudo_label, train_stage_model, translate_sources
 from ..pseudo import fold_disagreement
 from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
 from ._jobs import JobPanel

@@ -20,7 +20,8 @@ from ..child import LineFollower, run_child
 from ..device import available_devices
 from ..errors import UdaError
 from ..organs import ORGANS
-from ..pipeline import BUDGETS, evaluate_stages, round_stages, stage_order
+from ..choices import BUDGETS
+from ..pipeline import evaluate_stages, round_stages, stage_order
 from ..review_store import ReviewStore
 from ..workspace import Workspace
 from ._common import PathField, fill_table, notify_error

@@ -26,8 +26,8 @@ from ..intensity import CT_WINDOW
 from ..io import Volume
 from ..modalities import SOURCE, TARGETS, get_modality
 from ..orientation import to_canonical
-from ..pipeline import BUDGETS, get_budget
-from ..translator import VARIANTS, Translator
+from ..choices import BUDGETS, VARIANTS, get_budget
+from ..translator import Translator
 from ..workspace import Workspace
 from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
 from ._jobs import JobPanel

@@ -35,7 +35,7 @@ class Budget:
 
     ``small`` is the CPU recipe found by measuring learning curves (``benchmarks/RESULTS.md``):
     nnU-Net's ``2d`` configuration with a small network (16 base features, 4 down-samplings, the
-    ASIT paper's fast plan), batches of 16 and AdamW; the 3d plain U-Net at 250 SGD iterations
+    ASIT paper's fast plan), batches of 8 and AdamW; the 3d plain U-Net at 250 SGD iterations
     learned the liver only. Its models are too weak for FLARE 2025's filters (checkpoint agreement
     0.35-0.45 where they ask 0.9: nothing passes), so the CPU budgets accept by fold consistency
     (FLARE 2024) unless asked otherwise."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,37 @@ def _bounded(kind: type, low: float, high: float | None = None) -> Callable[[str
     return parse
 
 
+def _writable(path: Path, text: str) -> Path:
+    """``path``'s nearest existing folder (itself or an ancestor), which must be writable."""
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {ancestor} is not writable")
+    return ancestor
+
+
+def _output_folder(text: str) -> Path:
+    """An argparse type: a folder to write into (existing or creatable), checked before any work."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    _writable(path, text)
+    return path
+
+
+def _output_prefix(text: str) -> Path:
+    """An argparse type: FILE of FILE.json/.csv/.md, in a folder that can be written."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name prefix (FILE writes FILE.json ...)")
+    _writable(path.parent, text)
+    return path
+
+
+OUTPUT_FOLDER, OUTPUT_PREFIX = _output_folder, _output_prefix
 COUNT = _bounded(int, 1)  # at least one
 NON_NEGATIVE = _bounded(int, 0)
 DATASET_ID = _bounded(int, 1, 999)
@@ -360,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("phantom", help="write synthetic abdominal patients (images and organ labels)")
-    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("out", type=OUTPUT_FOLDER, metavar="OUT")
     p.add_argument("--cases", type=COUNT, default=2, help="patients per modality (default 2)")
     p.add_argument("--modalities", default="ct,t2wi",
                    help="comma-separated, from: " + ",".join(m.slug for m in PHANTOM_MODALITIES))
@@ -377,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-images", required=True, type=Path, help="unpaired target-modality volumes")
     p.add_argument("--modality", required=True, help="target modality, e.g. T2WI, C+V, PET-FDG")
     p.add_argument("--variant", default="organ-attention", choices=VARIANTS)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=OUTPUT_FOLDER)
     p.add_argument("--iterations", type=COUNT, default=2000)
     p.add_argument("--size", type=_bounded(int, 16, 4096), default=256, help="in-plane training size in pixels")
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
@@ -398,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = tp.add_parser("apply", help="translate CT volumes with a trained translator")
     p.add_argument("--translator", required=True, type=Path)
     p.add_argument("--input", required=True, type=Path, help="a CT volume or a folder of them")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--attention-out", type=Path, default=None)
+    p.add_argument("--out", required=True, type=OUTPUT_FOLDER)
+    p.add_argument("--attention-out", type=OUTPUT_FOLDER, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_translate_apply)
 
@@ -440,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=DATASET_ID, default=None, help="... and its nnU-Net dataset id (1..999)")
     model_options(p)
     p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=OUTPUT_FOLDER)
     p.add_argument("--folds", type=FOLD, nargs="+", default=None)
     p.add_argument("--budget", default="full", choices=list(SEGMENTER_BUDGETS))
     p.add_argument("--save-probabilities", action="store_true")
@@ -457,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = mp.add_parser("export", help="write a stage's nnU-Net folds and translator as a model folder")
     p.add_argument("--workspace", required=True, type=Path)
     p.add_argument("--stage", required=True, help="a trained stage (e.g. organ_attention, self_training_r1, final)")
-    p.add_argument("--out", required=True, type=Path, help="the model folder to write (must not exist)")
+    p.add_argument("--out", required=True, type=OUTPUT_FOLDER, help="the model folder to write (must not exist)")
     p.set_defaults(func=_cmd_models_export)
 
     rp = sub.add_parser("review", help="pseudo-label review: queue, decide, export accepted cases").add_subparsers(
@@ -509,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-labels", required=True, type=Path, help="their organ labels (same file names)")
     p.add_argument("--target-images", required=True, type=Path, help="unlabelled target scans")
     p.add_argument("--modality", required=True, help="target modality, e.g. T2WI, C+V, PET-FDG")
-    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--workspace", required=True, type=OUTPUT_FOLDER)
     budget_option(p)
     p.add_argument("--variant", default="organ-attention", choices=list(BASE_STAGES))
     p.add_argument("--rounds", type=NON_NEGATIVE, default=1, help="self-training rounds (0: none)")
@@ -541,12 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, type=Path)
     p.add_argument("--tolerance-mm", type=_bounded(float, 1e-6, 1000.0), default=None, help="one NSD tolerance for all organs (default: FLARE's per organ)")
     p.add_argument("--modality", default="MRI", help="PET modalities are scored on liver, kidneys and spleen only")
-    p.add_argument("--out", required=True, type=Path, help="FILE: writes FILE.json, FILE.csv and FILE.md")
+    p.add_argument("--out", required=True, type=OUTPUT_PREFIX, help="FILE: writes FILE.json, FILE.csv and FILE.md")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="open napari with the plugin's widgets and the sample data "
                                     "(headless: screenshots and a report)")
-    p.add_argument("--out", default="demo_output", help="where headless screenshots and the report go")
+    p.add_argument("--out", type=OUTPUT_FOLDER, default="demo_output", help="where headless screenshots and the report go")
     p.add_argument("--headless", action="store_true", help="do not wait for the user; write screenshots and exit")
     p.add_argument("--train", action="store_true",
                    help="run the whole method from scratch instead of the bundled model (minutes to an hour)")

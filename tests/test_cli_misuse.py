@@ -174,11 +174,12 @@ ONE_LINE = [truncated_gzip_payload, nan_voxels, zero_spacing, dicom_missing_slic
             review_empty_database, manifest_missing_keys, evaluate_mismatched_grid, missing_file,
             unknown_phantom_modality]
 
-# argparse refuses these before any work: (command, the bad option and value)
+# argparse refuses these before any work: (command, the bad option and value); ``a_file`` is a file
 OUT_OF_RANGE = [("segment export", ["--spacing-factor", "1000"]), ("segment export", ["--spacing-factor", "0"]),
                 ("pipeline", ["--rounds", "-1"]), ("translate train", ["--batch", "0"]),
                 ("translate train", ["--ngf", "0"]), ("segment predict", ["--folds", "-1"]),
-                ("evaluate", ["--tolerance-mm", "nan"])]
+                ("evaluate", ["--tolerance-mm", "nan"]), ("segment predict", ["--out", "a_file"]),
+                ("translate train", ["--out", "a_file/below"]), ("evaluate", ["--out", "."])]
 REQUIRED = {"segment export": ["--workspace", "w", "--dataset", "1", "--name", "x", "--images", "i", "--labels", "l",
                                "--modality", "CT"],
             "pipeline": ["--source-images", "s", "--source-labels", "l", "--target-images", "t", "--modality", "T2WI",
@@ -209,9 +210,10 @@ def test_one_clean_line_and_nothing_touched(case, kit, tmp_path, capsys):
 @pytest.mark.parametrize("command, bad", OUT_OF_RANGE, ids=lambda x: " ".join(x) if isinstance(x, list) else x)
 def test_out_of_range_options_are_refused_before_any_work(command, bad, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("an output path that is a file")
     with pytest.raises(SystemExit) as exit_:
         cli.main(command.split() + REQUIRED[command] + bad)
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert bad[0] in lines[-1] and "error:" in lines[-1] and "Traceback" not in "".join(lines)
-    assert not any(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]

@@ -294,7 +294,7 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
     for row in rows:
         row["filters"].insert(2, checks[row["case"]])
         store.add_case(row["case"], row["path"], ws.modality)
-        store.add_prediction(row["case"], model_id, row["label"], row["consistency"].per_organ,
+        store.add_prediction(row["case"], model_id, row["label"], row["consistency"].scored,
                              row["consistency"].case_score, row["filters"])
     _say(progress, stage, f"scored {len(rows)} case(s)")
     ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})

@@ -41,12 +41,16 @@ class Consistency:
     present: tuple[int, ...]
 
     @property
+    def scored(self) -> dict[int, float]:
+        """Per-organ consistency as the case score counts it: an organ that no fold found is 0, not
+        the 1.0 that eq. 8 gives two empty masks (what the review store and the panel show)."""
+        return {c: (v if c in self.present else 0.0) for c, v in self.per_organ.items()}
+
+    @property
     def case_score(self) -> float:
         """Mean consistency over every expected organ, an organ that no fold found counting 0
         (so a small, consistent fragment of one organ cannot rank a case first)."""
-        if not self.per_organ:
-            return 0.0
-        return float(np.mean([self.per_organ[c] if c in self.present else 0.0 for c in self.per_organ]))
+        return float(np.mean(list(self.scored.values()))) if self.per_organ else 0.0
 
     @property
     def present_score(self) -> float:

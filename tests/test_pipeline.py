@@ -58,6 +58,8 @@ def test_pipeline_stops_for_review_with_every_stage_predicted(run):
     queue = json.loads(cli("review", "queue", "--workspace", str(ws), "--json").stdout)
     assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 3 for q in queue)
     assert all(0 <= q["case_score"] <= 1 and len(q["organ_consistency"]) == 13 for q in queue)
+    for q in queue:  # the panel's per-organ figures average to the case score (absent organs are 0, not 1)
+        assert np.mean(list(q["organ_consistency"].values())) == pytest.approx(q["case_score"])
 
 
 def test_review_then_self_training_round_and_final(run):

@@ -52,6 +52,7 @@ def test_consistency_hand_computed():
     # organ 3, found by no fold, counts 0 in the case score (not 1, and not left out)
     assert details.case_score == pytest.approx((out[1] + out[2] + 0) / 3)
     assert details.present_score == pytest.approx((out[1] + out[2]) / 2)
+    assert details.scored == {1: out[1], 2: out[2], 3: 0.0}  # what the review store and the panel show
 
 
 def test_case_score_a_tiny_consistent_fragment_does_not_rank_first():

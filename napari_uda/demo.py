@@ -151,7 +151,7 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
         docked["Translator"].device.setCurrentText("cpu")
         docked["Translator"].load_clicked()
     viewer.layers.selection.active = ct_labels
-    viewer.grid.enabled = True
+    viewer.canvas.grid.enabled = True
     viewer.reset_view()
     z_mid = ct_labels.translate[0] + ct_labels.scale[0] * ct_labels.data.shape[0] / 2
     viewer.dims.set_point(0, z_mid)

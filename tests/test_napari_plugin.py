@@ -29,8 +29,8 @@ def test_manifest_valid_and_registered():
     assert {s.key for s in manifest.contributions.sample_data} == {"ct", "t2wi", "cv", "pet"}
 
 
-def test_reader_gives_geometry_true_layers(make_napari_viewer):
-    viewer = make_napari_viewer()
+def test_reader_gives_geometry_true_layers(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
     image_path, label_path = sample_case_paths("ct")
     image = read_volume(image_path)
     [img_layer] = viewer.open(str(image_path), plugin=PLUGIN)
@@ -45,21 +45,21 @@ def test_reader_gives_geometry_true_layers(make_napari_viewer):
     assert list(lab_layer.features["organ"])[1] == "liver"
 
 
-def test_reader_rotated_volume_gets_rotate(make_napari_viewer, tmp_path):
+def test_reader_rotated_volume_gets_rotate(make_napari_viewer_proxy, tmp_path):
     from scipy.spatial.transform import Rotation
 
     rot = Rotation.from_euler("z", 20, degrees=True).as_matrix()
     path = write_volume(Volume(np.zeros((4, 5, 6), np.float32), Geometry((2, 1, 1), (0, 0, 0), tuple(map(tuple, rot)))),
                         tmp_path / "oblique.nii.gz")
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     [layer] = viewer.open(str(path), plugin=PLUGIN)
     np.testing.assert_allclose(layer.rotate, rot, atol=1e-5)
 
 
-def test_reader_error_is_a_notification(make_napari_viewer, tmp_path):
+def test_reader_error_is_a_notification(make_napari_viewer_proxy, tmp_path):
     from napari.utils.notifications import notification_manager
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"not a volume")
     seen = []
@@ -70,10 +70,10 @@ def test_reader_error_is_a_notification(make_napari_viewer, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
-def test_writer_keeps_source_geometry(make_napari_viewer, tmp_path, suffix):
+def test_writer_keeps_source_geometry(make_napari_viewer_proxy, tmp_path, suffix):
     import napari
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     image_path, label_path = sample_case_paths("ct")
     [lab_layer] = viewer.open(str(label_path), plugin=PLUGIN)
     lab_layer.data[0, 0, 0] = 5  # an edit
@@ -87,8 +87,8 @@ def test_writer_keeps_source_geometry(make_napari_viewer, tmp_path, suffix):
     np.testing.assert_array_equal(read_volume(tmp_path / f"img{suffix}").array, read_volume(image_path).array)
 
 
-def test_sample_data_in_viewer_with_screenshot(make_napari_viewer, artifact_dir, qtbot):
-    viewer = make_napari_viewer(show=True)
+def test_sample_data_in_viewer_with_screenshot(make_napari_viewer_proxy, artifact_dir, qtbot):
+    viewer = make_napari_viewer_proxy(show=True)
     for key in ("ct", "t2wi", "cv", "pet"):
         viewer.open_sample(PLUGIN, key)
     assert len(viewer.layers) == 5  # CT, its organs, T2WI, C+V, PET
@@ -96,7 +96,7 @@ def test_sample_data_in_viewer_with_screenshot(make_napari_viewer, artifact_dir,
         g = Geometry.from_dict(layer.metadata["geometry"])
         np.testing.assert_allclose(layer.scale, g.spacing)
         assert g.spacing[0] > g.spacing[1]
-    viewer.grid.enabled = True
+    viewer.canvas.grid.enabled = True
     ct = viewer.layers[0]
     viewer.dims.set_point(0, ct.translate[0] + ct.scale[0] * ct.data.shape[0] / 2)
     qtbot.wait(200)  # let Qt lay the canvas out, or the camera is fitted to a canvas of the wrong size
@@ -108,10 +108,10 @@ def test_sample_data_in_viewer_with_screenshot(make_napari_viewer, artifact_dir,
     assert 0.6 < (brightness < 30).mean() < 0.95 and (brightness > 100).mean() > 0.02
 
 
-def test_phantom_widget_generates_layers(make_napari_viewer, qtbot):
+def test_phantom_widget_generates_layers(make_napari_viewer_proxy, qtbot):
     from napari_uda.widgets.phantom import PhantomWidget
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     widget = PhantomWidget(viewer)
     widget.modality.setCurrentIndex([widget.modality.itemData(i) for i in range(widget.modality.count())].index("t2wi"))
     for box, v in zip(widget.shape, (12, 32, 32)):
@@ -126,14 +126,14 @@ def test_phantom_widget_generates_layers(make_napari_viewer, qtbot):
     assert widget.button.isEnabled()
 
 
-def test_plugin_widgets_share_the_viewers_workspace(make_napari_viewer, tmp_path):
+def test_plugin_widgets_share_the_viewers_workspace(make_napari_viewer_proxy, tmp_path):
     """napari gives each plugin widget its own proxy of the viewer; they must still share one workspace."""
     from napari_uda.phantom import write_phantom_dataset
     from napari_uda.workspace import Workspace
 
     write_phantom_dataset(tmp_path / "d", {"ct": 2, "t2wi": 1}, seed=3, shape=(8, 24, 24))
     ws = Workspace.create(tmp_path / "ws", tmp_path / "d/ct/images", tmp_path / "d/ct/labels", tmp_path / "d/t2wi/images", "T2WI")
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     _, workspace = viewer.window.add_plugin_dock_widget(PLUGIN, "Workspace")
     _, segmenter = viewer.window.add_plugin_dock_widget(PLUGIN, "Segmenter")
     assert workspace.viewer is not segmenter.viewer  # two proxies
@@ -144,10 +144,10 @@ def test_plugin_widgets_share_the_viewers_workspace(make_napari_viewer, tmp_path
     assert review.link.path == ws.root
 
 
-def test_volume_info_widget_follows_selection(make_napari_viewer):
+def test_volume_info_widget_follows_selection(make_napari_viewer_proxy):
     from napari_uda.widgets.volume_info import VolumeInfoWidget
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     widget = VolumeInfoWidget(viewer)
     viewer.open_sample(PLUGIN, "ct")
     viewer.layers.selection.active = viewer.layers[1]

@@ -113,7 +113,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     np.testing.assert_allclose(attention.translate, ct.translate)
     assert attention.colormap.name == "magma" and 0 <= attention.data.min() and attention.data.max() <= 1
     trw.grid.setChecked(True)
-    assert viewer.grid.enabled
+    assert viewer.canvas.grid.enabled
     shot(viewer, trw, artifact_dir, "translator", qtbot)
     trw.grid.setChecked(False)
 
@@ -221,13 +221,13 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     assert Workspace.open(data / "ws").manifest["stages"]["self_training_r1"]["status"] == "done"
 
 
-def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer, qtbot, tmp_path, errors):
+def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer_proxy, qtbot, tmp_path, errors):
     """Loading a translator (a model folder's works too) shows CT, translation and attention in the
     preview panel for the CT in the viewer, off the UI thread, without adding layers."""
     from napari_uda.widgets.translator import TranslatorWidget
 
     tiny_translator(tmp_path)
-    viewer = make_napari_viewer(show=True)
+    viewer = make_napari_viewer_proxy(show=True)
     widget = TranslatorWidget(viewer)
     add_volume(viewer, tmp_path / "d/ct/images/ct_000.nii.gz", "ct_000")
     widget.folder.set_path(tmp_path / "tr")
@@ -239,7 +239,7 @@ def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer, qtb
     assert [layer.name for layer in viewer.layers] == ["ct_000"]
 
 
-def test_translation_runs_off_the_ui_thread(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def test_translation_runs_off_the_ui_thread(make_napari_viewer_proxy, qtbot, tmp_path, monkeypatch):
     """While a translation is held mid-volume in its worker, the UI thread keeps serving Qt events
     (timer ticks); released, it finishes and adds its layers. How long the UI thread may stall
     under load is measured in ``benchmarks/bench_ui_responsiveness.py``, not asserted here."""
@@ -249,7 +249,7 @@ def test_translation_runs_off_the_ui_thread(make_napari_viewer, qtbot, tmp_path,
     from napari_uda.widgets.translator import TranslatorWidget
 
     tiny_translator(tmp_path)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     widget = TranslatorWidget(viewer)
     widget.folder.set_path(tmp_path / "tr")
     widget.device.setCurrentText("cpu")
@@ -279,12 +279,12 @@ def test_translation_runs_off_the_ui_thread(make_napari_viewer, qtbot, tmp_path,
     assert "ct_000 -> T2WI" in viewer.layers
 
 
-def test_cancel_stops_translator_training(make_napari_viewer, qtbot, data, errors):
+def test_cancel_stops_translator_training(make_napari_viewer_proxy, qtbot, data, errors):
     """Cancel terminates the training child process; its checkpoint lets Train resume."""
     from napari_uda.widgets.translator import TranslatorWidget
     from napari_uda.widgets._session import link_for
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer_proxy()
     d = data / "data"
     link_for(viewer).set(Workspace.create(data / "ws_cancel", d / "ct/images", d / "ct/labels", d / "t2wi/images", "T2WI"))
     widget = TranslatorWidget(viewer)

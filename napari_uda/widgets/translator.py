@@ -124,7 +124,7 @@ class TranslatorWidget(QWidget):
 
     def _grid(self, on: bool) -> None:
         """CT, translation and attention side by side at the same slice (napari's grid shares the dims)."""
-        self.viewer.grid.enabled = on
+        self.viewer.canvas.grid.enabled = on
         self.viewer.reset_view()
 
     def _follow_workspace(self) -> None:

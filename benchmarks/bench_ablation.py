@@ -127,6 +127,8 @@ def learning_curves(ws: Workspace) -> dict[str, dict[str, list[float]]]:
         log = ws.root / "logs" / f"train_{info['dataset']:03d}_{info['budget']}.jsonl"
         for line in log.read_text().splitlines() if log.exists() else []:
             e = json.loads(line)
+            if "epoch" not in e:  # iteration lines
+                continue
             curves.setdefault(stage, {}).setdefault(str(e["fold"]), []).append(round(float(np.mean(e["pseudo_dice"])), 4))
     return curves
 

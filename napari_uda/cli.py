@@ -11,6 +11,7 @@ from typing import Any
 
 from .choices import (ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS, FUSIONS, PLANNERS, S_REGIMES,
                       SEGMENTER_BUDGETS, VARIANTS)
+from .console import Console
 from .errors import UdaError
 
 
@@ -80,7 +81,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     manifest = write_phantom_dataset(
         args.out, {m: args.cases for m in modalities}, seed=args.seed, shape=tuple(args.shape),
-        progress=lambda i, n, name: print(f"[{i}/{n}] {name}", file=sys.stderr),
+        progress=lambda i, n, name: args.console("phantom", i, n, name),
     )
     print(f"wrote {sum(len(v) for v in manifest['files'].values())} cases to {args.out}")
     return 0
@@ -125,10 +126,12 @@ def _cmd_translate_train(args: argparse.Namespace) -> int:
             event["preview"] = str(path)
         with open(log, "a") as f:
             f.write(json.dumps(event) + "\n")
-        it, total = event.get("iteration", 0), event.get("total", 0)
-        if "event" in event or it == total or it % max(1, args.print_every) == 0:
+        task = "pretraining S" if event.get("stage") == "pretrain_S" else f"translator {cfg.variant}"
+        if "event" in event:
+            args.console(task, text=event["event"])
+        else:
             losses = " ".join(f"{k}={v:.3f}" for k, v in event.get("losses", {}).items())
-            print(f"[{event.get('stage', 'train')} {it}/{total}] {event.get('event', '')}{losses}", file=sys.stderr)
+            args.console(task, event["iteration"], event["total"], losses, losses_by_name=event.get("losses"))
 
     train_translator(cfg, ct, labels, targets, out, device=args.device, progress=progress, should_stop=lambda: stop["flag"])
     if stop["flag"]:
@@ -145,12 +148,12 @@ def _cmd_translate_apply(args: argparse.Namespace) -> int:
 
     tr = load_translator(args.translator, device=args.device)
     inputs = volume_inputs(args.input)
-    for path in inputs:
+    for i, path in enumerate(inputs):
         translated, attention = translate_volume(tr, read_volume(path, "CT"))
         write_volume(translated, Path(args.out) / f"{stem_of(path)}.nii.gz")
         if args.attention_out and attention is not None:
             write_volume(attention, Path(args.attention_out) / f"{stem_of(path)}.nii.gz")
-        print(f"{path.name} -> {tr.modality}", file=sys.stderr)
+        args.console("translate", i + 1, len(inputs), f"{path.name} -> {tr.modality}")
     print(f"translated {len(inputs)} volume(s) into {args.out}")
     return 0
 
@@ -180,14 +183,8 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
 
     device = str(pick_device(args.device))
 
-    def progress(event: dict) -> None:
-        if "epoch" in event:
-            print(f"[fold {event['fold']} epoch {event['epoch']}/{event['num_epochs']}] train_loss={event['train_loss']:.3f} "
-                  f"val_loss={event['val_loss']:.3f}", file=sys.stderr)
-        else:
-            print(f"[fold {event.get('fold')}] {event.get('event', '')}", file=sys.stderr)
-
-    model = train_folds(args.workspace, args.dataset, args.folds, args.budget, args.planner, args.configuration, device, progress)
+    model = train_folds(args.workspace, args.dataset, args.folds, args.budget, args.planner, args.configuration, device,
+                        lambda event: _show_training(args.console, event, f"fold {event.get('fold')}"))
     print(f"trained folds {' '.join(map(str, args.folds))} in {model}")
     return 0
 
@@ -210,7 +207,7 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
 
     def progress(e: dict) -> None:
-        print(f"[fold {e['fold']}] {e['case']} {e['seconds']:.1f}s", file=sys.stderr)
+        args.console(f"predict fold {e['fold']}", e["done"], e["total"], f"{e['case']} {e['seconds']:.1f} s")
 
     if args.coarse_dataset is not None:
         coarse = folders.model_dir(args.coarse_dataset, args.budget, args.planner, args.configuration)
@@ -292,8 +289,27 @@ def _cmd_review_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_event(event: dict) -> None:
-    print(f"[{event['stage']}] {event['message']}", file=sys.stderr)
+def _show_training(console: Console, event: dict, task: str) -> None:
+    """nnU-Net trainer events: a bar per epoch of iterations, one over the epochs, other notes."""
+    if "iteration" in event:
+        console(f"{task} epoch {event['of_epoch']}", event["iteration"], event["num_iterations"], "iterations",
+                unit="iterations")
+    elif "epoch" in event:
+        console(task, event["epoch"], event["num_epochs"], f"epochs, train_loss={event['train_loss']:.3f} "
+                f"val_loss={event['val_loss']:.3f}", pseudo_dice=event.get("pseudo_dice"))
+    else:
+        console(task, text=event.get("event", ""))
+
+
+def _event_printer(console: Console) -> Callable[[dict], None]:
+    """The pipeline's progress events on the console."""
+    def show(event: dict) -> None:
+        task = event["stage"] + (f" fold {event['fold']}" if "fold" in event else "")
+        if "iteration" in event:
+            _show_training(console, event, task)
+        else:
+            console(task, event.get("done"), event.get("total"), event["message"])
+    return show
 
 
 def _cmd_workspace_show(args: argparse.Namespace) -> int:
@@ -320,7 +336,7 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     budget = get_budget(args.budget)
     done = self_train(ws, args.rounds, budget, args.auto_accept, str(pick_device(args.device)),
-                      FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule), _print_event)
+                      FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule), _event_printer(args.console))
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -339,7 +355,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     budget = get_budget(args.budget)
     result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, str(pick_device(args.device)),
-                          FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule), _print_event,
+                          FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule),
+                          _event_printer(args.console),
                           real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug,
                           finetune=not args.no_finetune)
     if result["status"] != "done":
@@ -359,7 +376,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .modalities import get_modality
 
     ev = evaluate_folders(args.pred, args.gt, args.tolerance_mm, get_modality(args.modality).kind,
-                          progress=lambda case: print(f"scored {case}", file=sys.stderr))
+                          progress=lambda i, n, case: args.console("evaluate", i, n, case))
     paths = ev.write(args.out)
     print(ev.to_markdown())
     if ev.missing:
@@ -384,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="napari-uda",
         description="Unsupervised domain adaptation of abdominal organ segmentation from CT to MRI and PET.",
     )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no progress output (results and errors still print)")
+    output.add_argument("--log-json", action="store_true",
+                        help="progress as one JSON object per line on stderr (for machines and the widgets)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="print shape, spacing, origin, direction, dtype and intensity percentiles")
@@ -422,7 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")
     p.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=100)
     p.add_argument("--preview-every", type=NON_NEGATIVE, default=50)
-    p.add_argument("--print-every", type=NON_NEGATIVE, default=10)
     p.add_argument("--progress-jsonl", type=Path, default=None, help="progress events (default OUT/progress.jsonl)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_translate_train)
@@ -593,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .child import terminate_children_on_sigterm
 
     args = build_parser().parse_args(argv)
+    args.console = Console(quiet=args.quiet, log_json=args.log_json)
     terminate_children_on_sigterm()
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -90,7 +90,7 @@ class Evaluation:
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, tolerance_mm: float | None = None,
-                     modality_kind: str = "mri", progress: Callable[[str], None] | None = None) -> Evaluation:
+                     modality_kind: str = "mri", progress: Callable[[int, int, str], None] | None = None) -> Evaluation:
     """Score every ground-truth case in ``gt_dir`` against the same-named prediction in ``pred_dir``.
 
     Spacing comes from the ground truth; a prediction on another grid is an error naming both files.
@@ -101,7 +101,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, tolerance_mm: flo
     preds = {stem_of(p): p for p in list_volumes(pred_dir)}
     ev = Evaluation(PET_SCORED if modality_kind == "pet" else ORGAN_INDICES, tolerance_mm=tolerance_mm,
                     missing=sorted(set(gts) - set(preds)), extra=sorted(set(preds) - set(gts)))
-    for case in sorted(gts):
+    for i, case in enumerate(sorted(gts)):
         gt = read_volume(gts[case])
         require_organ_labels(gt, str(gts[case]))
         if case in preds:
@@ -114,7 +114,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, tolerance_mm: flo
         scores = flare_scores(pred_array, gt.array, gt.spacing, modality_kind, ev.organs, tolerance_mm)
         ev.cases.append({"case": case, "missing": case not in preds, "organs": scores})
         if progress is not None:
-            progress(case)
+            progress(i + 1, len(gts), case)
     return ev
 
 

@@ -131,7 +131,7 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
             f.write(json.dumps(event) + "\n")
         it, total = event.get("iteration", 0), event.get("total", 0)
         if it == total or it % max(1, total // 10) == 0:
-            _say(progress, stage, f"translator {variant} {it}/{total}", iteration=it, total=total)
+            _say(progress, stage, f"translator {variant} {it}/{total}", done=it, total=total)
 
     train_translator(cfg, ws.files("source_images"), ws.files("source_labels"), ws.files("target_images"), folder,
                      device=device, progress=forward, should_stop=should_stop)
@@ -189,7 +189,10 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     def fold_progress(e: dict[str, Any]) -> None:
         if "epoch" in e:
             _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
-                 epoch=e["epoch"], num_epochs=e["num_epochs"], train_loss=e.get("train_loss"))
+                 done=e["epoch"], total=e["num_epochs"], train_loss=e.get("train_loss"))
+        elif "iteration" in e:  # no done/total: the bars count epochs; the command line also shows iterations
+            _say(progress, stage, f"fold {e['fold']} epoch {e['of_epoch']} iteration {e['iteration']}/{e['num_iterations']}",
+                 **{k: e[k] for k in ("fold", "iteration", "num_iterations", "of_epoch")})
 
     trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
     model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,

@@ -340,7 +340,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
         m = load_fold(model_dir, fold)  # built from the plans, weights from safetensors: nothing unpickled
         predictor.manual_initialization(m["network"], m["plans_manager"], m["configuration_manager"], [m["state"]],
                                         m["dataset_json"], m["trainer"], m["mirror_axes"])
-        for case, vol in volumes.items():
+        for i, (case, vol) in enumerate(volumes.items()):
             if should_stop is not None and should_stop():
                 raise UdaError("prediction cancelled")
             canon = canonical[case]
@@ -356,7 +356,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
             write_volume(Volume(seg.astype(np.uint8), vol.geometry), fold_dir / f"{case}.nii.gz")
             records[case]["folds"][str(fold)] = meter.result
             if progress:
-                progress({"fold": fold, "case": case, **meter.result})
+                progress({"fold": fold, "case": case, "done": i + 1, "total": len(volumes), **meter.result})
         del predictor
         if dev.type == "cuda":
             torch.cuda.empty_cache()

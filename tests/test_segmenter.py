@@ -275,7 +275,8 @@ def test_killed_training_resumes(trained):
     def fold2_epochs() -> list[int]:
         if not progress.exists():
             return []
-        return [json.loads(line)["epoch"] for line in progress.read_text().splitlines() if json.loads(line)["fold"] == 2]
+        events = [json.loads(line) for line in progress.read_text().splitlines()]
+        return [e["epoch"] for e in events if e["fold"] == 2 and "epoch" in e]
 
     deadline = time.time() + 300
     while time.time() < deadline and fold2_epochs() != [1]:

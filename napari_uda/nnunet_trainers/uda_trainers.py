@@ -1,8 +1,9 @@
 """nnU-Net trainers shipped by napari-uda, found by nnU-Net through ``nnUNet_extTrainer``.
 
 Each is nnU-Net's own trainer with a smaller training budget (plain attributes set in
-``__init__``, as nnU-Net's variants do), and each reports every finished epoch as one JSON
-line to the file named by ``NAPARI_UDA_PROGRESS`` so a widget can show progress. The
+``__init__``, as nnU-Net's variants do), and each reports every training iteration and every
+finished epoch as one JSON line to the file named by ``NAPARI_UDA_PROGRESS`` (iteration lines
+carry ``iteration``, epoch lines ``epoch``) so the command line and the widgets show progress. The
 ``_aug`` variants add the strong intensity augmentation of a source-only baseline
 (:class:`~napari_uda.nnunet_trainers.augment.IntensityRemapTransform`); the ``_ft`` variants
 fine-tune the previous stage's weights of the same fold instead of training from scratch.
@@ -34,17 +35,32 @@ class nnUNetTrainer_UDA_progress(nnUNetTrainer):
         save_fold_model(unwrap(self.network), self.output_folder, self.__class__.__name__, self.configuration_name, self.fold,
                         self.inference_allowed_mirroring_axes, {"epochs": self.current_epoch})
 
+    def _report(self, event: dict) -> None:
+        """One JSON line to ``NAPARI_UDA_PROGRESS`` (rank 0 only)."""
+        path = os.environ.get("NAPARI_UDA_PROGRESS")
+        if path and self.local_rank == 0:
+            with open(path, "a") as f:
+                f.write(json.dumps(event) + "\n")
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._iteration = 0
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step, then an ``iteration`` line: an epoch of a real-size scan can take minutes."""
+        result = super().train_step(batch)
+        self._iteration += 1
+        self._report({"fold": self.fold, "iteration": self._iteration, "num_iterations": self.num_iterations_per_epoch,
+                      "of_epoch": self.current_epoch + 1})
+        return result
+
     def on_epoch_end(self) -> None:
         super().on_epoch_end()  # advances current_epoch
-        path = os.environ.get("NAPARI_UDA_PROGRESS")
-        if not path or self.local_rank != 0:
-            return
-        event = {"epoch": self.current_epoch, "num_epochs": self.num_epochs, "fold": self.fold,
-                 "train_loss": float(self.logger.get_value("train_losses", step=-1)),
-                 "val_loss": float(self.logger.get_value("val_losses", step=-1)),
-                 "pseudo_dice": [float(np.round(d, 4)) for d in self.logger.get_value("dice_per_class_or_region", step=-1)]}
-        with open(path, "a") as f:
-            f.write(json.dumps(event) + "\n")
+        self._report({"epoch": self.current_epoch, "num_epochs": self.num_epochs, "fold": self.fold,
+                      "train_loss": float(self.logger.get_value("train_losses", step=-1)),
+                      "val_loss": float(self.logger.get_value("val_losses", step=-1)),
+                      "pseudo_dice": [float(np.round(d, 4))
+                                      for d in self.logger.get_value("dice_per_class_or_region", step=-1)]})
 
 
 class nnUNetTrainer_UDA_small(nnUNetTrainer_UDA_progress):

@@ -150,12 +150,7 @@ class SegmenterWidget(QWidget):
                     translate_sources(ws, variant, device, report, should_stop)
                 images, channel = [folder / f"{stem_of(p)}.nii.gz" for p in ct], ws.modality
 
-            def forward(e: dict[str, Any]) -> None:
-                if "epoch" in e:
-                    e = {**e, "done": e["epoch"], "total": e["num_epochs"]}
-                report(e)
-
-            train_stage_model(ws, stage, images, labels, channel, budget, device, 0, forward, should_stop)
+            train_stage_model(ws, stage, images, labels, channel, budget, device, 0, report, should_stop)
             return stage
 
         def done(stage: str) -> None:

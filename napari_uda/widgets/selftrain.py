@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from typing import Any
 
@@ -28,12 +27,10 @@ from ._common import PathField, fill_table, notify_error
 from ._jobs import JobPanel
 from ._session import link_for
 
-EPOCH = re.compile(r"fold (\d+) epoch (\d+)/(\d+)")
-
-
 def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str) -> list[str]:
-    return [sys.executable, "-m", "napari_uda.cli", "selftrain", "--workspace", str(ws.root), "--rounds", str(rounds),
-            "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
+    """The command line the widget runs, reporting progress as JSON lines (``--log-json``)."""
+    return [sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
+            "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
 
 
 def compare_rounds(ws: Workspace) -> tuple[list[str], list[list[Any]]]:
@@ -131,12 +128,13 @@ class SelfTrainingWidget(QWidget):
             log = ws.root / "logs" / "selftrain.log"
             follower = LineFollower(log)
 
-            def poll() -> None:
-                for line in follower.lines():
-                    m = EPOCH.search(line)
-                    event: dict[str, Any] = {"message": line.strip()}
-                    if m:
-                        event.update(done=int(m.group(2)), total=int(m.group(3)))
+            def poll() -> None:  # the console's JSON events; other lines (results, errors) stay in the log
+                for e in follower.events():
+                    if "task" not in e:
+                        continue
+                    event = {"message": f"{e['task']}: {e.get('text', '')}"}
+                    if e.get("unit") != "iterations":  # the bar counts epochs and cases, not iterations in an epoch
+                        event.update({k: e[k] for k in ("done", "total") if k in e})
                     report(event)
 
             run_child(cmd, dict(os.environ), log, should_stop, poll, what="self-training")

@@ -8,6 +8,8 @@ CLI equivalents: ``napari-uda segment export|plan|train|predict`` and ``napari-u
 """
 from __future__ import annotations
 
+import tempfile
+
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,11 @@ import numpy as np
 from napari.layers import Image
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ..choices import BASE_STAGES, BUDGETS, get_budget
 from ..device import available_devices
 from ..errors import UdaError
 from ..io import Volume, read_volume, stem_of, write_volume
 from ..modalities import SOURCE
-from ..choices import BASE_STAGES, BUDGETS, get_budget
 from ..pipeline import pseudo_label, train_stage_model, translate_sources
 from ..pseudo import fold_disagreement
 from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
@@ -185,7 +187,9 @@ class SegmenterWidget(QWidget):
             if not isinstance(layer, Image):
                 raise UdaError("select an Image layer to segment")
             volume = layer_volume(layer)
-            out = (self.link.path or model) / "predictions" / "viewer" / layer.name.replace("/", "_").replace(" ", "_")
+            # into the workspace, or a temporary folder: never into the model folder (shared, maybe read-only)
+            root = self.link.path / "predictions" / "viewer" if self.link.path else Path(tempfile.mkdtemp(prefix="napari-uda-"))
+            out = root / layer.name.replace("/", "_").replace(" ", "_")
         except UdaError as exc:
             notify_error(exc)
             return

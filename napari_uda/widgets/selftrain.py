@@ -16,10 +16,10 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QPushButton, QSpi
                             QWidget)
 
 from ..child import LineFollower, run_child
+from ..choices import BUDGETS
 from ..device import available_devices
 from ..errors import UdaError
 from ..organs import ORGANS
-from ..choices import BUDGETS
 from ..pipeline import evaluate_stages, round_stages, stage_order
 from ..review_store import ReviewStore
 from ..workspace import Workspace

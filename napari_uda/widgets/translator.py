@@ -20,13 +20,13 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxL
                             QVBoxLayout, QWidget)
 
 from ..child import LineFollower, run_child
+from ..choices import BUDGETS, VARIANTS, get_budget
 from ..device import available_devices
 from ..errors import UdaError
 from ..intensity import CT_WINDOW
 from ..io import Volume
 from ..modalities import SOURCE, TARGETS, get_modality
 from ..orientation import to_canonical
-from ..choices import BUDGETS, VARIANTS, get_budget
 from ..translator import Translator
 from ..workspace import Workspace
 from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error

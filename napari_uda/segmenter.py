@@ -137,6 +137,9 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     others = [p for p in folders.raw.glob(f"Dataset{dataset_id:03d}_*") if p != target and not p.name.endswith(".tmp")]
     if others:
         raise UdaError(f"dataset id {dataset_id} is already used by {others[0].name}")
+    if target.exists() and not _exported_by_us(target):
+        raise UdaError(f"{target}: exists and was not written by napari-uda; it is left as it is: choose another "
+                       "dataset id or name")
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -146,11 +149,21 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
         raise
     meta = {"channel_names": {"0": get_modality(modality).key}, "labels": nnunet_labels(),
             "numTraining": len(images), "file_ending": ".nii.gz", "name": name,
-            "description": "exported by napari-uda"}
+            "description": EXPORTED_BY}
     (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
     return target
+
+
+EXPORTED_BY = "exported by napari-uda"  # dataset.json's description: a dataset folder the project may replace
+
+
+def _exported_by_us(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "dataset.json").read_text()).get("description") == EXPORTED_BY
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], names: Sequence[str],

@@ -98,6 +98,15 @@ def export_fractional_labels(kit: Path, tmp: Path) -> tuple[list[str], str]:
              "--images", str(kit / "ct/images"), "--labels", str(labels), "--modality", "CT"], "ct_000.nii.gz")
 
 
+def export_over_a_foreign_dataset(kit: Path, tmp: Path) -> tuple[list[str], str]:
+    theirs = tmp / "ws" / "nnunet" / "raw" / "Dataset005_x"
+    theirs.mkdir(parents=True)
+    (theirs / "dataset.json").write_text('{"name": "someone else\'s nnU-Net dataset"}')
+    return (["segment", "export", "--workspace", str(tmp / "ws"), "--dataset", "5", "--name", "x",
+             "--images", str(kit / "ct/images"), "--labels", str(kit / "ct/labels"), "--modality", "CT"],
+            "Dataset005_x: exists and was not written by napari-uda")
+
+
 def train_before_plan(kit: Path, tmp: Path) -> tuple[list[str], str]:
     assert cli.main(["segment", "export", "--workspace", str(tmp / "ws"), "--dataset", "5", "--name", "x",
                      "--images", str(kit / "ct/images"), "--labels", str(kit / "ct/labels"), "--modality", "CT"]) == 0
@@ -169,7 +178,8 @@ def unknown_phantom_modality(kit: Path, tmp: Path) -> tuple[list[str], str]:
 
 
 ONE_LINE = [truncated_gzip_payload, nan_voxels, zero_spacing, dicom_missing_slice, translate_nan_target,
-            translate_apply_no_translator, export_escaping_name, export_fractional_labels, train_before_plan,
+            translate_apply_no_translator, export_escaping_name, export_fractional_labels, export_over_a_foreign_dataset,
+            train_before_plan,
             predict_missing_fold, predict_damaged_sidecar, predict_pickled_fold, review_outside_a_workspace,
             review_empty_database, manifest_missing_keys, evaluate_mismatched_grid, missing_file,
             unknown_phantom_modality]

@@ -35,8 +35,3 @@ def from_unit_range(image: np.ndarray, window: tuple[float, float]) -> np.ndarra
     """Inverse of :func:`to_unit_range` on [-1, 1] (values outside are clipped first)."""
     low, high = window
     return (np.clip(image.astype(np.float32), -1.0, 1.0) + 1.0) * 0.5 * (high - low) + low
-
-
-def normalize(image: np.ndarray, modality: Modality) -> np.ndarray:
-    """Apply the modality's translation intensity rule: window, then [-1, 1]."""
-    return to_unit_range(image, intensity_window(image, modality))

@@ -8,7 +8,6 @@ physical direction of array axis k, also in (z, y, x) order. SimpleITK uses
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -447,7 +446,3 @@ def format_info(path: str | Path, info: dict[str, Any]) -> str:
     if info["non_finite_voxels"]:
         lines.append(f"warning:    {info['non_finite_voxels']} voxels are NaN or infinite")
     return "\n".join(lines)
-
-
-def dumps_info(info: dict[str, Any]) -> str:
-    return json.dumps(info, indent=2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -290,17 +290,3 @@ def select_by_uncertainty(uncertainty: Mapping[str, float], threshold: float) ->
     return sorted((c for c, u in uncertainty.items() if u <= threshold), key=lambda c: (uncertainty[c], c))
 
 
-@dataclass
-class CaseFilters:
-    """All filter outcomes of one case."""
-
-    case: str
-    results: list[FilterResult] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed for r in self.results)
-
-    @property
-    def reasons(self) -> str:
-        return "; ".join(f"{r.name}: {r.reason}" for r in self.results if not r.passed) or "passed all filters"

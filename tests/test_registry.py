@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_uda.errors import UdaError
-from napari_uda.intensity import CT_WINDOW, from_unit_range, intensity_window, normalize, to_unit_range
+from napari_uda.intensity import CT_WINDOW, from_unit_range, intensity_window, to_unit_range
 from napari_uda.modalities import MODALITIES, TARGETS, get_modality
 from napari_uda.organs import ORGANS, PET_SCORED, napari_colormap, nnunet_labels
 
@@ -39,7 +39,7 @@ def test_modality_registry():
 
 def test_ct_window_maps_to_unit_range():
     ct = np.array([-1000, -600, 0, 600, 2000], np.float32)
-    out = normalize(ct, get_modality("CT"))
+    out = to_unit_range(ct, intensity_window(ct, get_modality("CT")))
     np.testing.assert_allclose(out, [-1, -1, 0, 1, 1])
     assert CT_WINDOW == (-600.0, 600.0)
 

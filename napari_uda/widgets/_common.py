@@ -107,6 +107,3 @@ def add_layer(viewer: Any, layer_data: tuple) -> Any:
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
-def show_volume(viewer: Any, volume: Volume, name: str, as_labels: bool | None = None, **overrides: Any) -> Any:
-    """Add ``volume`` as a layer with its geometry (replacing a layer of the same name)."""
-    return add_layer(viewer, layer_tuple(volume, name, as_labels, **overrides))

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_uda.choices import get_budget
 from napari_uda.evaluation import compare_markdown, evaluate_folders
 from napari_uda.io import Volume, read_volume, stem_of, write_volume
-from napari_uda.phantom import write_phantom_dataset
 from napari_uda.modalities import get_modality
-from napari_uda.choices import get_budget
+from napari_uda.phantom import write_phantom_dataset
 from napari_uda.pipeline import FilterSettings, run_pipeline, stage_order, train_stage_model
 from napari_uda.postprocess import postprocess
 from napari_uda.segmenter import predict_folds

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from bench_ablation import N_ADAPT, phantom_workspace
 
+from napari_uda.choices import get_budget
 from napari_uda.demo import BUNDLED_MODEL, run_sample_bundled
 from napari_uda.model_folders import SIDECAR, export_stage
-from napari_uda.choices import get_budget
 from napari_uda.pipeline import FilterSettings, run_pipeline
 from napari_uda.sample_data import sample_data_dir
 

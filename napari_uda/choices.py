@@ -20,6 +20,13 @@ SEGMENTER_BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_U
            "tiny-aug": "nnUNetTrainer_UDA_tiny_aug", "small-aug": "nnUNetTrainer_UDA_small_aug",
            "full-aug": "nnUNetTrainer_UDA_progress_aug"}
 SEGMENTER_BUDGETS |= {f"{budget}-ft": f"{trainer}_ft" for budget, trainer in SEGMENTER_BUDGETS.items()}  # fine-tune a previous model
+
+
+def pipeline_budget(segmenter_budget: str) -> str:
+    """The pipeline budget a segmenter budget belongs to: ``small-aug-ft`` -> ``small``."""
+    return segmenter_budget.split("-", 1)[0]
+
+
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 
 # --- the pipeline (napari_uda.pipeline) -----------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget
+from .choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, pipeline_budget
 from .errors import UdaError
 from .io import Volume, read_volume, stem_of, write_volume
 from .modalities import SOURCE, get_modality
@@ -341,7 +341,7 @@ def import_model(ws: Workspace, folder: str | Path, device: str | None = None, p
               configuration=seg["configuration"], folds=list(seg["folds"]), round=0,
               trained_on=meta["training_data"]["segmenter_cases"], channel=meta["channel"], imported_from=str(folder),
               imported_stage=meta["model_stage"])
-    budget = seg["budget"].removesuffix("-aug")
+    budget = pipeline_budget(seg["budget"])  # a fine-tuned (-ft) or augmented (-aug) stage's pipeline budget
     ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget, "base_stage": stage, "rounds": 0,
                                         "auto_accept": False, "ablation": False,
                                         "real_ct": meta["training_data"].get("real_ct", True), "intensity_aug": True})

@@ -10,7 +10,7 @@ import pytest
 from napari_uda.errors import UdaError
 from napari_uda.io import Geometry, Volume, write_volume
 from napari_uda.phantom import write_phantom_dataset
-from napari_uda.choices import get_budget
+from napari_uda.choices import get_budget, pipeline_budget
 from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, stage_order
 from napari_uda.pseudo import FilterResult
 from napari_uda.review_store import MIGRATIONS, SCHEMA_VERSION, ReviewStore
@@ -169,3 +169,9 @@ def test_auto_accept_takes_the_better_half_by_default(store):
     assert store.history("d")[-1].note == "outside the top 2"
     assert FilterSettings().limit(5) == 3 and FilterSettings(top_k=7).limit(5) == 7
     assert [get_budget(b).accept_rule for b in ("tiny", "small", "full")] == ["consistency", "consistency", "filters"]
+
+
+def test_a_segmenter_budget_belongs_to_its_pipeline_budget():
+    """An imported fine-tuned model (``small-aug-ft``) runs in the ``small`` pipeline budget."""
+    assert [pipeline_budget(b) for b in ("small", "small-aug", "small-aug-ft", "tiny-ft", "full-aug")] == \
+        ["small", "small", "small", "tiny", "full"]

@@ -219,7 +219,8 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
     _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds(model, targets, out, folds, device,
-                            progress=lambda e: _say(progress, stage, f"fold {e['fold']} {e['case']} {e['seconds']:.1f}s"),
+                            progress=lambda e: _say(progress, stage, f"fold {e['fold']} {e['case']} {e['seconds']:.1f}s",
+                                                    fold=e["fold"], done=e["done"], total=e["total"]),
                             should_stop=should_stop)
     ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
               cases=len(records))
@@ -280,10 +281,11 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
                                {"stage": stage, "budget": model_info["budget"], "folds": folds,
                                 "dataset": model_info["dataset"], "filters": asdict(settings)})
     best = _best_two_folds(model, folds)
-    rows, agreement = [], {}
-    for path in ws.files("target_images"):
+    rows, agreement, targets = [], {}, ws.files("target_images")
+    for i, path in enumerate(targets):
         _check_stop(should_stop)
         case = stem_of(path)
+        _say(progress, stage, f"scoring {case}", done=i, total=len(targets))
         fold_vols = [read_volume(out / f"fold_{f}" / f"{case}.nii.gz") for f in folds]
         fold_labels = [v.array for v in fold_vols]
         voted = strict_majority_label(fold_labels)
@@ -299,7 +301,7 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
         store.add_case(row["case"], row["path"], ws.modality)
         store.add_prediction(row["case"], model_id, row["label"], row["consistency"].scored,
                              row["consistency"].case_score, row["filters"])
-    _say(progress, stage, f"scored {len(rows)} case(s)")
+    _say(progress, stage, f"scored {len(rows)} case(s)", done=len(rows), total=len(rows))
     ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
     return [{"case": r["case"], "case_score": r["consistency"].case_score,
              "passed": all(f.passed for f in r["filters"])} for r in rows]

@@ -7,12 +7,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .choices import (ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS, FUSIONS, PLANNERS, S_REGIMES,
-                      SEGMENTER_BUDGETS, VARIANTS)
+                      SEGMENTER_BUDGETS, VARIANTS, Budget)
 from .console import Console
 from .errors import UdaError
+
+if TYPE_CHECKING:
+    from .pipeline import FilterSettings
 
 
 def _bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
@@ -327,16 +330,23 @@ def _cmd_workspace_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _acceptance(args: argparse.Namespace, budget: Budget) -> FilterSettings:
+    """Automatic acceptance's settings: the options given, else the budget's rule and the better half."""
+    from .pipeline import FilterSettings
+
+    return FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule)
+
+
 def _cmd_selftrain(args: argparse.Namespace) -> int:
     from .device import pick_device
     from .choices import get_budget
-    from .pipeline import FilterSettings, describe_uncertainty, self_train
+    from .pipeline import describe_uncertainty, self_train
     from .workspace import Workspace
 
     ws = Workspace.open(args.workspace)
     budget = get_budget(args.budget)
     done = self_train(ws, args.rounds, budget, args.auto_accept, str(pick_device(args.device)),
-                      FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule), _event_printer(args.console))
+                      _acceptance(args, budget), _event_printer(args.console))
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -349,14 +359,13 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     from .device import pick_device
     from .evaluation import compare_markdown
     from .choices import get_budget
-    from .pipeline import FilterSettings, evaluate_stages, run_pipeline
+    from .pipeline import evaluate_stages, run_pipeline
     from .workspace import Workspace
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     budget = get_budget(args.budget)
     result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, str(pick_device(args.device)),
-                          FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule),
-                          _event_printer(args.console),
+                          _acceptance(args, budget), _event_printer(args.console),
                           real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug,
                           finetune=not args.no_finetune)
     if result["status"] != "done":

@@ -110,6 +110,16 @@ def use_project_trainers() -> None:
         module.recursive_find_trainer_class_by_name = find
 
 
+EXPORTED_BY = "exported by napari-uda"  # dataset.json's description: a dataset folder the project may replace
+
+
+def _exported_by_us(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "dataset.json").read_text()).get("description") == EXPORTED_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequence[Path], labels: Sequence[Path],
                    modality: str, spacing_factor: float = 1.0, case_names: Sequence[str] | None = None) -> Path:
     """Write images and labels as nnU-Net raw data ``DatasetXXX_Name`` with a ``dataset.json``
@@ -154,16 +164,6 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
     return target
-
-
-EXPORTED_BY = "exported by napari-uda"  # dataset.json's description: a dataset folder the project may replace
-
-
-def _exported_by_us(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "dataset.json").read_text()).get("description") == EXPORTED_BY
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], names: Sequence[str],

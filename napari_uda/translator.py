@@ -24,10 +24,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import __version__
+from .choices import FUSIONS, S_REGIMES, VARIANTS
 from .device import amp_dtype, pick_device
 from .errors import UdaError
 from .intensity import CT_WINDOW, TARGET_PERCENTILES, from_unit_range, to_unit_range
-from .choices import FUSIONS, S_REGIMES, VARIANTS
 from .io import Volume, require_finite
 from .modalities import SOURCE, get_modality
 from .nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss, sobel

@@ -105,5 +105,3 @@ def add_layer(viewer: Any, layer_data: tuple) -> Any:
     if kwargs["name"] in viewer.layers:
         viewer.layers.remove(kwargs["name"])
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
-
-

@@ -9,7 +9,6 @@ CLI equivalents: ``napari-uda segment export|plan|train|predict`` and ``napari-u
 from __future__ import annotations
 
 import tempfile
-
 from pathlib import Path
 from typing import Any
 

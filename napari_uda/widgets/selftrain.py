@@ -27,6 +27,7 @@ from ._common import PathField, fill_table, notify_error
 from ._jobs import JobPanel
 from ._session import link_for
 
+
 def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str) -> list[str]:
     """The command line the widget runs, reporting progress as JSON lines (``--log-json``)."""
     return [sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),

@@ -100,7 +100,7 @@ def _cmd_translate_train(args: argparse.Namespace) -> int:
 
     cfg = TranslatorConfig(
         modality=args.modality, variant=args.variant, size=args.size, iterations=args.iterations, ngf=args.ngf,
-        ndf=args.ndf, n_blocks=args.blocks, batch_size=args.batch, fusion=args.fusion, s_regime=args.s_regime,
+        ndf=args.ndf, n_blocks=args.blocks, lambda_identity=args.identity, batch_size=args.batch, fusion=args.fusion, s_regime=args.s_regime,
         seg_head=args.seg_head, checkpoint_every=args.checkpoint_every, preview_every=args.preview_every, seed=args.seed,
     )
     ct = list_volumes(args.ct_images)
@@ -447,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ndf", type=COUNT, default=64)
     p.add_argument("--blocks", type=COUNT, default=9, help="residual blocks in the generator")
     p.add_argument("--batch", type=COUNT, default=1)
+    p.add_argument("--identity", type=_bounded(float, 0.0), default=0.5,
+                   help="identity-loss weight (the reference CycleGAN's 0.5; the CPU budgets use 0)")
     p.add_argument("--fusion", default="additive", choices=FUSIONS)
     p.add_argument("--s-regime", default="joint", choices=S_REGIMES)
     p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")

@@ -163,7 +163,7 @@ def test_killed_process_resumes_from_last_checkpoint(data, tmp_path):
     cmd = [sys.executable, "-m", "napari_uda.cli", "translate", "train", "--ct-images", str(data["ct"][0].parent),
            "--ct-labels", str(data["labels"][0].parent), "--target-images", str(data["t2"][0].parent),
            "--modality", "T2WI", "--out", str(out), "--iterations", "400", "--size", "32", "--ngf", "8", "--ndf", "8",
-           "--blocks", "2", "--checkpoint-every", "5", "--preview-every", "0"]
+           "--blocks", "2", "--checkpoint-every", "5", "--preview-every", "0", "--identity", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "progress.jsonl"
     deadline = time.time() + 240
@@ -191,6 +191,8 @@ def test_killed_process_resumes_from_last_checkpoint(data, tmp_path):
     assert res.returncode == 0, res.stderr
     after = iterations()[len(before):]
     assert after[0] == saved + 1 and after == list(range(saved + 1, 21))
+    training = json.loads((out / "translator.json").read_text())["training"]
+    assert training["lambda_identity"] == 0.0 and "identity" not in json.loads(open(log).readlines()[-1])["losses"]
 
 
 def test_device_choice():

@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--modality", default="t2wi", help="target modality the phantom renders (t2wi, pet_fdg, ...)")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/ablation_<budget>_<modality>_s<seed>")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--skip-oracle", action="store_true",
+                        help="evaluate the pipeline's stages without training the oracle (its recipe and data are the seed's)")
     args = parser.parse_args()
     mod = get_modality(args.modality)
     args.out = args.out or Path(f"benchmarks/ablation_{args.budget}_{mod.slug}_s{args.seed}")
@@ -69,8 +71,9 @@ def main() -> None:
                           device="cpu", settings=settings, progress=progress)
     t_pipeline = time.perf_counter() - t0
     adapt_images = list_volumes(data / f"adapt/{mod.slug}/images")
-    train_stage_model(ws, "oracle", adapt_images, [data / f"adapt/{mod.slug}/labels" / p.name for p in adapt_images],
-                      mod.key, get_budget(args.budget), "cpu", progress=progress)
+    if not args.skip_oracle:
+        train_stage_model(ws, "oracle", adapt_images, [data / f"adapt/{mod.slug}/labels" / p.name for p in adapt_images],
+                          mod.key, get_budget(args.budget), "cpu", progress=progress)
     t_oracle = time.perf_counter() - t0 - t_pipeline
     stages = stage_order(list(ws.manifest["models"]))
     held_out = list_volumes(data / f"heldout/{mod.slug}/images")
@@ -94,7 +97,8 @@ def main() -> None:
     timeline = {}
     for e in events:  # first and last event of each stage
         timeline.setdefault(e["stage"], [e["t"], e["t"]])[1] = e["t"]
-    report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "oracle_seconds": round(t_oracle, 1),
+    report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "oracle_trained": not args.skip_oracle,
+              "oracle_seconds": round(t_oracle, 1),
               "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,
               "accept": {"rule": settings.rule, "top_k": settings.top_k}, "pipeline_seconds": round(t_pipeline, 1),
               "total_seconds": round(total, 1), "stage_timeline_s": timeline, "cpu_count": os.cpu_count(),

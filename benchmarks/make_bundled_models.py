@@ -3,7 +3,7 @@ one self-training round) on phantom patients that are not the sample data, expor
 folder (safetensors + JSON, :mod:`napari_uda.model_folders`) into ``sample_data/models/<name>/``,
 with its evaluation on the sample T2WI (what ``./uda demo`` shows) written next to it.
 
-    .venv/bin/python benchmarks/make_bundled_models.py [--seed 1]
+    .venv/bin/python benchmarks/make_bundled_models.py [--seed 1] [--ablation-out benchmarks/ablation_small_t2wi_s1]
 
 The phantom data and workspace are ``bench_ablation.py``'s for the same seed (with or without the
 ablation stages, the Organ Attention and self-training stages are the same), so a finished
@@ -32,9 +32,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1, help="phantom seed offset (bench_ablation.py's)")
     parser.add_argument("--budget", default="small")
+    parser.add_argument("--ablation-out", type=Path, default=None,
+                        help="bench_ablation.py's --out (default benchmarks/ablation_<budget>_t2wi_s<seed>)")
     args = parser.parse_args()
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    ws = phantom_workspace(Path(f"benchmarks/ablation_{args.budget}_t2wi_s{args.seed}_workspace"), args.seed, "t2wi")
+    out = args.ablation_out or Path(f"benchmarks/ablation_{args.budget}_t2wi_s{args.seed}")
+    ws = phantom_workspace(out.with_name(out.name + "_workspace"), args.seed, "t2wi")
     if not ws.done("stages", "final"):
         run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, device="cpu",
                      settings=FilterSettings(top_k=N_ADAPT // 2, rule="consistency"),
@@ -51,7 +54,8 @@ def main() -> None:
     meta = json.loads((target / SIDECAR).read_text())
     meta["evaluation"] = {"data": "the sample T2WI (sample_data/t2wi, never used in training)",
                           "cases": report["n_cases"], "summary": report["summary"]}
-    meta["made_by"] = f"benchmarks/make_bundled_models.py --seed {args.seed} --budget {args.budget}"
+    meta["made_by"] = f"benchmarks/make_bundled_models.py --seed {args.seed} --budget {args.budget}" + (
+        f" --ablation-out {args.ablation_out}" if args.ablation_out else "")
     (target / SIDECAR).write_text(json.dumps(meta, indent=2))
     (target / "evaluation.md").write_text(
         f"# Evaluation of the bundled model on the sample T2WI\n\nMade by `{meta['made_by']}` from the workspace "

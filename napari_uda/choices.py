@@ -45,10 +45,7 @@ class Budget:
     ASIT paper's fast plan), batches of 8 and AdamW; the 3d plain U-Net at 250 SGD iterations
     learned the liver only. Its models are too weak for FLARE 2025's filters (checkpoint agreement
     0.35-0.45 where they ask 0.9: nothing passes), so the CPU budgets accept by fold consistency
-    (FLARE 2024) unless asked otherwise. The CPU budgets' translators train without the identity
-    loss: it pulls the generator towards the identity, which fights a translation that reorders
-    organ contrast (CT to T2WI); measured, a T2WI segmenter found 8 times more of the organs in
-    translations trained without it (``benchmarks/RESULTS.md``)."""
+    (FLARE 2024) unless asked otherwise."""
 
     name: str
     translator_iterations: int
@@ -64,14 +61,13 @@ class Budget:
     base_features: int | None = None  # None: nnU-Net's plan; else a smaller network (segmenter.shrink_plans)
     max_stages: int | None = None
     accept_rule: str = "filters"  # automatic acceptance's default rule (FilterSettings.rule)
-    translator_identity: float = 0.5  # the CycleGAN identity-loss weight (the reference's and the FLARE authors' 0.5)
 
 
 BUDGETS = {
     "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "default", configuration="2d", base_features=8,
-                   max_stages=4, accept_rule="consistency", translator_identity=0.0),
+                   max_stages=4, accept_rule="consistency"),
     "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default", configuration="2d", base_features=16,
-                    max_stages=5, accept_rule="consistency", translator_identity=0.0),
+                    max_stages=5, accept_rule="consistency"),
     "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
 }
 

@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=COUNT, default=9, help="residual blocks in the generator")
     p.add_argument("--batch", type=COUNT, default=1)
     p.add_argument("--identity", type=_bounded(float, 0.0), default=0.5,
-                   help="identity-loss weight (the reference CycleGAN's 0.5; the CPU budgets use 0)")
+                   help="identity-loss weight (the reference CycleGAN's 0.5; 0 leaves it out: benchmarks/RESULTS.md)")
     p.add_argument("--fusion", default="additive", choices=FUSIONS)
     p.add_argument("--s-regime", default="joint", choices=S_REGIMES)
     p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")

@@ -119,7 +119,7 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
         return out
     cfg = TranslatorConfig(modality=ws.modality, variant=variant, size=budget.translator_size,
                            iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
-                           n_blocks=budget.blocks, lambda_identity=budget.translator_identity, checkpoint_every=max(10, budget.translator_iterations // 20),
+                           n_blocks=budget.blocks, checkpoint_every=max(10, budget.translator_iterations // 20),
                            preview_every=max(10, budget.translator_iterations // 10))
     folder = ws.translator_dir(variant)
     log = ws.root / "logs" / f"translator_{variant}.jsonl"

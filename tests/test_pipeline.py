@@ -56,8 +56,6 @@ def test_pipeline_stops_for_review_with_every_stage_predicted(run):
     # the source-only baseline sees CT normalised as the targets are; every segmenter gets strong intensity augmentation
     assert manifest["models"]["no_adaptation"]["channel"] == "T2WI" and manifest["models"]["cyclegan"]["channel"] == "T2WI"
     assert manifest["models"]["no_adaptation"]["budget"] == "tiny-aug" and manifest["models"]["cyclegan"]["budget"] == "tiny-aug"
-    # the CPU budgets' translators train without the identity loss (it fights a contrast-reordering translation)
-    assert {v: t["config"]["lambda_identity"] for v, t in manifest["translators"].items()} == {"organ-attention": 0.0, "cyclegan": 0.0}
     queue = json.loads(cli("review", "queue", "--workspace", str(ws), "--json").stdout)
     assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 3 for q in queue)
     assert all(0 <= q["case_score"] <= 1 and len(q["organ_consistency"]) == 13 for q in queue)

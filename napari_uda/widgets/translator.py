@@ -53,8 +53,7 @@ def train_command(ws: Workspace, modality: str, variant: str, budget: str, itera
             "--ct-images", str(ws.folder("source_images")), "--ct-labels", str(ws.folder("source_labels")),
             "--target-images", str(ws.folder("target_images")), "--modality", modality, "--variant", variant,
             "--out", str(ws.translator_dir(variant)), "--iterations", str(iterations), "--size", str(b.translator_size),
-            "--ngf", str(b.ngf), "--ndf", str(b.ndf), "--blocks", str(b.blocks), "--identity", str(b.translator_identity),
-            "--device", device,
+            "--ngf", str(b.ngf), "--ndf", str(b.ndf), "--blocks", str(b.blocks), "--device", device,
             "--preview-every", str(max(5, iterations // 20)), "--checkpoint-every", str(max(10, iterations // 20))]
 
 

@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import UdaError
 from .io import Geometry, read_volume
 from .metrics import organ_volumes_ml
@@ -120,6 +122,38 @@ def _result_layers(workspace: Path) -> list[tuple]:
     return layers + inference_layers(f"{t2_name[:-7]} final", result, per_fold=False, disagreement=True)
 
 
+def _side_by_side(viewer: Any, names: list[str]) -> float:
+    """Grid tiles of two layers each, an image under its overlay: ``names`` is the CT and its organs,
+    the translation and its attention, then the result layers of :func:`_result_layers` (the T2WI's
+    prediction and fold disagreement), which go over the sample T2WI. Other layers are hidden (napari
+    leaves no tile for them). Returns the world z (mm) where the CT's organs and the prediction both
+    show most, since the two are different patients with different z extents."""
+    from .sample_data import sample_case_paths
+
+    t2_name = Path(sample_case_paths("t2wi")[0]).name[:-7]
+    order = names[:4] + [t2_name] + names[4:]
+    for layer in viewer.layers:
+        layer.visible = layer.name in order
+    viewer.layers.move_multiple([viewer.layers.index(name) for name in order], 0)
+    viewer.canvas.grid.stride = 2
+    return _shared_slice(viewer.layers[names[1]], viewer.layers[names[4]])
+
+
+def _shared_slice(a: Any, b: Any) -> float:
+    """The world z (mm) of the axial slice of labels layer ``a`` where the smaller of the two organ
+    areas (mm^2) of ``a`` and of ``b`` at that z is largest (axis-aligned layers, as the sample data)."""
+    best, best_z = -1.0, float(a.translate[0])
+    for k in range(a.data.shape[0]):
+        z = float(a.translate[0] + a.scale[0] * k)
+        j = int(round((z - b.translate[0]) / b.scale[0]))
+        if 0 <= j < b.data.shape[0]:
+            area = min(np.count_nonzero(a.data[k]) * a.scale[1] * a.scale[2],
+                       np.count_nonzero(b.data[j]) * b.scale[1] * b.scale[2])
+            if area > best:
+                best, best_z = area, z
+    return best_z
+
+
 def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: bool = True, train: bool = False) -> int:
     """Run the bundled model (or, with ``train``, the whole method) on the sample data unless
     ``pipeline`` is False, open the viewer; when ``headless``, write screenshots and ``report.md`` to
@@ -138,9 +172,10 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
     viewer = napari.Viewer(title="napari-uda demo", show=True)
     for key in SAMPLES:
         viewer.open_sample(PLUGIN, key)
+    result = _result_layers(workspace) if workspace is not None else []
+    for data, kwargs, kind in result:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
     if workspace is not None:
-        for data, kwargs, kind in _result_layers(workspace):
-            getattr(viewer, f"add_{kind}")(data, **kwargs)
         link_for(viewer).set(Workspace.open(workspace))
     docked: dict[str, Any] = {}
     for name in WIDGETS:
@@ -152,9 +187,11 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
         docked["Translator"].load_clicked()
     viewer.layers.selection.active = ct_labels
     viewer.canvas.grid.enabled = True
+    z = ct_labels.translate[0] + ct_labels.scale[0] * ct_labels.data.shape[0] / 2
+    if workspace is not None:
+        z = _side_by_side(viewer, [ct_labels.name[:-7], ct_labels.name] + [kw["name"] for _, kw, _ in result])
     viewer.reset_view()
-    z_mid = ct_labels.translate[0] + ct_labels.scale[0] * ct_labels.data.shape[0] / 2
-    viewer.dims.set_point(0, z_mid)
+    viewer.dims.set_point(0, z)
     if not headless:
         napari.run()
         return 0

@@ -50,9 +50,9 @@ def main() -> None:
                         help="evaluate the pipeline's stages without training the oracle (its recipe and data are the seed's)")
     args = parser.parse_args()
     mod = get_modality(args.modality)
-    args.out = args.out or Path(f"benchmarks/ablation_{args.budget}_{mod.slug}_s{args.seed}")
+    args.out = args.out or default_out(args.budget, mod.slug, args.seed)
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    root = args.out.with_name(args.out.name + "_workspace")
+    root = workspace_root(args.out)
     if args.fresh:
         shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
@@ -108,6 +108,16 @@ def main() -> None:
         previous = json.loads(args.out.with_suffix(".json").read_text())
         report.update({k: previous[k] for k in ("pipeline_seconds", "oracle_seconds", "total_seconds", "stage_timeline_s")})
     write_report(args.out, report, evaluations)
+
+
+def default_out(budget: str, slug: str, seed: int) -> Path:
+    """Where a run's report goes by default: ``benchmarks/ablation_<budget>_<slug>_s<seed>``(.json, .md)."""
+    return Path(f"benchmarks/ablation_{budget}_{slug}_s{seed}")
+
+
+def workspace_root(out: Path) -> Path:
+    """The folder of a run's data and workspace, beside its report ``out``: ``<out>_workspace``."""
+    return out.with_name(out.name + "_workspace")
 
 
 def phantom_workspace(root: Path, seed: int, slug: str) -> Workspace:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_ablation import N_ADAPT, N_CT, N_HELD_OUT, SHAPE
 from bench_translate import mean_dice, organ_means, segment, train_segmenter
 from scipy.stats import spearmanr
 
@@ -32,15 +33,14 @@ from napari_uda.slices import list_volumes, load_slice_bank
 from napari_uda.translator import TranslatorConfig, load_translator, train_translator, translate_slices
 
 HERE = Path(__file__).resolve().parent
-SHAPE = (40, 96, 96)
 DEFAULT_RECIPES = [("reference identity 0.5", {}), ("no identity loss", {"lambda_identity": 0.0})]
 
 
 def phantom(root: Path, seed: int) -> dict[str, list[Path]]:
     if not (root / "done").exists():
-        write_phantom_dataset(root / "source", {"ct": 8}, seed=seed + 100, shape=SHAPE)
-        write_phantom_dataset(root / "adapt", {"t2wi": 8}, seed=seed + 200, shape=SHAPE)
-        write_phantom_dataset(root / "heldout", {"t2wi": 4, "ct": 4}, seed=seed + 300, shape=SHAPE)
+        write_phantom_dataset(root / "source", {"ct": N_CT}, seed=seed + 100, shape=SHAPE)
+        write_phantom_dataset(root / "adapt", {"t2wi": N_ADAPT}, seed=seed + 200, shape=SHAPE)
+        write_phantom_dataset(root / "heldout", {"t2wi": N_HELD_OUT, "ct": N_HELD_OUT}, seed=seed + 300, shape=SHAPE)
         (root / "done").touch()
     return {key: list_volumes(root / sub) for key, sub in (
         ("ct", "source/ct/images"), ("ct_labels", "source/ct/labels"), ("t2", "adapt/t2wi/images"),

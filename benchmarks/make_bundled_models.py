@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench_ablation import N_ADAPT, phantom_workspace
+from bench_ablation import N_ADAPT, default_out, phantom_workspace, workspace_root
 
 from napari_uda.choices import get_budget
 from napari_uda.demo import BUNDLED_MODEL, run_sample_bundled
@@ -36,8 +36,8 @@ def main() -> None:
                         help="bench_ablation.py's --out (default benchmarks/ablation_<budget>_t2wi_s<seed>)")
     args = parser.parse_args()
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    out = args.ablation_out or Path(f"benchmarks/ablation_{args.budget}_t2wi_s{args.seed}")
-    ws = phantom_workspace(out.with_name(out.name + "_workspace"), args.seed, "t2wi")
+    out = args.ablation_out or default_out(args.budget, "t2wi", args.seed)
+    ws = phantom_workspace(workspace_root(out), args.seed, "t2wi")
     if not ws.done("stages", "final"):
         run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, device="cpu",
                      settings=FilterSettings(top_k=N_ADAPT // 2, rule="consistency"),

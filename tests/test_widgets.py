@@ -345,3 +345,30 @@ def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, 
         assert store.state("t2wi_000")[0] == "accepted" and store.state("t2wi_001")[0] == "not reviewed"
         assert [d.action for d in store.history("t2wi_001")] == ["reject", "undo"]
     assert not errors
+
+
+def test_job_panel_never_animates_and_stops_with_its_viewer(qtbot):
+    """A waiting job shows a determinate bar (a busy one repaints the window continuously, a CPU core
+    under software OpenGL); a panel deleted while its job runs stops the job, whose end touches no widget."""
+    import threading
+
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication, QWidget
+
+    from napari_uda.widgets._jobs import JobPanel
+
+    parent = QWidget()
+    panel = JobPanel(parent)
+    stopped = threading.Event()
+
+    def work(report, should_stop):
+        while not should_stop():
+            threading.Event().wait(0.02)
+        stopped.set()
+
+    panel.start("waiting", work)
+    assert panel.bar.maximum() > panel.bar.minimum()  # determinate before any progress event
+    parent.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=10_000)
+    assert stopped.is_set()

@@ -5,6 +5,11 @@ The work is a plain function ``fn(report, should_stop)``: ``report(dict)`` may b
 worker thread (it is delivered on the UI thread through a queued Qt signal) and ``should_stop()``
 turns true when the user presses Cancel. Training runs the CLI in a child process inside such a
 function (:func:`napari_uda.child.run_child`), so Cancel terminates that process tree.
+
+Nothing animates while a job waits for its first progress event: a busy bar, and napari's activity
+indicator (any ``napari.utils.progress``, even a determinate one), repaint the window continuously,
+which without a GPU (software OpenGL) takes a whole CPU core from the training it reports on
+(``benchmarks/RESULTS.md``). The panel's own determinate bar and status line say what runs.
 """
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from napari.qt.threading import create_worker
-from napari.utils import progress as napari_progress
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
@@ -53,9 +57,13 @@ class JobPanel(QWidget):
         self._bridge = _Bridge()
         self._bridge.event.connect(self._on_event)
         self._listeners: list[Report] = []
-        self._napari_bar: Any = None
         self.worker: Any = None
         self.last_error: BaseException | None = None
+        self._alive = threading.Event()
+        self._alive.set()
+        # a panel deleted with its viewer while a job runs: stop the job; its end touches no widget
+        # (not a method of self: PyQt no longer calls those once the object is being destroyed)
+        self.destroyed.connect(lambda *_, stop=self._stop, alive=self._alive: (alive.clear(), stop.set()))
 
     @property
     def running(self) -> bool:
@@ -71,9 +79,9 @@ class JobPanel(QWidget):
         self.last_error = None
         self._listeners = [on_event] if on_event else []
         self.status.setText(f"{name}: starting")
-        self.bar.setRange(0, 0)  # busy until the first progress event
+        self.bar.setRange(0, 1)  # determinate from the start: a busy bar repaints the window continuously
+        self.bar.setValue(0)
         self.cancel_button.setEnabled(True)
-        self._napari_bar = napari_progress(total=0, desc=name)
         worker = create_worker(fn, self._bridge.event.emit, self._stop.is_set, _start_thread=False, _ignore_errors=True)
         if on_result is not None:
             worker.returned.connect(on_result)
@@ -92,14 +100,8 @@ class JobPanel(QWidget):
             total, done = int(event["total"]), int(event["done"])
             self.bar.setRange(0, total)
             self.bar.setValue(min(done, total))
-            if self._napari_bar is not None:
-                self._napari_bar.total = total
-                self._napari_bar.n = min(done, total)
-                self._napari_bar.refresh()
         if "message" in event:
             self.status.setText(str(event["message"]))
-            if self._napari_bar is not None:
-                self._napari_bar.set_description(str(event["message"])[:60])
         for listener in self._listeners:
             listener(event)
 
@@ -109,12 +111,12 @@ class JobPanel(QWidget):
             notify_error(exc)
 
     def _finish(self, name: str) -> None:
-        if self._napari_bar is not None:
-            self._napari_bar.close()
-            self._napari_bar = None
+        self.worker = None
+        if not self._alive.is_set():
+            return
         self.bar.setRange(0, 1)
         self.bar.setValue(1 if self.last_error is None and not self._stop.is_set() else 0)
         state = "cancelled" if self._stop.is_set() else ("failed: " + str(self.last_error) if self.last_error else "done")
         self.status.setText(f"{name}: {state}")
         self.cancel_button.setEnabled(False)
-        self.worker = None
+

@@ -5,7 +5,8 @@ Each is nnU-Net's own trainer with a smaller training budget (plain attributes s
 finished epoch as one JSON line to the file named by ``NAPARI_UDA_PROGRESS`` (iteration lines
 carry ``iteration``, epoch lines ``epoch``) so the command line and the widgets show progress. The
 ``_aug`` variants add the strong intensity augmentation of a source-only baseline
-(:class:`~napari_uda.nnunet_trainers.augment.IntensityRemapTransform`); the ``_ft`` variants
+(:mod:`~napari_uda.nnunet_trainers.augment`: a random contrast per organ, a random remap of all
+intensities); the ``_ft`` variants
 fine-tune the previous stage's weights of the same fold instead of training from scratch.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from napari_uda.nnunet_model import save_fold_model, unwrap
-from napari_uda.nnunet_trainers.augment import IntensityRemapTransform
+from napari_uda.nnunet_trainers.augment import IntensityRemapTransform, OrganContrastTransform
 
 
 class nnUNetTrainer_UDA_progress(nnUNetTrainer):
@@ -104,8 +105,9 @@ class nnUNetTrainer_UDA_tiny(nnUNetTrainer_UDA_small):
 
 
 def _with_intensity_remap(transforms: ComposeTransforms) -> ComposeTransforms:
-    """nnU-Net's training transforms with the random intensity remap right after the spatial ones."""
-    transforms.transforms.insert(1, IntensityRemapTransform())
+    """nnU-Net's training transforms with a random contrast per organ, then the random intensity
+    remap, right after the spatial ones."""
+    transforms.transforms[1:1] = [OrganContrastTransform(), IntensityRemapTransform()]
     return transforms
 
 

@@ -59,8 +59,10 @@ class NnunetFolders:
         return self.root / "nnunet" / "results"
 
     def env(self) -> dict[str, str]:
-        """The environment for nnU-Net: its folders, our trainers, and one data-augmentation
-        process per core at most (``nnUNet_n_proc_DA=0`` on small machines)."""
+        """The environment for nnU-Net: its folders, our trainers, one data-augmentation process
+        per core at most (``nnUNet_n_proc_DA=0`` on small machines) and no more worker processes
+        than cores (``nnUNet_def_n_proc``; nnU-Net's default, 8, spawns 8 interpreters that each
+        import torch to export one validation case)."""
         env = dict(os.environ)
         for key, path in (("nnUNet_raw", self.raw), ("nnUNet_preprocessed", self.preprocessed), ("nnUNet_results", self.results)):
             path.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,7 @@ class NnunetFolders:
         env["nnUNet_extTrainer"] = str(TRAINERS_DIR)
         if "nnUNet_n_proc_DA" not in env and (os.cpu_count() or 1) <= 4:
             env["nnUNet_n_proc_DA"] = "0"
+        env.setdefault("nnUNet_def_n_proc", str(worker_processes()))
         return env
 
     def dataset_dir(self, dataset_id: int) -> Path:
@@ -186,6 +189,12 @@ def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path
         write_volume(Volume(lab.array.astype(np.uint8), lab.geometry), folder / "labelsTr" / f"{case}.nii.gz")
 
 
+def worker_processes() -> int:
+    """How many worker processes an nnU-Net step should spawn here: one per available core, at most 8
+    (nnU-Net's default)."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def _nnunet_command(name: str) -> str:
     exe = Path(sys.executable).with_name(name)
     return str(exe) if exe.exists() else (shutil.which(name) or name)
@@ -204,7 +213,7 @@ def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resen
     env["nnUNet_n_proc_DA"] = str(max(1, int(env.get("nnUNet_n_proc_DA") or 1)))
     folders.dataset_dir(dataset_id)
     cmd = [_nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-pl", PLANNERS[planner][0],
-           "-c", configuration, "-np", "1", "--verify_dataset_integrity"]
+           "-c", configuration, "-np", "1", "-npfp", str(worker_processes()), "--verify_dataset_integrity"]
     run_child(cmd, env, Path(root) / "logs" / f"plan_{dataset_id:03d}.log", should_stop, what=f"nnU-Net planning of dataset {dataset_id}")
     _write_small_splits(folders.preprocessed / folders.dataset_dir(dataset_id).name, folders.dataset_dir(dataset_id))
     if base_features or max_stages:

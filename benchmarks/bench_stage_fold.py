@@ -1,0 +1,84 @@
+"""One fold of one stage's segmenter, trained and scored on held-out scans: a 12-minute question
+where the whole ablation (``bench_ablation.py``) is a 90-minute one.
+
+On the ablation's data of seed S (``<ablation workspace>/data``: CT seed S+100, target seed S+200,
+held-out seed S+300), train fold F of a stage with the ``small`` budget and score it on the held-out
+scans (mean DSC over the 13 organs, per organ too). Stages: ``no_adaptation`` (real CT, the ``-aug``
+trainer), ``translated`` (the CT translated into ``--translated DIR`` plus the real CT, the ``-aug``
+trainer: the cyclegan / organ_attention stages) and ``oracle`` (the labelled adaptation scans, no
+augmentation). Compare a change against this script's own run of the unchanged code, never against a
+two-fold model: single folds of the CPU budget vary a lot (``benchmarks/RESULTS.md``).
+
+    .venv/bin/python benchmarks/bench_stage_fold.py --seed 2 --stage no_adaptation --name NAME \
+        [--fold 0] [--translated DIR] [--ablation-out benchmarks/ablation_small_t2wi_s2_noid]
+
+Needs the ablation's data (``bench_ablation.py --seed S`` writes them first). Appends one JSON line
+to benchmarks/.cache/stage_fold_s<seed>/results.jsonl and prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench_ablation import default_out, workspace_root
+
+from napari_uda.choices import get_budget
+from napari_uda.evaluation import evaluate_folders
+from napari_uda.pipeline import train_stage_model
+from napari_uda.segmenter import predict_folds
+from napari_uda.slices import list_volumes
+from napari_uda.workspace import Workspace
+
+HERE = Path(__file__).resolve().parent
+
+
+def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[Path], list[Path], list[str] | None]:
+    """(images, labels, nnU-Net case names or None) of ``stage`` on the ablation's ``data``."""
+    ct, ct_labels = list_volumes(data / "source/ct/images"), list_volumes(data / "source/ct/labels")
+    if stage == "no_adaptation":
+        return ct, ct_labels, None
+    if stage == "oracle":
+        return list_volumes(data / "adapt/t2wi/images"), list_volumes(data / "adapt/t2wi/labels"), None
+    if translated is None:
+        raise SystemExit("--stage translated needs --translated DIR (the translated CT, named as the CT)")
+    names = [p.name[: -len(".nii.gz")] for p in ct]
+    return [translated / p.name for p in ct] + ct, ct_labels * 2, names + [f"real_{n}" for n in names]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--stage", choices=["no_adaptation", "translated", "oracle"], required=True)
+    parser.add_argument("--name", required=True, help="what this run measures (its results line and folder)")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--translated", type=Path, default=None)
+    parser.add_argument("--ablation-out", type=Path, default=None,
+                        help="the ablation run whose data to use (its --out); default that of --seed")
+    args = parser.parse_args()
+    data = workspace_root(args.ablation_out or HERE.parent / default_out("small", "t2wi", args.seed)) / "data"
+    if not (data / "done").exists():
+        raise SystemExit(f"{data}: no ablation data; run bench_ablation.py --seed {args.seed} first")
+    root = HERE / ".cache" / f"stage_fold_s{args.seed}"
+    run = root / args.name
+    ws = Workspace.create(run / "ws", data / "source/ct/images", data / "source/ct/labels", data / "adapt/t2wi/images", "T2WI")
+    images, labels, names = training_set(data, args.stage, args.translated)
+    t0 = time.perf_counter()
+    model = train_stage_model(ws, "oracle" if args.stage == "oracle" else "no_adaptation", images, labels, "T2WI",
+                              replace(get_budget("small"), folds=(args.fold,)), "cpu", augment=args.stage != "oracle",
+                              names=names)
+    seconds = time.perf_counter() - t0
+    predict_folds(model, list_volumes(data / "heldout/t2wi/images"), run / "heldout", [args.fold], "cpu")
+    summary = evaluate_folders(run / "heldout", data / "heldout/t2wi/labels", modality_kind="mri").to_dict()["summary"]
+    line = {"name": args.name, "stage": args.stage, "seed": args.seed, "fold": args.fold, "train_s": round(seconds),
+            "mean_dsc": round(summary["all"]["dsc_mean"], 3),
+            "dsc": {k: round(v["dsc_mean"], 3) for k, v in summary.items() if k != "all"}}
+    with open(root / "results.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()

@@ -104,7 +104,7 @@ class nnUNetTrainer_UDA_tiny(nnUNetTrainer_UDA_small):
         self.configuration_manager.configuration["batch_size"] = 2
 
 
-def _with_intensity_remap(transforms: ComposeTransforms) -> ComposeTransforms:
+def _with_intensity_augmentation(transforms: ComposeTransforms) -> ComposeTransforms:
     """nnU-Net's training transforms with a random contrast per organ, then the random intensity
     remap, right after the spatial ones."""
     transforms.transforms[1:1] = [OrganContrastTransform(), IntensityRemapTransform()]
@@ -116,7 +116,7 @@ class nnUNetTrainer_UDA_progress_aug(nnUNetTrainer_UDA_progress):
 
     @staticmethod
     def get_training_transforms(*args, **kwargs) -> ComposeTransforms:
-        return _with_intensity_remap(nnUNetTrainer.get_training_transforms(*args, **kwargs))
+        return _with_intensity_augmentation(nnUNetTrainer.get_training_transforms(*args, **kwargs))
 
 
 class nnUNetTrainer_UDA_small_aug(nnUNetTrainer_UDA_small):
@@ -124,7 +124,7 @@ class nnUNetTrainer_UDA_small_aug(nnUNetTrainer_UDA_small):
 
     @staticmethod
     def get_training_transforms(*args, **kwargs) -> ComposeTransforms:
-        return _with_intensity_remap(nnUNetTrainer.get_training_transforms(*args, **kwargs))
+        return _with_intensity_augmentation(nnUNetTrainer.get_training_transforms(*args, **kwargs))
 
 
 class nnUNetTrainer_UDA_tiny_aug(nnUNetTrainer_UDA_tiny):
@@ -132,7 +132,7 @@ class nnUNetTrainer_UDA_tiny_aug(nnUNetTrainer_UDA_tiny):
 
     @staticmethod
     def get_training_transforms(*args, **kwargs) -> ComposeTransforms:
-        return _with_intensity_remap(nnUNetTrainer.get_training_transforms(*args, **kwargs))
+        return _with_intensity_augmentation(nnUNetTrainer.get_training_transforms(*args, **kwargs))
 
 
 class _FineTuned:

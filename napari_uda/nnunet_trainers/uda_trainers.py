@@ -6,8 +6,8 @@ finished epoch as one JSON line to the file named by ``NAPARI_UDA_PROGRESS`` (it
 carry ``iteration``, epoch lines ``epoch``) so the command line and the widgets show progress. The
 ``_aug`` variants add the strong intensity augmentation of a source-only baseline
 (:mod:`~napari_uda.nnunet_trainers.augment`: a random contrast per organ, a random remap of all
-intensities); the ``_ft`` variants
-fine-tune the previous stage's weights of the same fold instead of training from scratch.
+intensities); the ``_ft`` variants fine-tune the previous stage's weights of the same fold instead
+of training from scratch.
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from bench_ablation import default_out, workspace_root
 
 from napari_uda.choices import get_budget
 from napari_uda.evaluation import evaluate_folders
+from napari_uda.io import stem_of
 from napari_uda.pipeline import train_stage_model
 from napari_uda.segmenter import predict_folds
 from napari_uda.slices import list_volumes
@@ -44,7 +45,7 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
         return list_volumes(data / "adapt/t2wi/images"), list_volumes(data / "adapt/t2wi/labels"), None
     if translated is None:
         raise SystemExit("--stage translated needs --translated DIR (the translated CT, named as the CT)")
-    names = [p.name[: -len(".nii.gz")] for p in ct]
+    names = [stem_of(p) for p in ct]
     return [translated / p.name for p in ct] + ct, ct_labels * 2, names + [f"real_{n}" for n in names]
 
 

@@ -101,7 +101,8 @@ def _cmd_translate_train(args: argparse.Namespace) -> int:
     cfg = TranslatorConfig(
         modality=args.modality, variant=args.variant, size=args.size, iterations=args.iterations, ngf=args.ngf,
         ndf=args.ndf, n_blocks=args.blocks, lambda_identity=args.identity, batch_size=args.batch, fusion=args.fusion,
-        s_regime=args.s_regime, seg_head=args.seg_head, checkpoint_every=args.checkpoint_every, preview_every=args.preview_every, seed=args.seed,
+        s_regime=args.s_regime, seg_head=args.seg_head, checkpoint_every=args.checkpoint_every,
+        preview_every=args.preview_every, seed=args.seed,
     )
     ct = list_volumes(args.ct_images)
     labels = pair_labels(ct, args.ct_labels) if args.ct_labels else None

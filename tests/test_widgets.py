@@ -351,6 +351,7 @@ def test_job_panel_never_animates_and_stops_with_its_viewer(qtbot):
     """A waiting job shows a determinate bar (a busy one repaints the window continuously, a CPU core
     under software OpenGL); a panel deleted while its job runs stops the job, whose end touches no widget."""
     import threading
+    import time
 
     from qtpy.QtCore import QEvent
     from qtpy.QtWidgets import QApplication, QWidget
@@ -363,7 +364,7 @@ def test_job_panel_never_animates_and_stops_with_its_viewer(qtbot):
 
     def work(report, should_stop):
         while not should_stop():
-            threading.Event().wait(0.02)
+            time.sleep(0.02)
         stopped.set()
 
     panel.start("waiting", work)

@@ -185,6 +185,9 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
         viewer.layers.selection.active = next(layer for layer in viewer.layers if layer.name == ct_labels.name[:-7])
         docked["Translator"].device.setCurrentText("cpu")
         docked["Translator"].load_clicked()
+    app = napari.qt.get_qapp()
+    # the widgets' loading jobs add layers (the review queue's first case): lay out the grid after them
+    _wait_for_jobs(app, [w.job for w in docked.values() if hasattr(w, "job")])
     viewer.layers.selection.active = ct_labels
     viewer.canvas.grid.enabled = True
     z = ct_labels.translate[0] + ct_labels.scale[0] * ct_labels.data.shape[0] / 2
@@ -197,8 +200,6 @@ def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: 
         return 0
 
     viewer.window._qt_window.resize(1600, 1000)
-    app = napari.qt.get_qapp()
-    _wait_for_jobs(app, [w.job for w in docked.values() if hasattr(w, "job")])
     viewer.reset_view()  # fit the camera to the canvas as laid out, not as first created
     _dock_of(docked["Fold consistency"]).raise_()
     app.processEvents()

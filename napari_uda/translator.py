@@ -446,7 +446,7 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
                                      "seconds": time.perf_counter() - t0}
             if cfg.preview_every and (done % cfg.preview_every == 0 or done == cfg.iterations):
                 if cfg.attention:  # S's attention where the local discriminator gets it from
-                    with torch.no_grad():
+                    with torch.no_grad(), autocast():  # fake_b is in the autocast dtype
                         att = attention_map(nets.S(attention_input(cfg, real_a[:1], fake_b[:1])))
                     event["s_dice"] = s_dice(nets, cfg, eval_a, eval_lab)
                 else:

@@ -94,6 +94,19 @@ def test_attention_is_high_inside_organs(data, tmp_path):
     assert inside > 0.5 and inside > outside + 0.3, (inside, outside)
 
 
+def test_mixed_precision_training_with_previews(data, tmp_path, monkeypatch):
+    """A GPU trains under bfloat16 autocast: its previews run S on a bf16 translation (this broke)."""
+    import napari_uda.translator as translator
+
+    monkeypatch.setattr(translator, "amp_dtype", lambda device: torch.bfloat16)  # what a bf16 GPU gets
+    cfg = TranslatorConfig("T2WI", variant="organ-attention", iterations=2, checkpoint_every=1000,
+                           **{**TINY, "preview_every": 1})
+    events = []
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=events.append)
+    previews = [e["preview"] for e in events if "preview" in e]
+    assert len(previews) == 2 and all(a.dtype == np.float32 and np.isfinite(a).all() for p in previews for a in p)
+
+
 @pytest.mark.parametrize("variant", ["organ-attention", "sobel"])
 def test_reload_identical_and_geometry(data, tmp_path, variant):
     cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "sobel", **TINY)

@@ -255,8 +255,8 @@ def _write_small_splits(preprocessed: Path, raw: Path) -> None:
 def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
                 configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
                 should_stop: Callable[[], bool] | None = None, init_from: Path | None = None) -> Path:
-    """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished is
-    skipped and an interrupted one continues from its latest checkpoint. A ``-ft`` budget fine-tunes
+    """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished (its
+    safetensors weights written) is skipped and an interrupted one continues from its latest checkpoint. A ``-ft`` budget fine-tunes
     the same folds of the model folder ``init_from`` (their safetensors weights). Returns the model folder."""
     if budget not in BUDGETS:
         raise UdaError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -280,7 +280,8 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
     if device_type == "cuda" and ":" in device:
         env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
     for fold in folds:
-        if (model / f"fold_{fold}" / "checkpoint_final.pth").exists():
+        if (model / f"fold_{fold}" / FOLD_WEIGHTS).exists():  # nnU-Net's final checkpoint comes first: a fold
+            # stopped between the two is resumed from it, which trains no more and writes the weights
             if progress:
                 progress({"fold": fold, "event": "already trained"})
             continue

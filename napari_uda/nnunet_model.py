@@ -30,13 +30,16 @@ def unwrap(network: torch.nn.Module) -> torch.nn.Module:
 
 def save_fold_model(network: torch.nn.Module, fold_dir: str | Path, trainer: str, configuration: str, fold: int | str,
                     mirror_axes: tuple[int, ...] | None, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``network``'s weights and the sidecar into ``fold_dir`` (each written, then renamed into place)."""
+    """Write ``network``'s weights and the sidecar into ``fold_dir`` (each written, then renamed into
+    place). A channels-last network is first put back in the standard layout (safetensors cannot
+    check its shared tensors otherwise)."""
     from safetensors.torch import save_model
 
     from . import __version__
 
     fold_dir = Path(fold_dir)
     tmp = fold_dir / f".{FOLD_WEIGHTS}.tmp"
+    network.to(memory_format=torch.contiguous_format)
     save_model(network, str(tmp), metadata={"format": FORMAT})  # nnU-Net's networks share tensors between modules
     tmp.replace(fold_dir / FOLD_WEIGHTS)
     sidecar = {"format": FORMAT, "trainer": trainer, "configuration": configuration, "fold": fold,

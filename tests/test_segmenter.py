@@ -335,3 +335,27 @@ def test_coarse_to_fine_end_to_end(trained, tmp_path):
     assert fused.geometry.matches(src.geometry) and fused.shape == src.shape
     with ProbabilityFile(tmp_path / "fold_0" / target.name.replace(".nii.gz", ".npz")) as pf:
         np.testing.assert_allclose(pf.read_all().sum(axis=0), 1.0, atol=1e-2)
+
+
+def test_a_channels_last_network_with_shared_tensors_saves_and_loads(tmp_path):
+    """The trainers run 2d networks channels-last on CPU; nnU-Net's networks share modules."""
+    import torch
+    from safetensors.torch import load_model
+
+    from napari_uda.nnunet_model import FOLD_WEIGHTS, save_fold_model
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        m = torch.nn.Module()
+        m.encoder = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.Conv2d(4, 4, 3))
+        m.decoder = torch.nn.Module()
+        m.decoder.encoder = m.encoder  # as nnU-Net's decoder holds its encoder
+        return m
+
+    trained = net().to(memory_format=torch.channels_last)
+    save_fold_model(trained, tmp_path, "T", "2d", 0, None)
+    loaded = net()
+    for p in loaded.parameters():
+        torch.nn.init.zeros_(p)
+    load_model(loaded, str(tmp_path / FOLD_WEIGHTS), strict=False)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.encoder.parameters(), trained.encoder.parameters()))

@@ -216,3 +216,22 @@ def test_device_choice():
             pick_device("cuda")
     with pytest.raises(UdaError, match="unknown device"):
         pick_device("tpu-9")
+
+
+def test_autocast_forward_computes_in_low_precision_and_returns_float32(monkeypatch):
+    from napari_uda.device import autocast_forward, cpu_autocast_dtype
+
+    conv = torch.nn.Conv2d(2, 3, 3)
+    seen = []
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    net = torch.nn.Sequential(conv)
+    net.forward = autocast_forward(net.forward, "cpu", torch.bfloat16)
+    x = torch.randn(1, 2, 8, 8)
+    y = net(x)
+    assert seen == [torch.bfloat16] and y.dtype == torch.float32
+    assert torch.allclose(y, torch.nn.functional.conv2d(x, conv.weight, conv.bias), atol=0.1)
+    two = autocast_forward(lambda t: [conv(t), conv(t)], "cpu", torch.bfloat16)(x)  # deep supervision's list
+    assert isinstance(two, list) and [t.dtype for t in two] == [torch.float32] * 2
+    assert set(net.state_dict()) == {"0.weight", "0.bias"}  # the weights' names are untouched
+    monkeypatch.setenv("NAPARI_UDA_CPU_AMP", "0")
+    assert cpu_autocast_dtype() is None

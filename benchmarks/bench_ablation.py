@@ -9,7 +9,7 @@ pseudo-labels (top half by fold consistency, FLARE 2024's rule), and the oracle 
 nnU-Net trained on the labelled adaptation scans: an upper bound). Per-organ DSC/NSD of every
 stage, wall time of every step.
 
-    .venv/bin/python benchmarks/bench_ablation.py [--budget small] [--seed 0] [--modality t2wi]
+    .venv/bin/python benchmarks/bench_ablation.py [--budget small] [--seed 0] [--modality t2wi] [--phantom independent]
 
 Writes OUT.json (everything) and OUT.md (tables); the workspace stays in OUT_workspace/.
 """
@@ -46,18 +46,22 @@ def main() -> None:
     parser.add_argument("--modality", default="t2wi", help="target modality the phantom renders (t2wi, pet_fdg, ...)")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/ablation_<budget>_<modality>_s<seed>")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--phantom", choices=("napari_uda", "independent"), default="napari_uda",
+                        help="the project's phantom, or benchmarks/independent_phantom.py's (T2WI only)")
     parser.add_argument("--skip-oracle", action="store_true",
                         help="evaluate the pipeline's stages without training the oracle (its recipe and data are the seed's)")
     args = parser.parse_args()
     mod = get_modality(args.modality)
-    args.out = args.out or default_out(args.budget, mod.slug, args.seed)
+    if args.phantom == "independent" and mod.slug != "t2wi":
+        parser.error("the independent phantom renders CT and T2WI only")
+    args.out = args.out or default_out(args.budget, mod.slug + ("_ind" if args.phantom == "independent" else ""), args.seed)
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
     root = workspace_root(args.out)
     if args.fresh:
         shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     data = root / "data"
-    ws = phantom_workspace(root, args.seed, mod.slug)
+    ws = phantom_workspace(root, args.seed, mod.slug, args.phantom)
     events: list[dict] = []
 
     def progress(e: dict) -> None:
@@ -97,7 +101,8 @@ def main() -> None:
     timeline = {}
     for e in events:  # first and last event of each stage
         timeline.setdefault(e["stage"], [e["t"], e["t"]])[1] = e["t"]
-    report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "oracle_trained": not args.skip_oracle,
+    report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "phantom": args.phantom,
+              "oracle_trained": not args.skip_oracle,
               "oracle_seconds": round(t_oracle, 1),
               "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,
               "accept": {"rule": settings.rule, "top_k": settings.top_k}, "pipeline_seconds": round(t_pipeline, 1),
@@ -120,14 +125,20 @@ def workspace_root(out: Path) -> Path:
     return out.with_name(out.name + "_workspace")
 
 
-def phantom_workspace(root: Path, seed: int, slug: str) -> Workspace:
+def phantom_workspace(root: Path, seed: int, slug: str, phantom: str = "napari_uda") -> Workspace:
     """The benchmark's phantom data in ``root/data`` (CT seed+100, target seed+200 to adapt to,
-    held-out target seed+300) and its workspace ``root/ws``."""
+    held-out target seed+300) and its workspace ``root/ws``. ``phantom``: ``napari_uda`` (the
+    project's) or ``independent`` (``independent_phantom.py``, written apart from it)."""
     data = root / "data"
     if not (data / "done").exists():
-        write_phantom_dataset(data / "source", {"ct": N_CT}, seed=seed + 100, shape=SHAPE)
-        write_phantom_dataset(data / "adapt", {slug: N_ADAPT}, seed=seed + 200, shape=SHAPE)
-        write_phantom_dataset(data / "heldout", {slug: N_HELD_OUT}, seed=seed + 300, shape=SHAPE)
+        if phantom == "independent":
+            from independent_phantom import write_dataset
+        else:
+            def write_dataset(out: Path, cases: dict[str, int], seed: int) -> None:
+                write_phantom_dataset(out, cases, seed=seed, shape=SHAPE)
+        write_dataset(data / "source", {"ct": N_CT}, seed + 100)
+        write_dataset(data / "adapt", {slug: N_ADAPT}, seed + 200)
+        write_dataset(data / "heldout", {slug: N_HELD_OUT}, seed + 300)
         (data / "done").touch()
     return Workspace.create(root / "ws", data / "source/ct/images", data / "source/ct/labels",
                             data / f"adapt/{slug}/images", get_modality(slug).key)
@@ -165,7 +176,8 @@ def curve_table(curves: dict[str, dict[str, list[float]]], every: int = 4) -> st
 def write_report(out: Path, report: dict, evaluations: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    md = [f"# Ablation, budget `{report['budget']}`, {report['modality']}, seed {report['seed']} "
+    phantom = " (independent phantom)" if report.get("phantom") == "independent" else ""
+    md = [f"# Ablation, budget `{report['budget']}`, {report['modality']}{phantom}, seed {report['seed']} "
           f"({report['total_seconds'] / 60:.1f} min on {report['cpu_count']} CPU cores; "
           f"pipeline {report['pipeline_seconds'] / 60:.1f} min, oracle {report['oracle_seconds'] / 60:.1f} min)", ""]
     for name, evs in evaluations.items():

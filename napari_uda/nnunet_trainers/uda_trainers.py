@@ -31,9 +31,11 @@ class nnUNetTrainer_UDA_progress(nnUNetTrainer):
     is what napari-uda predicts from (nnU-Net's pickled checkpoints are never opened)."""
 
     def initialize(self) -> None:
-        """nnU-Net's set-up; on a CPU with native bfloat16 the network also runs under bf16 autocast
-        (nnU-Net autocasts on CUDA only) and, for 2d, channels-last: 1.6x faster steps here."""
+        """nnU-Net's set-up, then :meth:`load_initial_weights`; on a CPU with native bfloat16 the
+        network then also runs under bf16 autocast (nnU-Net autocasts on CUDA only) and, for 2d,
+        channels-last: 1.6x faster steps here."""
         super().initialize()
+        self.load_initial_weights()
         dtype = cpu_autocast_dtype() if self.device.type == "cpu" else None
         if dtype is None:
             return
@@ -41,6 +43,10 @@ class nnUNetTrainer_UDA_progress(nnUNetTrainer):
         if len(self.configuration_manager.patch_size) == 2:
             self.network.to(memory_format=torch.channels_last)
         self.print_to_log_file(f"CPU autocast to {dtype}")
+
+    def load_initial_weights(self) -> None:
+        """Nothing: the network starts from nnU-Net's initialisation (the ``_ft`` trainers load
+        weights here, before the network is made channels-last, which safetensors cannot load into)."""
 
     def on_train_end(self) -> None:
         super().on_train_end()
@@ -81,7 +87,8 @@ class nnUNetTrainer_UDA_small(nnUNetTrainer_UDA_progress):
     """The CPU budget: 40 epochs of 40 iterations, batches of 8, AdamW at 3e-3 with nnU-Net's
     poly decay, no mirroring (a flip turns a right kidney into a left one: learnable from context
     with nnU-Net's 1000 epochs, a distraction at 1600 iterations). Measured on phantom T2WI with
-    the ``2d`` configuration and 16 base features: about 4 minutes per fold on two CPU cores
+    the ``2d`` configuration and 16 base features: 4 to 11 minutes per fold on two CPU cores,
+    depending on the machine and the augmentation, 7 with the bf16 autocast of :meth:`initialize`
     (``benchmarks/RESULTS.md``); for the same slices seen, batches of 8 beat 16 (twice the
     updates, +0.07 held-out DSC); nnU-Net's SGD at 1e-2 learned nothing in the same budget."""
 
@@ -161,10 +168,9 @@ class _FineTuned:
         self.initial_lr /= 10
         self.num_epochs = max(1, self.num_epochs // 2)
 
-    def initialize(self) -> None:
+    def load_initial_weights(self) -> None:
         from safetensors.torch import load_model
 
-        super().initialize()
         template = os.environ.get("NAPARI_UDA_INIT_WEIGHTS")
         if not template:
             raise RuntimeError("a fine-tuning trainer needs NAPARI_UDA_INIT_WEIGHTS: the weights to start from")

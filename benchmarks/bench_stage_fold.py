@@ -5,7 +5,7 @@ On the ablation's data of seed S (``<ablation workspace>/data``: CT seed S+100, 
 held-out seed S+300), train fold F of a stage with the ``small`` budget and score it on the held-out
 scans (mean DSC over the 13 organs, per organ too). Stages: ``no_adaptation`` (real CT, the ``-aug``
 trainer), ``translated`` (the CT translated into ``--translated DIR`` plus the real CT, the ``-aug``
-trainer: the cyclegan / organ_attention stages) and ``oracle`` (the labelled adaptation scans, no
+trainer: the cyclegan / organ_attention stages), ``translated_only`` (the translated CT alone) and ``oracle`` (the labelled adaptation scans, no
 augmentation). Compare a change against this script's own run of the unchanged code, never against a
 two-fold model: single folds of the CPU budget vary a lot (``benchmarks/RESULTS.md``).
 
@@ -44,7 +44,9 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
     if stage == "oracle":
         return list_volumes(data / "adapt/t2wi/images"), list_volumes(data / "adapt/t2wi/labels"), None
     if translated is None:
-        raise SystemExit("--stage translated needs --translated DIR (the translated CT, named as the CT)")
+        raise SystemExit(f"--stage {stage} needs --translated DIR (the translated CT, named as the CT)")
+    if stage == "translated_only":
+        return [translated / p.name for p in ct], ct_labels, None
     names = [stem_of(p) for p in ct]
     return [translated / p.name for p in ct] + ct, ct_labels * 2, names + [f"real_{n}" for n in names]
 
@@ -52,7 +54,7 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
-    parser.add_argument("--stage", choices=["no_adaptation", "translated", "oracle"], required=True)
+    parser.add_argument("--stage", choices=["no_adaptation", "translated", "translated_only", "oracle"], required=True)
     parser.add_argument("--name", required=True, help="what this run measures (its results line and folder)")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--translated", type=Path, default=None)

@@ -256,8 +256,9 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
                 configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
                 should_stop: Callable[[], bool] | None = None, init_from: Path | None = None) -> Path:
     """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished (its
-    safetensors weights written) is skipped and an interrupted one continues from its latest checkpoint. A ``-ft`` budget fine-tunes
-    the same folds of the model folder ``init_from`` (their safetensors weights). Returns the model folder."""
+    safetensors weights written) is skipped and an interrupted one continues from its latest
+    checkpoint. A ``-ft`` budget fine-tunes the same folds of the model folder ``init_from`` (their
+    safetensors weights). Returns the model folder."""
     if budget not in BUDGETS:
         raise UdaError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     if budget.endswith("-ft") != (init_from is not None):

@@ -295,6 +295,25 @@ def test_killed_training_resumes(trained):
     assert (trained["model"] / "fold_2" / "checkpoint_final.pth").exists()
 
 
+def test_a_fold_stopped_before_its_weights_were_written_gets_them_on_rerun(trained, tmp_path):
+    """nnU-Net writes its final checkpoint before the trainer writes the safetensors weights; a fold
+    stopped between the two is not skipped as finished: the rerun trains no more and writes them."""
+    import torch
+
+    weights = trained["model"] / "fold_0" / "model.safetensors"
+    original = tmp_path / "model.safetensors"
+    shutil.move(weights, original)
+    progress = trained["ws"] / "logs" / "train_007_tiny.jsonl"
+    before = progress.read_text().count('"epoch"')
+    train_folds(trained["ws"], 7, [0], "tiny", device="cpu")
+    from safetensors.torch import load_file
+
+    again, first = load_file(weights), load_file(original)
+    assert again.keys() == first.keys()
+    assert all(torch.equal(again[k], first[k]) for k in first)  # the same trained network, from the final checkpoint
+    assert progress.read_text().count('"epoch"') == before  # no epoch trained again
+
+
 def test_predict_in_region_pastes_back(trained, tmp_path):
     """The fine stage: predict inside a region (here from the ground truth) and paste back."""
     from napari_uda.roi import foreground_box

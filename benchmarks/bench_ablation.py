@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +135,7 @@ def phantom_workspace(root: Path, seed: int, slug: str, phantom: str = "napari_u
         if phantom == "independent":
             from independent_phantom import write_dataset
         else:
-            def write_dataset(out: Path, cases: dict[str, int], seed: int) -> None:
-                write_phantom_dataset(out, cases, seed=seed, shape=SHAPE)
+            write_dataset = partial(write_phantom_dataset, shape=SHAPE)
         write_dataset(data / "source", {"ct": N_CT}, seed + 100)
         write_dataset(data / "adapt", {slug: N_ADAPT}, seed + 200)
         write_dataset(data / "heldout", {slug: N_HELD_OUT}, seed + 300)

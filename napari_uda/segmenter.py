@@ -281,8 +281,9 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
     if device_type == "cuda" and ":" in device:
         env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
     for fold in folds:
-        if (model / f"fold_{fold}" / FOLD_WEIGHTS).exists():  # nnU-Net's final checkpoint comes first: a fold
-            # stopped between the two is resumed from it, which trains no more and writes the weights
+        # finished = safe weights written; nnU-Net's final checkpoint comes first, and a fold stopped
+        # between the two is resumed from it, which trains no more and writes the weights
+        if (model / f"fold_{fold}" / FOLD_WEIGHTS).exists():
             if progress:
                 progress({"fold": fold, "event": "already trained"})
             continue

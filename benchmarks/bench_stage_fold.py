@@ -10,7 +10,12 @@ augmentation). Compare a change against this script's own run of the unchanged c
 two-fold model: single folds of the CPU budget vary a lot (``benchmarks/RESULTS.md``).
 
     .venv/bin/python benchmarks/bench_stage_fold.py --seed 2 --stage no_adaptation --name NAME \
-        [--fold 0] [--translated DIR] [--ablation-out benchmarks/ablation_small_t2wi_s2_noid]
+        [--fold 0] [--translated DIR | --translator JSON] [--ablation-out benchmarks/ablation_small_t2wi_s2_noid]
+
+``--translator JSON`` (``TranslatorConfig`` fields, e.g. ``'{"seg_head": true}'``) first trains an Organ
+Attention translator as the ``small`` budget does, with those fields changed, on the ablation's CT and
+target scans, and translates the CT with it (``<run>/translator``, ``<run>/translated``): a translator
+recipe judged by what a segmenter learns from its translations.
 
 Needs the ablation's data (``bench_ablation.py --seed S`` writes them first). Appends one JSON line
 to benchmarks/.cache/stage_fold_s<seed>/results.jsonl and prints it.
@@ -25,9 +30,10 @@ from pathlib import Path
 
 from bench_ablation import default_out, workspace_root
 
-from napari_uda.choices import get_budget
+from napari_uda.choices import Budget, get_budget
 from napari_uda.evaluation import evaluate_folders
-from napari_uda.io import stem_of
+from napari_uda.io import read_volume, stem_of, write_volume
+from napari_uda.modalities import SOURCE
 from napari_uda.pipeline import train_stage_model
 from napari_uda.segmenter import predict_folds
 from napari_uda.slices import list_volumes
@@ -51,6 +57,25 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
     return [translated / p.name for p in ct] + ct, ct_labels * 2, names + [f"real_{n}" for n in names]
 
 
+def translate_with_recipe(data: Path, run: Path, budget: Budget, override: dict) -> tuple[Path, float]:
+    """Train the ``small`` Organ Attention translator with ``override`` into ``run/translator`` and
+    translate the ablation's CT into ``run/translated``; returns (that folder, training seconds)."""
+    from napari_uda.translator import TranslatorConfig, load_translator, train_translator, translate_volume
+
+    ct = list_volumes(data / "source/ct/images")
+    cfg = TranslatorConfig(**{**dict(modality="T2WI", variant="organ-attention", size=budget.translator_size,
+                                     iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
+                                     n_blocks=budget.blocks, checkpoint_every=10**9, preview_every=0), **override})
+    t0 = time.perf_counter()
+    train_translator(cfg, ct, list_volumes(data / "source/ct/labels"), list_volumes(data / "adapt/t2wi/images"),
+                     run / "translator", device="cpu")
+    seconds = time.perf_counter() - t0
+    tr = load_translator(run / "translator", "cpu")
+    for path in ct:
+        write_volume(translate_volume(tr, read_volume(path, SOURCE.key))[0], run / "translated" / path.name)
+    return run / "translated", seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
@@ -58,6 +83,8 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="what this run measures (its results line and folder)")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--translated", type=Path, default=None)
+    parser.add_argument("--translator", default=None, metavar="JSON",
+                        help="train a translator with these TranslatorConfig fields first and use its translations")
     parser.add_argument("--ablation-out", type=Path, default=None,
                         help="the ablation run whose data to use (its --out); default that of --seed")
     args = parser.parse_args()
@@ -67,7 +94,10 @@ def main() -> None:
     root = HERE / ".cache" / f"stage_fold_s{args.seed}"
     run = root / args.name
     ws = Workspace.create(run / "ws", data / "source/ct/images", data / "source/ct/labels", data / "adapt/t2wi/images", "T2WI")
-    images, labels, names = training_set(data, args.stage, args.translated)
+    translated, translator_s = args.translated, None
+    if args.translator is not None:
+        translated, translator_s = translate_with_recipe(data, run, get_budget("small"), json.loads(args.translator))
+    images, labels, names = training_set(data, args.stage, translated)
     t0 = time.perf_counter()
     model = train_stage_model(ws, "oracle" if args.stage == "oracle" else "no_adaptation", images, labels, "T2WI",
                               replace(get_budget("small"), folds=(args.fold,)), "cpu", augment=args.stage != "oracle",
@@ -76,6 +106,7 @@ def main() -> None:
     predict_folds(model, list_volumes(data / "heldout/t2wi/images"), run / "heldout", [args.fold], "cpu")
     summary = evaluate_folders(run / "heldout", data / "heldout/t2wi/labels", modality_kind="mri").to_dict()["summary"]
     line = {"name": args.name, "stage": args.stage, "seed": args.seed, "fold": args.fold, "train_s": round(seconds),
+            "translator": args.translator, "translator_s": None if translator_s is None else round(translator_s),
             "mean_dsc": round(summary["all"]["dsc_mean"], 3),
             "dsc": {k: round(v["dsc_mean"], 3) for k, v in summary.items() if k != "all"}}
     with open(root / "results.jsonl", "a") as f:

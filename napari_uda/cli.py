@@ -101,7 +101,7 @@ def _cmd_translate_train(args: argparse.Namespace) -> int:
     cfg = TranslatorConfig(
         modality=args.modality, variant=args.variant, size=args.size, iterations=args.iterations, ngf=args.ngf,
         ndf=args.ndf, n_blocks=args.blocks, lambda_identity=args.identity, batch_size=args.batch, fusion=args.fusion,
-        s_regime=args.s_regime, seg_head=args.seg_head, checkpoint_every=args.checkpoint_every,
+        s_regime=args.s_regime, seg_head=args.seg_head, skips=args.skips, checkpoint_every=args.checkpoint_every,
         preview_every=args.preview_every, seed=args.seed,
     )
     ct = list_volumes(args.ct_images)
@@ -453,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", default="additive", choices=FUSIONS)
     p.add_argument("--s-regime", default="joint", choices=S_REGIMES)
     p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")
+    p.add_argument("--skips", action="store_true", help="encoder-decoder skips in the generators (benchmarks/RESULTS.md)")
     p.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=100)
     p.add_argument("--preview-every", type=NON_NEGATIVE, default=50)
     p.add_argument("--progress-jsonl", type=Path, default=None, help="progress events (default OUT/progress.jsonl)")

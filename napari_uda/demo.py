@@ -94,9 +94,19 @@ def _evaluation_table(ws: Any) -> str:
         return f"bundled {imported}" if imported else stage
 
     evaluations = {column(stage): e for stage, e in evaluations.items()}
-    table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd")
+    table = compare_markdown(evaluations, "dsc") + "\n" + compare_markdown(evaluations, "nsd") + "\n" + _headline(evaluations)
     print(f"\n{table}")
     return table
+
+
+def _headline(evaluations: dict[str, Any]) -> str:
+    """One line per evaluation, both metrics side by side, so the last line printed is not read as DSC when it is NSD."""
+    lines = []
+    for name, e in evaluations.items():
+        s = e.summary()["all"]
+        lines.append(f"{name}: mean DSC {s['dsc_mean']:.3f}, mean NSD {s['nsd_mean']:.3f} "
+                     f"({len(e.organs)} organs, {len(e.cases)} scans)")
+    return "\n".join(lines) + "\n"
 
 
 def _result_layers(workspace: Path) -> list[tuple]:

@@ -27,10 +27,15 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """The CycleGAN generator: c7s1-ngf, two stride-2 downsamplings, ``n_blocks`` residual
     blocks, two transposed-conv upsamplings, c7s1-out with tanh. With ``seg_classes`` a
-    1x1 segmentation head reads the last feature map (the FLARE 2025 variant)."""
+    1x1 segmentation head reads the last feature map (the FLARE 2025 variant). With ``skips``
+    each upsampling's output gets the encoder's feature map of the same resolution added (no new
+    weights: U-Net-like skips that hand the decoder the full-resolution detail the bottleneck at
+    1/4 size loses)."""
 
-    def __init__(self, in_ch: int = 1, out_ch: int = 1, ngf: int = 64, n_blocks: int = 9, seg_classes: int = 0) -> None:
+    def __init__(self, in_ch: int = 1, out_ch: int = 1, ngf: int = 64, n_blocks: int = 9, seg_classes: int = 0,
+                 skips: bool = False) -> None:
         super().__init__()
+        self.skips = skips
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
         ch = ngf
         for _ in range(2):
@@ -45,11 +50,21 @@ class ResnetGenerator(nn.Module):
         self.to_image = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh())
         self.seg_head = nn.Conv2d(ch, seg_classes, 1) if seg_classes else None
 
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.skips:
+            return self.features(x)
+        layers = list(self.features)
+        stem, down1 = nn.Sequential(*layers[:4]), nn.Sequential(*layers[4:7])  # full and 1/2 resolution
+        middle, up1, up2 = nn.Sequential(*layers[7:-6]), nn.Sequential(*layers[-6:-3]), nn.Sequential(*layers[-3:])
+        f0 = stem(x)
+        f1 = down1(f0)
+        return up2(up1(middle(f1)) + f1) + f0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_image(self.features(x))
+        return self.to_image(self._features(x))
 
     def forward_with_seg(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        f = self.features(x)
+        f = self._features(x)
         return self.to_image(f), (self.seg_head(f) if self.seg_head is not None else None)
 
 

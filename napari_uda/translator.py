@@ -73,6 +73,7 @@ class TranslatorConfig:
     s_base: int = 16
     s_pretrain_iterations: int = 200
     seg_head: bool = False
+    skips: bool = False  # encoder-decoder skips in the generators (nets.ResnetGenerator)
     spacing_mm: float | None = None  # in-plane working pixel size; None: the median of the training CT
     checkpoint_every: int = 100
     preview_every: int = 50
@@ -97,7 +98,7 @@ class TranslatorConfig:
 
     def architecture(self) -> dict[str, Any]:
         return {"generator": "resnet", "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
-                "sobel_input": self.variant == "sobel", "seg_head": self.seg_head,
+                "sobel_input": self.variant == "sobel", "seg_head": self.seg_head, "skips": self.skips,
                 "segmenter": {"type": "unet2d", "base": self.s_base, "classes": N_CLASSES} if self.attention else None}
 
     @classmethod
@@ -178,8 +179,8 @@ class _Nets(nn.Module):
     def __init__(self, cfg: TranslatorConfig) -> None:
         super().__init__()
         seg = N_CLASSES if cfg.seg_head else 0
-        self.G_AB = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=seg)
-        self.G_BA = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks)
+        self.G_AB = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=seg, skips=cfg.skips)
+        self.G_BA = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, skips=cfg.skips)
         self.D_A = PatchDiscriminator(1, cfg.ndf, cfg.d_layers)
         self.D_B = PatchDiscriminator(1, cfg.ndf, cfg.d_layers)
         for net in (self.G_AB, self.G_BA, self.D_A, self.D_B):
@@ -478,7 +479,7 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
     if meta.get("format") != FORMAT:
         raise UdaError(f"{sidecar_path}: not a napari-uda translator sidecar")
     cfg = TranslatorConfig.from_dict(meta["training"])
-    if cfg.architecture() != meta["architecture"]:
+    if cfg.architecture() != {"skips": False, **meta["architecture"]}:  # sidecars from before skips say nothing of them
         raise UdaError(f"{sidecar_path}: architecture and training settings disagree")
     dev = pick_device(device)
     try:
@@ -487,7 +488,7 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
         raise UdaError(f"{weights_path}: missing") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise UdaError(f"{weights_path}: corrupt or not a safetensors file ({exc})") from None
-    generator = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=N_CLASSES if cfg.seg_head else 0)
+    generator = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=N_CLASSES if cfg.seg_head else 0, skips=cfg.skips)
     segmenter = UNet2D(1, N_CLASSES, cfg.s_base) if cfg.attention else None
     for prefix, net in (("G.", generator), ("S.", segmenter)):
         if net is None:

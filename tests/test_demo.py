@@ -30,3 +30,7 @@ def test_bundled_model_on_the_sample_data(tmp_path):
     # the evaluation the README quotes is what the demo computes
     report = json.loads((workspace / "reports/evaluation_final.json").read_text())
     assert report["summary"]["all"]["dsc_mean"] == pytest.approx(meta["evaluation"]["summary"]["all"]["dsc_mean"], abs=1e-6)
+    # the last line printed names both metrics: an NSD table last is not read as the DSC
+    final = report["summary"]["all"]
+    assert table.rstrip().splitlines()[-1] == (f"final: mean DSC {final['dsc_mean']:.3f}, mean NSD {final['nsd_mean']:.3f} "
+                                               "(13 organs, 2 scans)")

@@ -109,7 +109,8 @@ def test_mixed_precision_training_with_previews(data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("variant", ["organ-attention", "sobel"])
 def test_reload_identical_and_geometry(data, tmp_path, variant):
-    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "sobel", **TINY)
+    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "sobel",
+                           skips=variant == "sobel", **TINY)
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
     ct = read_volume(data["ct"][1])
     a1, att1 = translate_volume(load_translator(tmp_path), ct)
@@ -125,6 +126,28 @@ def test_reload_identical_and_geometry(data, tmp_path, variant):
     assert sidecar["training"]["spacing_mm"] == pytest.approx(float(np.mean(ct.spacing[1:])), rel=0.2)
     if variant == "organ-attention":  # how well S finds organs is reported, on CT and on translated CT
         assert set(sidecar["training"]["s_dice"]) == {"ct", "translated_ct"}
+
+
+def test_generator_skips_add_no_weights_but_change_the_output():
+    torch.manual_seed(0)
+    plain, skips = ResnetGenerator(1, 1, 8, 2), ResnetGenerator(1, 1, 8, 2, skips=True)
+    skips.load_state_dict(plain.state_dict())  # same names and shapes: nothing new to learn or store
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    stem, down1 = plain.features[:4], plain.features[4:7]
+    f0 = stem(x)
+    f1 = down1(f0)
+    by_hand = plain.to_image(plain.features[-3:](plain.features[-6:-3](plain.features[7:-6](f1)) + f1) + f0)
+    torch.testing.assert_close(skips(x), by_hand)
+    assert not torch.allclose(skips(x), plain(x))
+
+
+def test_a_sidecar_from_before_skips_still_loads(data, tmp_path):
+    cfg = TranslatorConfig("T2WI", variant="cyclegan", iterations=1, checkpoint_every=1000, **TINY)
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
+    sidecar = json.loads((tmp_path / "translator.json").read_text())
+    del sidecar["architecture"]["skips"], sidecar["training"]["skips"]
+    (tmp_path / "translator.json").write_text(json.dumps(sidecar))
+    assert load_translator(tmp_path).generator.skips is False
 
 
 def test_translation_does_not_depend_on_the_stored_orientation(data, tmp_path):

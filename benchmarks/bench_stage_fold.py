@@ -14,7 +14,7 @@ two-fold model: single folds of the CPU budget vary a lot (``benchmarks/RESULTS.
 
 ``--translator JSON`` (``TranslatorConfig`` fields, e.g. ``'{"seg_head": true}'``) first trains an Organ
 Attention translator as the ``small`` budget does, with those fields changed, on the ablation's CT and
-target scans, and translates the CT with it (``<run>/translator``, ``<run>/translated``): a translator
+target scans, and translates the CT with it (into the run's workspace ``<run>/ws``): a translator
 recipe judged by what a segmenter learns from its translations.
 
 Needs the ablation's data (``bench_ablation.py --seed S`` writes them first). Appends one JSON line
@@ -32,9 +32,8 @@ from bench_ablation import default_out, workspace_root
 
 from napari_uda.choices import Budget, get_budget
 from napari_uda.evaluation import evaluate_folders
-from napari_uda.io import read_volume, stem_of, write_volume
-from napari_uda.modalities import SOURCE
-from napari_uda.pipeline import train_stage_model
+from napari_uda.io import stem_of
+from napari_uda.pipeline import budget_translator_config, train_stage_model, translate_sources
 from napari_uda.segmenter import predict_folds
 from napari_uda.slices import list_volumes
 from napari_uda.workspace import Workspace
@@ -57,23 +56,18 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
     return [translated / p.name for p in ct] + ct, ct_labels * 2, names + [f"real_{n}" for n in names]
 
 
-def translate_with_recipe(data: Path, run: Path, budget: Budget, override: dict) -> tuple[Path, float]:
-    """Train the ``small`` Organ Attention translator with ``override`` into ``run/translator`` and
-    translate the ablation's CT into ``run/translated``; returns (that folder, training seconds)."""
-    from napari_uda.translator import TranslatorConfig, load_translator, train_translator, translate_volume
+def translate_with_recipe(ws: Workspace, budget: Budget, override: dict) -> tuple[Path, float]:
+    """Train the ``budget``'s Organ Attention translator with ``override`` in ``ws`` and translate
+    its CT; returns (the translated folder, training seconds)."""
+    from napari_uda.translator import train_translator
 
-    ct = list_volumes(data / "source/ct/images")
-    cfg = TranslatorConfig(**{**dict(modality="T2WI", variant="organ-attention", size=budget.translator_size,
-                                     iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
-                                     n_blocks=budget.blocks, checkpoint_every=10**9, preview_every=0), **override})
+    cfg = replace(budget_translator_config(budget, "T2WI", "organ-attention"), checkpoint_every=10**9, preview_every=0,
+                  **override)
     t0 = time.perf_counter()
-    train_translator(cfg, ct, list_volumes(data / "source/ct/labels"), list_volumes(data / "adapt/t2wi/images"),
-                     run / "translator", device="cpu")
+    train_translator(cfg, ws.files("source_images"), ws.files("source_labels"), ws.files("target_images"),
+                     ws.translator_dir("organ-attention"), device="cpu")
     seconds = time.perf_counter() - t0
-    tr = load_translator(run / "translator", "cpu")
-    for path in ct:
-        write_volume(translate_volume(tr, read_volume(path, SOURCE.key))[0], run / "translated" / path.name)
-    return run / "translated", seconds
+    return translate_sources(ws, "organ-attention", "cpu"), seconds
 
 
 def main() -> None:
@@ -96,7 +90,7 @@ def main() -> None:
     ws = Workspace.create(run / "ws", data / "source/ct/images", data / "source/ct/labels", data / "adapt/t2wi/images", "T2WI")
     translated, translator_s = args.translated, None
     if args.translator is not None:
-        translated, translator_s = translate_with_recipe(data, run, get_budget("small"), json.loads(args.translator))
+        translated, translator_s = translate_with_recipe(ws, get_budget("small"), json.loads(args.translator))
     images, labels, names = training_set(data, args.stage, translated)
     t0 = time.perf_counter()
     model = train_stage_model(ws, "oracle" if args.stage == "oracle" else "no_adaptation", images, labels, "T2WI",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,13 @@ from bench_ablation import N_ADAPT, N_CT, N_HELD_OUT, SHAPE
 from bench_translate import mean_dice, organ_means, segment, train_segmenter
 from scipy.stats import spearmanr
 
+from napari_uda.choices import get_budget
 from napari_uda.modalities import SOURCE, get_modality
 from napari_uda.nets import UNet2D
 from napari_uda.phantom import write_phantom_dataset
+from napari_uda.pipeline import budget_translator_config
 from napari_uda.slices import list_volumes, load_slice_bank
-from napari_uda.translator import TranslatorConfig, load_translator, train_translator, translate_slices
+from napari_uda.translator import load_translator, train_translator, translate_slices
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPES = [("reference identity 0.5", {}), ("no identity loss", {"lambda_identity": 0.0})]
@@ -76,9 +79,8 @@ def main() -> None:
               "raw CT (floor)": mean_dice(segment(judge, cx, "cpu"), cy.numpy())[0]}
     print(json.dumps({k: round(v, 3) for k, v in bounds.items()}), flush=True)
     for name, override in ([(n, json.loads(j)) for n, j in args.recipe] if args.recipe else DEFAULT_RECIPES):
-        cfg = TranslatorConfig("T2WI", **{**dict(variant=args.variant, size=64, ngf=32, ndf=32, n_blocks=6,
-                                                 iterations=args.iterations, checkpoint_every=10**9, preview_every=0),
-                                          **override})
+        cfg = replace(budget_translator_config(get_budget("small"), "T2WI", args.variant), iterations=args.iterations,
+                      checkpoint_every=10**9, preview_every=0, **override)
         out = cache / ("tr_" + "".join(c if c.isalnum() else "_" for c in name))
         t = time.perf_counter()
         train_translator(cfg, f["ct"], f["ct_labels"], f["t2"], out, device="cpu")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .pseudo import (DEFAULT_AGREEMENT, SourceStats, filter_checkpoint_agreement
                      strict_majority_label)
 from .review_store import ReviewStore
 from .workspace import Workspace
+
+if TYPE_CHECKING:  # torch is imported only when a translator trains
+    from .translator import TranslatorConfig
 
 Progress = Callable[[dict[str, Any]], None]
 StopFlag = Callable[[], bool]
@@ -107,20 +110,28 @@ def _check_stop(should_stop: StopFlag | None) -> None:
 
 
 # --- 1. translate ------------------------------------------------------------------------------------
+def budget_translator_config(budget: Budget, modality: str, variant: str) -> TranslatorConfig:
+    """The translator ``budget`` trains for ``modality``: its iterations, crop size and network sizes,
+    a checkpoint every 5% of training and a preview every 10%."""
+    from .translator import TranslatorConfig
+
+    return TranslatorConfig(modality=modality, variant=variant, size=budget.translator_size,
+                            iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
+                            n_blocks=budget.blocks, checkpoint_every=max(10, budget.translator_iterations // 20),
+                            preview_every=max(10, budget.translator_iterations // 10))
+
+
 def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | None = None,
                     progress: Progress | None = None, should_stop: StopFlag | None = None) -> Path:
     """Train (or resume) the ``variant`` translator and translate every source CT into
     ``W/translated/<variant>/`` (attention maps beside it in ``<variant>_attention/``)."""
-    from .translator import TranslatorConfig, train_translator
+    from .translator import train_translator
 
     stage = BASE_STAGES[variant]
     out = ws.translated_dir(variant)
     if ws.done("translators", variant) and out.exists():
         return out
-    cfg = TranslatorConfig(modality=ws.modality, variant=variant, size=budget.translator_size,
-                           iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
-                           n_blocks=budget.blocks, checkpoint_every=max(10, budget.translator_iterations // 20),
-                           preview_every=max(10, budget.translator_iterations // 10))
+    cfg = budget_translator_config(budget, ws.modality, variant)
     folder = ws.translator_dir(variant)
     log = ws.root / "logs" / f"translator_{variant}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def _result_layers(workspace: Path) -> list[tuple]:
     """Layer data tuples of the sample CT's translation and attention map and of the sample T2WI's
     final prediction with its fold disagreement."""
     from .sample_data import sample_case_paths
-    from .widgets._common import layer_tuple
+    from .widgets._common import ATTENTION_LAYER, layer_tuple
     from .widgets.segmenter import inference_layers
     from .workspace import Workspace
 
@@ -124,8 +124,7 @@ def _result_layers(workspace: Path) -> list[tuple]:
     layers = [layer_tuple(read_volume(translated), f"{ct_name[:-7]} -> {ws.modality}", as_labels=False)]
     attention = translated.parent.with_name(translated.parent.name + "_attention") / ct_name
     if attention.exists():
-        layers.append(layer_tuple(read_volume(attention), f"{ct_name[:-7]} attention", as_labels=False, colormap="magma",
-                                  contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive"))
+        layers.append(layer_tuple(read_volume(attention), f"{ct_name[:-7]} attention", as_labels=False, **ATTENTION_LAYER))
     stage = ws.done("stages", "final")["from_stage"]
     folds = {p.parent.name[5:]: read_volume(p) for p in sorted(ws.predictions_dir(stage).glob(f"fold_*/{t2_name}"))}
     result = {"fused": read_volume(ws.predictions_dir("final") / t2_name), "folds": folds}

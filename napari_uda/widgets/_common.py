@@ -92,6 +92,11 @@ def layer_volume(layer: Any) -> Volume:
     return Volume(data, geometry_from_layer_meta(meta), layer.metadata.get("modality"))
 
 
+#: How an organ-attention map goes over its translation: additive and faint, since the map is near 1 over the
+#: whole body and at 0.6 it washed the translation under it out (looked at in the demo's screenshot).
+ATTENTION_LAYER = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "opacity": 0.3, "blending": "additive"}
+
+
 def layer_tuple(volume: Volume, name: str, as_labels: bool | None = None, **overrides: Any) -> tuple:
     """The layer data tuple of ``volume`` (contrast limits computed here: call it in the worker)."""
     data, kwargs, kind = volume_to_layer_data(volume, name, as_labels)

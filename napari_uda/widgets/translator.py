@@ -29,7 +29,7 @@ from ..modalities import SOURCE, TARGETS, get_modality
 from ..orientation import to_canonical
 from ..translator import Translator
 from ..workspace import Workspace
-from ._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
+from ._common import ATTENTION_LAYER, PathField, add_layer, layer_tuple, layer_volume, notify_error
 from ._jobs import JobPanel
 from ._plots import CurvePlot, Thumbnail
 from ._session import link_for
@@ -249,8 +249,7 @@ class TranslatorWidget(QWidget):
             if add_layers:
                 layers.append(layer_tuple(translated, f"{name} -> {translated.modality}", as_labels=False))
                 if attention is not None:
-                    layers.append(layer_tuple(attention, f"{name} attention", as_labels=False, colormap="magma",
-                                              contrast_limits=(0.0, 1.0), opacity=0.6, blending="additive"))
+                    layers.append(layer_tuple(attention, f"{name} attention", as_labels=False, **ATTENTION_LAYER))
             return {"preview": preview_slices(volume, translated, attention), "layers": layers}
 
         def done(result: dict[str, Any]) -> None:

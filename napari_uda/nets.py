@@ -53,12 +53,10 @@ class ResnetGenerator(nn.Module):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if not self.skips:
             return self.features(x)
-        layers = list(self.features)
-        stem, down1 = nn.Sequential(*layers[:4]), nn.Sequential(*layers[4:7])  # full and 1/2 resolution
-        middle, up1, up2 = nn.Sequential(*layers[7:-6]), nn.Sequential(*layers[-6:-3]), nn.Sequential(*layers[-3:])
-        f0 = stem(x)
-        f1 = down1(f0)
-        return up2(up1(middle(f1)) + f1) + f0
+        f = self.features  # stem (4 layers), two downsamplings and two upsamplings (3 each), the blocks between
+        f0 = f[:4](x)  # full resolution
+        f1 = f[4:7](f0)  # 1/2 resolution
+        return f[-3:](f[-6:-3](f[7:-6](f1)) + f1) + f0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_image(self._features(x))

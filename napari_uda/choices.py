@@ -10,7 +10,7 @@ from .errors import UdaError
 # --- translators (napari_uda.translator) ----------------------------------------------------------------
 VARIANTS = ("cyclegan", "organ-attention", "sobel")
 FUSIONS = ("additive", "multiplicative", "concat")
-S_REGIMES = ("joint", "pretrained")
+S_REGIMES = ("joint", "pretrained", "invariant")
 
 # --- nnU-Net (napari_uda.segmenter) ---------------------------------------------------------------------
 #: nnU-Net training budgets -> trainer class; ``<budget>-aug`` adds strong intensity augmentation

@@ -96,6 +96,11 @@ class TranslatorConfig:
     def attention(self) -> bool:
         return self.variant == "organ-attention"
 
+    @property
+    def s_on_translation(self) -> bool:
+        """Whether S looks at the translation (and G learns through it) rather than at the CT."""
+        return self.s_regime in ("joint", "invariant")
+
     def architecture(self) -> dict[str, Any]:
         return {"generator": "resnet", "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
                 "sobel_input": self.variant == "sobel", "seg_head": self.seg_head, "skips": self.skips,
@@ -195,10 +200,11 @@ def _fused_for_local_d(nets: _Nets, cfg: TranslatorConfig, real_a: torch.Tensor,
                        grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The local discriminator's view of a translation: ``fake_b`` fused with organ attention.
     Jointly trained S (the FLARE 2025 release) looks at the translation itself, so a translation
-    whose organs S cannot find is penalised; a pretrained, frozen CT segmenter S (FLARE 2024's
+    whose organs S cannot find is penalised; so does the ``invariant`` S (pretrained on CT under
+    random organ contrasts, then frozen, so it cannot co-adapt with G); a pretrained, frozen CT segmenter S (FLARE 2024's
     ``A = 1 - softmax(S(x_ct))[:, 0]``) looks at the CT. Returns (fused, S's logits on the
     translation or None)."""
-    if cfg.s_regime == "joint":
+    if cfg.s_on_translation:
         with torch.set_grad_enabled(grad):
             logits = nets.S(fake_b)
         return fuse(fake_b, attention_map(logits), cfg.fusion), logits
@@ -211,7 +217,7 @@ def attention_input(cfg: TranslatorConfig, ct: torch.Tensor, translated: torch.T
     """What S looks at to make the organ attention of a translation: the translation itself when S
     is trained jointly on translations (the FLARE 2025 release), the CT for a pretrained CT
     segmenter (FLARE 2024's ``A = 1 - softmax(S(x_ct))[:, 0]``)."""
-    return translated if cfg.s_regime == "joint" else ct
+    return translated if cfg.s_on_translation else ct
 
 
 def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -231,6 +237,32 @@ def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.T
             gt = labels.numpy()
             present = [int(c) for c in np.unique(gt) if c > 0]
             out[name] = round(float(np.mean(list(dice(pred, gt, present).values()))) if present else 0.0, 4)
+    return out
+
+
+S_PRETRAIN_BATCH = 8  # CT crops per step while the contrast-invariant S is pretrained
+
+
+def randomise_contrast(ct: torch.Tensor, labels: torch.Tensor, p: float = 0.8) -> torch.Tensor:
+    """CT crops with the segmenters' strong intensity augmentation (napari_uda.nnunet_trainers.augment):
+    with probability ``p`` each crop's organs get random mean intensities, then its intensities
+    go through a random non-monotone curve (or are inverted), and the crop is clipped back to
+    [-1, 1]. An S trained on these finds organs by shape and context, in CT, in a translation
+    and in the real target alike. ct: (N, 1, H, W) in [-1, 1]; labels: (N, H, W)."""
+    from .nnunet_trainers.augment import remap_intensities, shift_organ_contrast
+
+    out = ct.clone()
+    for i in range(ct.shape[0]):
+        img, seg = out[i, 0], labels[i]
+        if float(torch.rand(())) < p:
+            present = [int(v) for v in torch.unique(seg) if v >= 1]
+            img = shift_organ_contrast(img, seg, {l: float(torch.rand(()) * 2 - 1) for l in present}, sigma=0.7)
+        r = float(torch.rand(()))
+        if r < 0.15:
+            img = -img
+        elif r < p:
+            img = remap_intensities(img, torch.rand(6))
+        out[i, 0] = img.clamp(-1, 1)
     return out
 
 
@@ -345,16 +377,18 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
     def autocast() -> Any:
         return torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
 
-    if cfg.attention and cfg.s_regime == "pretrained" and not s_pretrained:
+    if cfg.attention and cfg.s_regime != "joint" and not s_pretrained:
+        invariant = cfg.s_regime == "invariant"
         for it in range(cfg.s_pretrain_iterations):
-            ra, lab = batch(bank_a)
+            x, lab = bank_a.sample(S_PRETRAIN_BATCH if invariant else cfg.batch_size, cfg.size, gen)
+            x = randomise_contrast(x, lab) if invariant else x
             with autocast():
-                loss = seg_loss(nets.S(ra), lab)
+                loss = seg_loss(nets.S(x.to(dev)), lab.to(dev))
             _step(opt_S, loss)
             if progress and it % 10 == 0:
                 progress({"stage": "pretrain_S", "iteration": it, "total": cfg.s_pretrain_iterations, "losses": {"S": loss.item()}})
         s_pretrained = True
-    if cfg.attention and cfg.s_regime == "pretrained":
+    if cfg.attention and cfg.s_regime != "joint":
         nets.S.requires_grad_(False)
 
     mse, l1 = nn.MSELoss(), nn.L1Loss()
@@ -398,7 +432,7 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
                 loss_local = cfg.lambda_local * mse(pred_l, torch.ones_like(pred_l))
                 loss_g = loss_g + loss_local
                 losses["local"] = loss_local.item()
-                if cfg.s_regime == "joint":  # G also learns through S: its translation must stay segmentable
+                if cfg.s_on_translation:  # G also learns through S: its translation must stay segmentable
                     loss_gs = cfg.lambda_seg * seg_loss(s_logits, lab_a)
                     loss_g = loss_g + loss_gs
                     losses["G_seg"] = loss_gs.item()
@@ -424,7 +458,7 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
                 nets.D_L.requires_grad_(True)
                 with torch.no_grad():  # eq. 7: real target and a pooled translation, each fused with S's attention on itself
                     real_l = fuse(real_b, attention_map(nets.S(real_b)), cfg.fusion)
-                    if cfg.s_regime == "joint":  # S looks at the pooled translation itself
+                    if cfg.s_on_translation:  # S looks at the pooled translation itself
                         fake_l, _ = _fused_for_local_d(nets, cfg, real_a, pools["L"].query(fake_b.detach()), grad=False)
                     else:  # the attention belongs to the CT each translation came from: pool them fused
                         fake_l = pools["L"].query(fused_fake.detach())

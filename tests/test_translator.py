@@ -258,3 +258,29 @@ def test_autocast_forward_computes_in_low_precision_and_returns_float32(monkeypa
     assert set(net.state_dict()) == {"0.weight", "0.bias"}  # the weights' names are untouched
     monkeypatch.setenv("NAPARI_UDA_CPU_AMP", "0")
     assert cpu_autocast_dtype() is None
+
+
+def test_randomise_contrast_moves_organs_not_labels():
+    from napari_uda.translator import randomise_contrast
+
+    torch.manual_seed(0)
+    ct = torch.full((1, 1, 8, 8), -0.5)
+    ct[..., 2:6, 2:6] = 0.2
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[:, 2:6, 2:6] = 1
+    outs = [randomise_contrast(ct, labels, p=1.0) for _ in range(40)]
+    assert torch.equal(ct[..., 3, 3], torch.tensor([[0.2]]))  # the input is left alone
+    assert all(o.shape == ct.shape and o.min() >= -1 and o.max() <= 1 for o in outs)
+    organ = torch.stack([o[0, 0, 3:5, 3:5].mean() for o in outs])
+    assert organ.std() > 0.2  # the organ's brightness is random from draw to draw
+
+
+def test_invariant_s_is_pretrained_and_frozen(data, tmp_path):
+    cfg = TranslatorConfig("T2WI", variant="organ-attention", s_regime="invariant", s_pretrain_iterations=3,
+                           iterations=3, checkpoint_every=1000, **TINY)
+    events = []
+    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=events.append)
+    assert [e["stage"] for e in events if "stage" in e] == ["pretrain_S"]
+    assert "G_seg" in events[-1]["losses"] and "S" not in events[-1]["losses"]  # G learns through S; S is not trained
+    _, att = translate_volume(load_translator(tmp_path), read_volume(data["ct"][0]))
+    assert np.isfinite(att.array).all()

@@ -201,8 +201,8 @@ def _fused_for_local_d(nets: _Nets, cfg: TranslatorConfig, real_a: torch.Tensor,
     """The local discriminator's view of a translation: ``fake_b`` fused with organ attention.
     Jointly trained S (the FLARE 2025 release) looks at the translation itself, so a translation
     whose organs S cannot find is penalised; so does the ``invariant`` S (pretrained on CT under
-    random organ contrasts, then frozen, so it cannot co-adapt with G); a pretrained, frozen CT segmenter S (FLARE 2024's
-    ``A = 1 - softmax(S(x_ct))[:, 0]``) looks at the CT. Returns (fused, S's logits on the
+    random organ contrasts, then frozen, so it cannot co-adapt with G); a pretrained, frozen CT
+    segmenter S (FLARE 2024's ``A = 1 - softmax(S(x_ct))[:, 0]``) looks at the CT. Returns (fused, S's logits on the
     translation or None)."""
     if cfg.s_on_translation:
         with torch.set_grad_enabled(grad):
@@ -244,25 +244,18 @@ S_PRETRAIN_BATCH = 8  # CT crops per step while the contrast-invariant S is pret
 
 
 def randomise_contrast(ct: torch.Tensor, labels: torch.Tensor, p: float = 0.8) -> torch.Tensor:
-    """CT crops with the segmenters' strong intensity augmentation (napari_uda.nnunet_trainers.augment):
-    with probability ``p`` each crop's organs get random mean intensities, then its intensities
-    go through a random non-monotone curve (or are inverted), and the crop is clipped back to
-    [-1, 1]. An S trained on these finds organs by shape and context, in CT, in a translation
-    and in the real target alike. ct: (N, 1, H, W) in [-1, 1]; labels: (N, H, W)."""
-    from .nnunet_trainers.augment import remap_intensities, shift_organ_contrast
+    """CT crops under the segmenters' own strong intensity augmentation (the transforms of
+    napari_uda.nnunet_trainers.augment, applied with probability ``p``): random organ brightness,
+    then a random non-monotone curve or an inversion, clipped back to [-1, 1]. An S trained on
+    these finds organs by shape and context, in CT, in a translation and in the real target
+    alike. ct: (N, 1, H, W) in [-1, 1]; labels: (N, H, W). The input is not changed."""
+    from .nnunet_trainers.augment import IntensityRemapTransform, OrganContrastTransform
 
+    organs, remap = OrganContrastTransform(p=p), IntensityRemapTransform(p=p)
     out = ct.clone()
     for i in range(ct.shape[0]):
-        img, seg = out[i, 0], labels[i]
-        if float(torch.rand(())) < p:
-            present = [int(v) for v in torch.unique(seg) if v >= 1]
-            img = shift_organ_contrast(img, seg, {l: float(torch.rand(()) * 2 - 1) for l in present}, sigma=0.7)
-        r = float(torch.rand(()))
-        if r < 0.15:
-            img = -img
-        elif r < p:
-            img = remap_intensities(img, torch.rand(6))
-        out[i, 0] = img.clamp(-1, 1)
+        sample = organs(image=out[i], segmentation=labels[i][None])
+        out[i] = remap(image=sample["image"])["image"].clamp(-1, 1)
     return out
 
 

@@ -25,16 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_uda.choices import get_budget
-from napari_uda.evaluation import compare_markdown, evaluate_folders
-from napari_uda.io import Volume, read_volume, stem_of, write_volume
-from napari_uda.modalities import get_modality
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.pipeline import FilterSettings, run_pipeline, stage_order, train_stage_model
-from napari_uda.postprocess import postprocess
-from napari_uda.segmenter import predict_folds
-from napari_uda.slices import list_volumes
-from napari_uda.workspace import Workspace
+from napari_uda.core.choices import get_budget
+from napari_uda.core.io import Volume, list_volumes, read_volume, stem_of, write_volume
+from napari_uda.core.modalities import get_modality
+from napari_uda.core.workspace import Workspace
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
+from napari_uda.pipeline.workflow import FilterSettings, run_pipeline, stage_order, train_stage_model
+from napari_uda.segment.postprocess import postprocess
+from napari_uda.segment.segmenter import predict_folds
 
 SHAPE = (40, 96, 96)
 N_CT, N_ADAPT, N_HELD_OUT = 8, 8, 4

@@ -17,14 +17,13 @@ import os
 import time
 from pathlib import Path
 
-from napari_uda.choices import get_budget
-from napari_uda.evaluation import compare_markdown, evaluate_folders
-from napari_uda.io import stem_of
-from napari_uda.pipeline import source_training_set
-from napari_uda.review_store import ReviewStore
-from napari_uda.segmenter import export_dataset, plan_and_preprocess, predict_folds, train_folds
-from napari_uda.slices import list_volumes
-from napari_uda.workspace import Workspace
+from napari_uda.core.choices import get_budget
+from napari_uda.core.io import list_volumes, stem_of
+from napari_uda.core.workspace import Workspace
+from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
+from napari_uda.pipeline.workflow import source_training_set
+from napari_uda.review.store import ReviewStore
+from napari_uda.segment.segmenter import export_dataset, plan_and_preprocess, predict_folds, train_folds
 
 
 def main() -> None:

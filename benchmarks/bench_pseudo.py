@@ -33,7 +33,7 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def make_folds(shape=(120, 384, 384), n=5):
-    from napari_uda.phantom import make_case
+    from napari_uda.data.phantom import make_case
 
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"folds_{'x'.join(map(str, shape))}.npz"
@@ -58,7 +58,7 @@ def make_folds(shape=(120, 384, 384), n=5):
 
 
 def bench_consistency(folds) -> dict:
-    from napari_uda.pseudo import fold_consistency
+    from napari_uda.pseudo.consistency import fold_consistency
 
     t = time.perf_counter()
     fold_consistency(folds[:2], labels=[1])  # numba compile (cached on disk afterwards)
@@ -74,8 +74,8 @@ def bench_consistency(folds) -> dict:
 def bench_nsd(gt, pred, spacing) -> dict:
     import surface_distance as sd
 
-    from napari_uda.metrics import nsd
-    from napari_uda.organs import ORGANS
+    from napari_uda.core.organs import ORGANS
+    from napari_uda.evaluate.metrics import nsd
 
     ours = best_of(lambda: nsd(pred, gt, spacing))
     mine = nsd(pred, gt, spacing)
@@ -91,8 +91,8 @@ def bench_nsd(gt, pred, spacing) -> dict:
 
 
 def make_prob_folds(shape=(168, 512, 512), n=5, n_classes=14) -> list[Path]:
-    from napari_uda.phantom import make_case
-    from napari_uda.probabilities import save_probabilities
+    from napari_uda.data.phantom import make_case
+    from napari_uda.segment.probabilities import save_probabilities
 
     paths = [CACHE / f"prob_fold{i}.npz" for i in range(n)]
     if all(p.exists() for p in paths):
@@ -115,7 +115,7 @@ def make_prob_folds(shape=(168, 512, 512), n=5, n_classes=14) -> list[Path]:
 # VmHWM (peak resident set) is reset by exec, unlike ru_maxrss, which a child inherits from its parent.
 FUSE_CHILD = """
 import sys, time, json
-from napari_uda.pseudo import fuse_probabilities
+from napari_uda.segment.ensemble import fuse_probabilities
 def hwm_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

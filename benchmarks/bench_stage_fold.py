@@ -30,13 +30,12 @@ from pathlib import Path
 
 from bench_ablation import default_out, workspace_root
 
-from napari_uda.choices import Budget, get_budget
-from napari_uda.evaluation import evaluate_folders
-from napari_uda.io import stem_of
-from napari_uda.pipeline import budget_translator_config, train_stage_model, translate_sources
-from napari_uda.segmenter import predict_folds
-from napari_uda.slices import list_volumes
-from napari_uda.workspace import Workspace
+from napari_uda.core.choices import Budget, get_budget
+from napari_uda.core.io import list_volumes, stem_of
+from napari_uda.core.workspace import Workspace
+from napari_uda.evaluate.evaluation import evaluate_folders
+from napari_uda.pipeline.workflow import budget_translator_config, train_stage_model, translate_sources
+from napari_uda.segment.segmenter import predict_folds
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,7 +58,7 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
 def translate_with_recipe(ws: Workspace, budget: Budget, override: dict) -> tuple[Path, float]:
     """Train the ``budget``'s Organ Attention translator with ``override`` in ``ws`` and translate
     its CT; returns (the translated folder, training seconds)."""
-    from napari_uda.translator import train_translator
+    from napari_uda.translate.translator import train_translator
 
     cfg = replace(budget_translator_config(budget, "T2WI", "organ-attention"), checkpoint_every=10**9, preview_every=0,
                   **override)

@@ -21,14 +21,20 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from napari_uda.io import read_volume
-from napari_uda.metrics import dice
-from napari_uda.modalities import SOURCE, get_modality
-from napari_uda.nets import UNet2D, seg_loss
-from napari_uda.organs import ORGAN_INDICES
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.slices import list_volumes, load_slice_bank
-from napari_uda.translator import TranslatorConfig, load_translator, train_translator, translate_slices, translate_volume
+from napari_uda.core.io import list_volumes, read_volume
+from napari_uda.core.modalities import SOURCE, get_modality
+from napari_uda.core.organs import ORGAN_INDICES
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.evaluate.metrics import dice
+from napari_uda.translate.nets import UNet2D, seg_loss
+from napari_uda.translate.slices import load_slice_bank
+from napari_uda.translate.translator import (
+    TranslatorConfig,
+    load_translator,
+    train_translator,
+    translate_slices,
+    translate_volume,
+)
 
 HERE = Path(__file__).resolve().parent
 

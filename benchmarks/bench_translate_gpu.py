@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-import napari_uda.translator as T
-from napari_uda.efficiency import RunMeter
-from napari_uda.io import read_volume
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.slices import list_volumes
+import napari_uda.translate.translator as T
+from napari_uda.core.efficiency import RunMeter
+from napari_uda.core.io import list_volumes, read_volume
+from napari_uda.data.phantom import write_phantom_dataset
 
 
 def run(amp: bool, data: Path, iterations: int, variant: str) -> dict:

@@ -27,13 +27,14 @@ from bench_ablation import N_ADAPT, N_CT, N_HELD_OUT, SHAPE
 from bench_translate import mean_dice, organ_means, segment, train_segmenter
 from scipy.stats import spearmanr
 
-from napari_uda.choices import get_budget
-from napari_uda.modalities import SOURCE, get_modality
-from napari_uda.nets import UNet2D
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.pipeline import budget_translator_config
-from napari_uda.slices import list_volumes, load_slice_bank
-from napari_uda.translator import load_translator, train_translator, translate_slices
+from napari_uda.core.choices import get_budget
+from napari_uda.core.io import list_volumes
+from napari_uda.core.modalities import SOURCE, get_modality
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.pipeline.workflow import budget_translator_config
+from napari_uda.translate.nets import UNet2D
+from napari_uda.translate.slices import load_slice_bank
+from napari_uda.translate.translator import load_translator, train_translator, translate_slices
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPES = [("reference identity 0.5", {}), ("no identity loss", {"lambda_identity": 0.0})]

@@ -27,8 +27,8 @@ SAMPLE_T2WI = ROOT / "sample_data" / "t2wi" / "images" / "t2wi_000.nii.gz"
 
 def tiny_translator(root: Path) -> Path:
     """A 2-iteration Organ Attention translator in ``root/tr`` (the figure is about threads, not quality)."""
-    from napari_uda.phantom import write_phantom_dataset
-    from napari_uda.translator import TranslatorConfig, train_translator
+    from napari_uda.data.phantom import write_phantom_dataset
+    from napari_uda.translate.translator import TranslatorConfig, train_translator
 
     write_phantom_dataset(root / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
     cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
@@ -69,10 +69,10 @@ def measure(shape: tuple[int, int, int]) -> dict[str, dict[str, float]]:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_uda.io import Geometry, Volume, read_volume
-    from napari_uda.layers import volume_to_layer_data
-    from napari_uda.widgets.segmenter import SegmenterWidget
-    from napari_uda.widgets.translator import TranslatorWidget
+    from napari_uda.core.io import Geometry, Volume, read_volume
+    from napari_uda.napari.layers import volume_to_layer_data
+    from napari_uda.napari.widgets.segmenter import SegmenterWidget
+    from napari_uda.napari.widgets.translator import TranslatorWidget
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = tiny_translator(Path(tmp))

@@ -1,4 +1,4 @@
-"""A second abdominal phantom, written apart from ``napari_uda.phantom`` to check that the method's
+"""A second abdominal phantom, written apart from ``napari_uda.data.phantom`` to check that the method's
 recipe is not fitted to the project's own phantom (the issue's check uses a phantom written by
 someone else: CT and a T2-like MRI with reordered organ contrast, 40x96x96, 8 + 8 cases).
 

@@ -1,6 +1,6 @@
 """Make the demo's bundled model: the method's ``small`` CPU recipe (CT -> T2WI, Organ Attention,
 one self-training round) on phantom patients that are not the sample data, exported as a model
-folder (safetensors + JSON, :mod:`napari_uda.model_folders`) into ``sample_data/models/<name>/``,
+folder (safetensors + JSON, :mod:`napari_uda.core.model_folder`) into ``sample_data/models/<name>/``,
 with its evaluation on the sample T2WI (what ``./uda demo`` shows) written next to it.
 
     .venv/bin/python benchmarks/make_bundled_models.py [--seed 1] [--ablation-out benchmarks/ablation_small_t2wi_s1]
@@ -21,11 +21,12 @@ from pathlib import Path
 
 from bench_ablation import N_ADAPT, default_out, phantom_workspace, workspace_root
 
-from napari_uda.choices import get_budget
-from napari_uda.demo import BUNDLED_MODEL, run_sample_bundled
-from napari_uda.model_folders import SIDECAR, export_stage
-from napari_uda.pipeline import FilterSettings, run_pipeline
-from napari_uda.sample_data import sample_data_dir
+from napari_uda.core.choices import get_budget
+from napari_uda.core.model_folder import SIDECAR
+from napari_uda.data.sample_data import sample_data_dir
+from napari_uda.napari.demo import BUNDLED_MODEL, run_sample_bundled
+from napari_uda.pipeline.export import export_stage
+from napari_uda.pipeline.workflow import FilterSettings, run_pipeline
 
 
 def main() -> None:

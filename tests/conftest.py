@@ -22,7 +22,7 @@ def artifact_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_ct():
     """A small CT phantom case: (image, labels)."""
-    from napari_uda.phantom import make_case
+    from napari_uda.data.phantom import make_case
 
     return make_case("ct", 0, seed=1, shape=SMALL)
 

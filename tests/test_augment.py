@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_uda.nnunet_trainers.augment import (IntensityRemapTransform, OrganContrastTransform, gaussian_smooth,
-                                                remap_intensities, shift_organ_contrast)
+from napari_uda.segment.nnunet_trainers.augment import (
+    IntensityRemapTransform,
+    OrganContrastTransform,
+    gaussian_smooth,
+    remap_intensities,
+    shift_organ_contrast,
+)
 
 
 def test_identity_curve_keeps_the_image():

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from napari_uda import cli
-from napari_uda.io import Volume, read_volume, write_dicom_series, write_volume
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.workspace import Workspace
-
 from conftest import ROOT, Planted
+
+from napari_uda.cli import commands as cli
+from napari_uda.core.io import Volume, read_volume, write_dicom_series, write_volume
+from napari_uda.core.workspace import Workspace
+from napari_uda.data.phantom import write_phantom_dataset
 
 BUNDLED = ROOT / "sample_data" / "models" / "t2wi_organ_attention"
 

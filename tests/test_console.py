@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from napari_uda.console import Console, format_duration
+from napari_uda.cli.console import Console, format_duration
 
 
 class Clock:

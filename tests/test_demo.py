@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from napari_uda.demo import BUNDLED_MODEL, run_sample_bundled
-from napari_uda.review_store import ReviewStore
-from napari_uda.sample_data import sample_data_dir
-from napari_uda.workspace import Workspace
+from napari_uda.core.workspace import Workspace
+from napari_uda.data.sample_data import sample_data_dir
+from napari_uda.napari.demo import BUNDLED_MODEL, run_sample_bundled
+from napari_uda.review.store import ReviewStore
 
 pytestmark = pytest.mark.slow
 

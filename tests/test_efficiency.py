@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from napari_uda.efficiency import RunMeter, area_under_curve
+from napari_uda.core.efficiency import RunMeter, area_under_curve
 
 
 def test_area_under_curve_hand_computed():
@@ -16,7 +16,7 @@ def test_area_under_curve_hand_computed():
 
 def test_cpu_meter_measures_time_only(monkeypatch):
     clock = iter([10.0, 12.5])  # entering and leaving, in seconds
-    monkeypatch.setattr("napari_uda.efficiency.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("napari_uda.core.efficiency.time.perf_counter", lambda: next(clock))
     with RunMeter("cpu") as meter:
         pass
     assert meter.result["seconds"] == 2.5

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from napari_uda.errors import UdaError
-from napari_uda.evaluation import compare_markdown, evaluate_folders
-from napari_uda.io import Geometry, Volume, write_volume
-from napari_uda.metrics import surface_dice
-from napari_uda.organs import ORGAN_INDICES, PET_SCORED
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import Geometry, Volume, write_volume
+from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
+from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
+from napari_uda.evaluate.metrics import surface_dice
 
 GEOMETRY = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
 LIVER = 1

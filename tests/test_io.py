@@ -9,9 +9,19 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from napari_uda.errors import VolumeError
-from napari_uda.io import (FILE_SUFFIXES, Geometry, Volume, check_same_grid, read_volume, stem_of, suffix_of,
-                           volume_info, write_dicom_series, write_volume)
+from napari_uda.core.errors import VolumeError
+from napari_uda.core.io import (
+    FILE_SUFFIXES,
+    Geometry,
+    Volume,
+    check_same_grid,
+    read_volume,
+    stem_of,
+    suffix_of,
+    volume_info,
+    write_dicom_series,
+    write_volume,
+)
 
 OBLIQUE = Rotation.from_euler("xyz", [12, -20, 33], degrees=True).as_matrix()
 
@@ -161,7 +171,7 @@ def test_dicom_series_with_a_missing_duplicate_or_broken_slice(tmp_path, oblique
 
 
 def test_an_input_folder_holding_a_dicom_series_is_one_volume(tmp_path, oblique_volume):
-    from napari_uda.slices import volume_inputs
+    from napari_uda.core.io import volume_inputs
 
     folder = write_dicom_series(oblique_volume, tmp_path / "series")
     assert volume_inputs(folder) == [folder]
@@ -233,7 +243,7 @@ def test_cli_help_lists_commands():
 
 HELP_WITHOUT_TORCH = """
 import argparse, contextlib, io, sys
-from napari_uda import cli
+from napari_uda.cli import commands as cli
 
 def commands(parser, path=()):
     yield path
@@ -260,7 +270,7 @@ def test_every_help_answers_without_torch_or_numba():
 
 def test_an_unforeseen_error_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
     """The safety net under every command: no traceback on screen, the traceback in the workspace log."""
-    from napari_uda import cli
+    from napari_uda.cli import commands as cli
 
     def broken(args):
         raise RuntimeError("something nobody foresaw")

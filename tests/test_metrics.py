@@ -6,8 +6,8 @@ import pytest
 import surface_distance as sd
 from scipy import ndimage
 
-from napari_uda.metrics import dice, flare_scores, nsd, organ_volumes_ml, surface_dice
-from napari_uda.phantom import make_case
+from napari_uda.data.phantom import make_case
+from napari_uda.evaluate.metrics import dice, flare_scores, nsd, organ_volumes_ml, surface_dice
 
 
 def reference_nsd(pred: np.ndarray, gt: np.ndarray, spacing, tol: float) -> float:

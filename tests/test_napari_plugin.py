@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from napari_uda.io import Geometry, Volume, read_volume, write_volume
-from napari_uda.organs import ORGANS
-from napari_uda.sample_data import sample_case_paths
+from napari_uda.core.io import Geometry, Volume, read_volume, write_volume
+from napari_uda.core.organs import ORGANS
+from napari_uda.data.sample_data import sample_case_paths
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-uda"
@@ -109,7 +109,7 @@ def test_sample_data_in_viewer_with_screenshot(make_napari_viewer_proxy, artifac
 
 
 def test_phantom_widget_generates_layers(make_napari_viewer_proxy, qtbot):
-    from napari_uda.widgets.phantom import PhantomWidget
+    from napari_uda.napari.widgets.phantom import PhantomWidget
 
     viewer = make_napari_viewer_proxy()
     widget = PhantomWidget(viewer)
@@ -128,8 +128,8 @@ def test_phantom_widget_generates_layers(make_napari_viewer_proxy, qtbot):
 
 def test_plugin_widgets_share_the_viewers_workspace(make_napari_viewer_proxy, tmp_path):
     """napari gives each plugin widget its own proxy of the viewer; they must still share one workspace."""
-    from napari_uda.phantom import write_phantom_dataset
-    from napari_uda.workspace import Workspace
+    from napari_uda.core.workspace import Workspace
+    from napari_uda.data.phantom import write_phantom_dataset
 
     write_phantom_dataset(tmp_path / "d", {"ct": 2, "t2wi": 1}, seed=3, shape=(8, 24, 24))
     ws = Workspace.create(tmp_path / "ws", tmp_path / "d/ct/images", tmp_path / "d/ct/labels", tmp_path / "d/t2wi/images", "T2WI")
@@ -145,7 +145,7 @@ def test_plugin_widgets_share_the_viewers_workspace(make_napari_viewer_proxy, tm
 
 
 def test_volume_info_widget_follows_selection(make_napari_viewer_proxy):
-    from napari_uda.widgets.volume_info import VolumeInfoWidget
+    from napari_uda.napari.widgets.volume_info import VolumeInfoWidget
 
     viewer = make_napari_viewer_proxy()
     widget = VolumeInfoWidget(viewer)

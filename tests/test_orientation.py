@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_uda.io import Geometry, Volume, VolumeError
-from napari_uda.orientation import align_label, from_canonical, orientation_code, to_canonical
-from napari_uda.phantom import make_case
+from napari_uda.core.io import Geometry, Volume, VolumeError
+from napari_uda.core.orientation import align_label, from_canonical, orientation_code, to_canonical
+from napari_uda.data.phantom import make_case
 
 
 def ras_copy(vol: Volume) -> Volume:

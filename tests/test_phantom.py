@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_uda.errors import UdaError
-from napari_uda.io import read_volume
-from napari_uda.metrics import organ_volumes_ml
-from napari_uda.organs import ORGAN_BY_KEY, ORGANS
-from napari_uda.phantom import DEFAULT_SHAPE, PHANTOM_MODALITIES, make_case
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import read_volume
+from napari_uda.core.organs import ORGAN_BY_KEY, ORGANS
+from napari_uda.data.phantom import DEFAULT_SHAPE, PHANTOM_MODALITIES, make_case
+from napari_uda.evaluate.metrics import organ_volumes_ml
 
 # Plausible adult organ volumes (mL), generous bounds around textbook values.
 VOLUME_RANGE_ML = {
@@ -123,7 +123,7 @@ def test_cli_writes_documented_layout(tmp_path):
 def test_organs_stay_inside_the_muscle_wall(seed):
     """No organ is painted into the subcutaneous fat, and none touches it: the muscle wall lies between
     them, as in a real abdomen (organs painted into the body wall's fat cannot be learned)."""
-    from napari_uda.phantom import ORGAN_OFFSET, SUBCUT, _draw_patient
+    from napari_uda.data.phantom import ORGAN_OFFSET, SUBCUT, _draw_patient
 
     _, _, tissue = _draw_patient(np.random.default_rng(seed), DEFAULT_SHAPE)
     organs = tissue >= ORGAN_OFFSET

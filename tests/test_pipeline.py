@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import Planted
 
-from napari_uda.io import read_volume
-from napari_uda.review_store import ReviewStore, file_hash, label_hash
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.workspace import Workspace
+from napari_uda.core.io import read_volume
+from napari_uda.core.workspace import Workspace
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.review.store import ReviewStore, file_hash, label_hash
 
 pytestmark = pytest.mark.slow
 STAGES = ["no_adaptation", "cyclegan", "organ_attention"]
@@ -70,7 +70,7 @@ def test_review_then_self_training_round_and_final(run):
     label = read_volume(queue[1]["label"])
     label.array[label.array == 5] = 0  # the reviewer removes the aorta
     edited_path = run["root"] / "edited.nii.gz"
-    from napari_uda.io import write_volume
+    from napari_uda.core.io import write_volume
     write_volume(label, edited_path)
     out = cli("review", "decide", "--workspace", str(ws), "--case", edited, "--accept", "--label", str(edited_path),
               "--reviewer", "ben", "--note", "aorta was a false positive")

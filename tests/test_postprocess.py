@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_uda.postprocess import OrganRule, default_rules, postprocess
+from napari_uda.segment.postprocess import OrganRule, default_rules, postprocess
 
 
 def test_largest_component_and_holes():

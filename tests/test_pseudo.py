@@ -7,12 +7,19 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from napari_uda.phantom import make_case
-from napari_uda.probabilities import ProbabilityFile, save_probabilities
-from napari_uda.pseudo import (CaseScore, SourceStats, filter_checkpoint_agreement, strict_majority_label,
-                                                              filter_organs_present, filter_relative_volume, fold_consistency,
-                               fold_consistency_details, fold_disagreement, fuse_probabilities, majority_vote, mean_dice, rank_cases,
-                               relative_volumes, round_uncertainty, select_by_uncertainty, union_ensemble)
+from napari_uda.data.phantom import make_case
+from napari_uda.pseudo.consistency import CaseScore, fold_consistency, fold_consistency_details, rank_cases
+from napari_uda.pseudo.filters import (
+    SourceStats,
+    filter_checkpoint_agreement,
+    filter_organs_present,
+    filter_relative_volume,
+    mean_dice,
+    relative_volumes,
+)
+from napari_uda.pseudo.labels import round_uncertainty, select_by_uncertainty, strict_majority_label
+from napari_uda.segment.ensemble import fold_disagreement, fuse_probabilities, majority_vote, union_ensemble
+from napari_uda.segment.probabilities import ProbabilityFile, save_probabilities
 
 
 def naive_consistency(folds, labels):

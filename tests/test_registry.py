@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_uda.errors import UdaError
-from napari_uda.intensity import CT_WINDOW, from_unit_range, intensity_window, to_unit_range
-from napari_uda.modalities import MODALITIES, TARGETS, get_modality
-from napari_uda.organs import ORGANS, PET_SCORED, napari_colormap, nnunet_labels
+from napari_uda.core.errors import UdaError
+from napari_uda.core.intensity import CT_WINDOW, from_unit_range, intensity_window, to_unit_range
+from napari_uda.core.modalities import MODALITIES, TARGETS, get_modality
+from napari_uda.core.organs import ORGANS, PET_SCORED, napari_colormap, nnunet_labels
 
 
 def test_organ_table_is_flare_numbering():

@@ -6,16 +6,15 @@ import subprocess
 import sys
 import textwrap
 import time
-
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from napari_uda.errors import UdaError
-from napari_uda.io import Geometry, Volume, read_volume, write_volume
-from napari_uda.pseudo import FilterResult
-from napari_uda.review_store import SCHEMA_VERSION, ReviewStore, file_hash, label_hash
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import Geometry, Volume, read_volume, write_volume
+from napari_uda.pseudo.filters import FilterResult
+from napari_uda.review.store import SCHEMA_VERSION, ReviewStore, file_hash, label_hash
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def test_edited_label_written_before_commit_and_hash_matches(store, tmp_path):
 
 
 def test_review_store_only_inside_a_workspace(tmp_path):
-    from napari_uda.workspace import Workspace
+    from napari_uda.core.workspace import Workspace
 
     with pytest.raises(UdaError, match="not a napari-uda workspace"):
         ReviewStore.for_workspace(tmp_path)
@@ -126,7 +125,7 @@ def test_corrupt_database_is_a_clear_error(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from napari_uda.review_store import ReviewStore
+    from napari_uda.review.store import ReviewStore
     store = ReviewStore(sys.argv[1])
     for i in range(int(sys.argv[3])):
         d = store.decide(f"c{i % 3}", "accept" if i % 2 else "reject", sys.argv[2], note=str(i))
@@ -170,7 +169,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_queue_decide_export(store, tmp_path):
     import json
 
-    from napari_uda.workspace import Workspace
+    from napari_uda.core.workspace import Workspace
 
     ws = str(tmp_path)
     assert "not a napari-uda workspace" in _cli("review", "queue", "--workspace", ws).stderr

@@ -5,8 +5,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from napari_uda.io import Geometry, Volume, resample
-from napari_uda.roi import crop, foreground_box, index_to_physical, paste, physical_to_index
+from napari_uda.core.io import Geometry, Volume, resample
+from napari_uda.core.roi import crop, foreground_box, index_to_physical, paste, physical_to_index
 
 ROT = Rotation.from_euler("xyz", [5, 10, 15], degrees=True).as_matrix()
 

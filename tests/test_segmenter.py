@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 from conftest import Planted
 
-from napari_uda.errors import UdaError
-from napari_uda.io import Geometry, Volume, read_volume, write_volume
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.probabilities import ProbabilityFile
-from napari_uda.pseudo import fold_consistency
-from napari_uda.child import run_child
-from napari_uda.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, train_folds
-from napari_uda.slices import list_volumes, pair_labels
+from napari_uda.core.child import run_child
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import Geometry, Volume, list_volumes, pair_labels, read_volume, write_volume
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.pseudo.consistency import fold_consistency
+from napari_uda.segment.probabilities import ProbabilityFile
+from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, train_folds
 
 pytestmark = pytest.mark.slow
 
@@ -242,7 +241,7 @@ def test_killed_cli_leaves_no_trainer(trained, sig):
     parent, trainers = psutil.Process(proc.pid), []
     deadline = time.time() + 120
     while time.time() < deadline and not trainers:
-        trainers = [p for p in parent.children(recursive=True) if "napari_uda.nnunet_train" in " ".join(p.cmdline())]
+        trainers = [p for p in parent.children(recursive=True) if "napari_uda.segment.nnunet_train" in " ".join(p.cmdline())]
         time.sleep(0.2)
     assert trainers, "the trainer never started"
     group = [p for p in psutil.process_iter() if p.pid != proc.pid and _pgid(p.pid) == trainers[0].pid]
@@ -282,7 +281,7 @@ def test_killed_training_resumes(trained):
     while time.time() < deadline and fold2_epochs() != [1]:
         time.sleep(0.2)
     assert fold2_epochs() == [1]
-    child = subprocess.run(["pgrep", "-f", "napari_uda.nnunet_train 7 3d_fullres 2"], capture_output=True, text=True).stdout.split()
+    child = subprocess.run(["pgrep", "-f", "napari_uda.segment.nnunet_train 7 3d_fullres 2"], capture_output=True, text=True).stdout.split()
     assert child
     for pid in child:
         os.kill(int(pid), signal.SIGKILL)
@@ -316,8 +315,8 @@ def test_a_fold_stopped_before_its_weights_were_written_gets_them_on_rerun(train
 
 def test_predict_in_region_pastes_back(trained, tmp_path):
     """The fine stage: predict inside a region (here from the ground truth) and paste back."""
-    from napari_uda.roi import foreground_box
-    from napari_uda.segmenter import predict_in_regions
+    from napari_uda.core.roi import foreground_box
+    from napari_uda.segment.segmenter import predict_in_regions
 
     image = list_volumes(trained["data"] / "ct/images")[4]
     src, gt = read_volume(image), read_volume(trained["data"] / "ct/labels" / image.name)
@@ -337,7 +336,7 @@ def test_predict_in_region_pastes_back(trained, tmp_path):
 
 def test_coarse_to_fine_end_to_end(trained, tmp_path):
     """A coarse model trained at twice the spacing, then the fine model inside its region."""
-    from napari_uda.segmenter import coarse_to_fine_predict
+    from napari_uda.segment.segmenter import coarse_to_fine_predict
 
     ws, data = trained["ws"], trained["data"]
     images = list_volumes(data / "ct/images")
@@ -361,7 +360,7 @@ def test_a_channels_last_network_with_shared_tensors_saves_and_loads(tmp_path):
     import torch
     from safetensors.torch import load_model
 
-    from napari_uda.nnunet_model import FOLD_WEIGHTS, save_fold_model
+    from napari_uda.segment.nnunet_model import FOLD_WEIGHTS, save_fold_model
 
     def net() -> torch.nn.Module:
         torch.manual_seed(0)

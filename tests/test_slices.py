@@ -5,10 +5,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_uda.io import Geometry, Volume, write_volume
-from napari_uda.modalities import get_modality
-from napari_uda.slices import SliceBank, load_slice_bank, working_size
-from napari_uda.translator import _generate
+from napari_uda.core.io import Geometry, Volume, write_volume
+from napari_uda.core.modalities import get_modality
+from napari_uda.translate.slices import SliceBank, load_slice_bank, working_size
+from napari_uda.translate.translator import _generate
 
 
 def test_working_size_keeps_each_axis_extent():

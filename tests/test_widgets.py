@@ -5,16 +5,15 @@ workspace -> translator (child-process training, live preview, translation + att
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer, Qt
+from qtpy.QtCore import Qt, QTimer
 
-from napari_uda.io import read_volume
-from napari_uda.layers import volume_to_layer_data
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.review_store import ReviewStore, label_hash
-from napari_uda.workspace import Workspace
+from napari_uda.core.io import read_volume
+from napari_uda.core.workspace import Workspace
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.napari.layers import volume_to_layer_data
+from napari_uda.review.store import ReviewStore, label_hash
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -30,7 +29,7 @@ def data(tmp_path_factory):
 def errors(monkeypatch):
     """Error notifications the widgets raise (napari shows them; here they are collected)."""
     seen: list[str] = []
-    import napari_uda.widgets._common as common
+    import napari_uda.napari.widgets._common as common
 
     monkeypatch.setattr(common, "show_error", seen.append)
     return seen
@@ -55,7 +54,7 @@ def shot(viewer, widget, artifact_dir, name, qtbot):
 
 def tiny_translator(tmp_path):
     """A 2-iteration Organ Attention translator in ``tmp_path/tr``, trained on phantom data in ``tmp_path/d``."""
-    from napari_uda.translator import TranslatorConfig, train_translator
+    from napari_uda.translate.translator import TranslatorConfig, train_translator
 
     write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
     cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
@@ -70,12 +69,12 @@ def add_volume(viewer, path, name):
 
 
 def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, errors):
-    from napari_uda.widgets.consistency import ConsistencyWidget
-    from napari_uda.widgets.review import LABEL_LAYER, ReviewWidget
-    from napari_uda.widgets.segmenter import SegmenterWidget
-    from napari_uda.widgets.selftrain import SelfTrainingWidget
-    from napari_uda.widgets.translator import TranslatorWidget
-    from napari_uda.widgets.workspace import WorkspaceWidget
+    from napari_uda.napari.widgets.consistency import ConsistencyWidget
+    from napari_uda.napari.widgets.review import LABEL_LAYER, ReviewWidget
+    from napari_uda.napari.widgets.segmenter import SegmenterWidget
+    from napari_uda.napari.widgets.selftrain import SelfTrainingWidget
+    from napari_uda.napari.widgets.translator import TranslatorWidget
+    from napari_uda.napari.widgets.workspace import WorkspaceWidget
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1850, 1150)
@@ -224,7 +223,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
 def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer_proxy, qtbot, tmp_path, errors):
     """Loading a translator (a model folder's works too) shows CT, translation and attention in the
     preview panel for the CT in the viewer, off the UI thread, without adding layers."""
-    from napari_uda.widgets.translator import TranslatorWidget
+    from napari_uda.napari.widgets.translator import TranslatorWidget
 
     tiny_translator(tmp_path)
     viewer = make_napari_viewer_proxy(show=True)
@@ -245,8 +244,8 @@ def test_translation_runs_off_the_ui_thread(make_napari_viewer_proxy, qtbot, tmp
     under load is measured in ``benchmarks/bench_ui_responsiveness.py``, not asserted here."""
     import threading
 
-    import napari_uda.translator as translator_module
-    from napari_uda.widgets.translator import TranslatorWidget
+    import napari_uda.translate.translator as translator_module
+    from napari_uda.napari.widgets.translator import TranslatorWidget
 
     tiny_translator(tmp_path)
     viewer = make_napari_viewer_proxy()
@@ -281,8 +280,8 @@ def test_translation_runs_off_the_ui_thread(make_napari_viewer_proxy, qtbot, tmp
 
 def test_cancel_stops_translator_training(make_napari_viewer_proxy, qtbot, data, errors):
     """Cancel terminates the training child process; its checkpoint lets Train resume."""
-    from napari_uda.widgets.translator import TranslatorWidget
-    from napari_uda.widgets._session import link_for
+    from napari_uda.napari.widgets._session import link_for
+    from napari_uda.napari.widgets.translator import TranslatorWidget
 
     viewer = make_napari_viewer_proxy()
     d = data / "data"
@@ -307,10 +306,10 @@ def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, 
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
-    from napari_uda.pseudo import FilterResult
-    from napari_uda.widgets.consistency import ConsistencyWidget
-    from napari_uda.widgets.review import ReviewWidget
-    from napari_uda.widgets.workspace import WorkspaceWidget
+    from napari_uda.napari.widgets.consistency import ConsistencyWidget
+    from napari_uda.napari.widgets.review import ReviewWidget
+    from napari_uda.napari.widgets.workspace import WorkspaceWidget
+    from napari_uda.pseudo.filters import FilterResult
 
     write_phantom_dataset(tmp_path / "d", {"ct": 2, "t2wi": 2}, seed=5, shape=(12, 32, 32))
     ws = Workspace.create(tmp_path / "ws", tmp_path / "d/ct/images", tmp_path / "d/ct/labels", tmp_path / "d/t2wi/images", "T2WI")
@@ -356,7 +355,7 @@ def test_job_panel_never_animates_and_stops_with_its_viewer(qtbot):
     from qtpy.QtCore import QEvent
     from qtpy.QtWidgets import QApplication, QWidget
 
-    from napari_uda.widgets._jobs import JobPanel
+    from napari_uda.napari.widgets._jobs import JobPanel
 
     parent = QWidget()
     panel = JobPanel(parent)

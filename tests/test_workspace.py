@@ -7,15 +7,15 @@ import sqlite3
 import numpy as np
 import pytest
 
-from napari_uda.errors import UdaError
-from napari_uda.io import Geometry, Volume, write_volume
-from napari_uda.phantom import write_phantom_dataset
-from napari_uda.choices import get_budget, pipeline_budget
-from napari_uda.pipeline import FilterSettings, auto_accept, dataset_id, stage_order
-from napari_uda.pseudo import FilterResult
-from napari_uda.review_store import MIGRATIONS, SCHEMA_VERSION, ReviewStore
-from napari_uda.segmenter import _write_small_splits
-from napari_uda.workspace import MANIFEST, Workspace
+from napari_uda.core.choices import get_budget, pipeline_budget
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import Geometry, Volume, write_volume
+from napari_uda.core.workspace import MANIFEST, Workspace
+from napari_uda.data.phantom import write_phantom_dataset
+from napari_uda.pipeline.workflow import FilterSettings, auto_accept, dataset_id, stage_order
+from napari_uda.pseudo.filters import FilterResult
+from napari_uda.review.store import MIGRATIONS, SCHEMA_VERSION, ReviewStore
+from napari_uda.segment.segmenter import _write_small_splits
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,9 @@
+"""The ``napari-uda`` command line: every widget action has a sub-command here, on the same library
+functions; ``python -m napari_uda.cli`` runs it.
+
+May import: core, evaluate, segment, translate, pseudo, review, data, pipeline, napari.
+"""
+
+from napari_uda.cli.commands import main
+
+__all__ = ["main"]

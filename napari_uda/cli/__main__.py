@@ -1,0 +1,4 @@
+"""``python -m napari_uda.cli``: the command line."""
+from napari_uda.cli.commands import main
+
+raise SystemExit(main())

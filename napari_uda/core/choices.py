@@ -1,0 +1,79 @@
+"""The choices commands and widgets offer, as plain data: translator variants, training budgets,
+nnU-Net planners, acceptance rules. Nothing here imports torch or numba, so ``napari-uda --help``
+answers at once; the modules that act on a choice import it from here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from napari_uda.core.errors import UdaError
+
+# --- translators (napari_uda.translate.translator) ----------------------------------------------------------------
+VARIANTS = ("cyclegan", "organ-attention", "sobel")
+FUSIONS = ("additive", "multiplicative", "concat")
+S_REGIMES = ("joint", "pretrained", "invariant")
+
+# --- nnU-Net (napari_uda.segment.segmenter) ---------------------------------------------------------------------
+#: nnU-Net training budgets -> trainer class; ``<budget>-aug`` adds strong intensity augmentation
+#: (the source-only baseline's), ``<budget>-ft`` fine-tunes a previous model's folds (``train_folds(init_from=)``),
+#: see :mod:`napari_uda.segment.nnunet_trainers.uda_trainers`.
+SEGMENTER_BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress",
+           "tiny-aug": "nnUNetTrainer_UDA_tiny_aug", "small-aug": "nnUNetTrainer_UDA_small_aug",
+           "full-aug": "nnUNetTrainer_UDA_progress_aug"}
+SEGMENTER_BUDGETS |= {f"{budget}-ft": f"{trainer}_ft" for budget, trainer in SEGMENTER_BUDGETS.items()}  # fine-tune a previous model
+
+
+def pipeline_budget(segmenter_budget: str) -> str:
+    """The pipeline budget a segmenter budget belongs to: ``small-aug-ft`` -> ``small``."""
+    return segmenter_budget.split("-", 1)[0]
+
+
+PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
+
+# --- the pipeline (napari_uda.pipeline.workflow) -----------------------------------------------------------------
+BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention"}  # translator variant -> stage
+ACCEPT_RULES = ("filters", "consistency")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training one pipeline budget buys: translator iterations and size, the nnU-Net
+    trainer (a key of :data:`SEGMENTER_BUDGETS`; the source-only baseline uses its
+    ``-aug`` variant), the folds trained, the planner and the nnU-Net configuration.
+
+    ``small`` is the CPU recipe found by measuring learning curves (``benchmarks/RESULTS.md``):
+    nnU-Net's ``2d`` configuration with a small network (16 base features, 4 down-samplings, the
+    ASIT paper's fast plan), batches of 8 and AdamW; the 3d plain U-Net at 250 SGD iterations
+    learned the liver only. Its models are too weak for FLARE 2025's filters (checkpoint agreement
+    0.35-0.45 where they ask 0.9: nothing passes), so the CPU budgets accept by fold consistency
+    (FLARE 2024) unless asked otherwise."""
+
+    name: str
+    translator_iterations: int
+    translator_size: int
+    ngf: int
+    ndf: int
+    blocks: int
+    nnunet: str
+    folds: tuple[int, ...]
+    planner: str
+    spacing_factor: float = 1.0  # > 1: nnU-Net trains on a coarser copy (it predicts any input grid)
+    configuration: str = "3d_fullres"
+    base_features: int | None = None  # None: nnU-Net's plan; else a smaller network (segmenter.shrink_plans)
+    max_stages: int | None = None
+    accept_rule: str = "filters"  # automatic acceptance's default rule (FilterSettings.rule)
+
+
+BUDGETS = {
+    "tiny": Budget("tiny", 20, 32, 8, 8, 2, "tiny", (0, 1), "default", configuration="2d", base_features=8,
+                   max_stages=4, accept_rule="consistency"),
+    "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default", configuration="2d", base_features=16,
+                    max_stages=5, accept_rule="consistency"),
+    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
+}
+
+
+def get_budget(name: str) -> Budget:
+    try:
+        return BUDGETS[name]
+    except KeyError:
+        raise UdaError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None

@@ -1,0 +1,211 @@
+"""Dock widget: train nnU-Net folds with a budget or pick trained folds, and segment the selected
+image on GPU or CPU into an organ Labels layer (optionally one layer per fold and a
+fold-disagreement layer), with running time and GPU memory.
+
+Training runs nnU-Net in child processes supervised by a thread worker (Cancel terminates them;
+Train again resumes); inference runs in a thread worker that checks Cancel between folds and cases.
+CLI equivalents: ``napari-uda segment export|plan|train|predict`` and ``napari-uda pipeline``.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_uda.core.choices import BASE_STAGES, BUDGETS, get_budget
+from napari_uda.core.device import available_devices
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import Volume, read_volume, stem_of, write_volume
+from napari_uda.core.modalities import SOURCE
+from napari_uda.napari.widgets._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
+from napari_uda.napari.widgets._jobs import JobPanel
+from napari_uda.napari.widgets._session import link_for
+from napari_uda.pipeline.workflow import pseudo_label, train_stage_model, translate_sources
+from napari_uda.segment.ensemble import fold_disagreement
+
+TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
+                    "raw CT (no adaptation)": None}
+
+
+def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, device: str, report: Any,
+                         should_stop: Any) -> dict[str, Any]:
+    """Write ``volume`` to ``out/input``, predict it with every fold of ``model``; returns the fused
+    labels, each fold's labels and the prediction record (time, GPU memory)."""
+    from napari_uda.segment.segmenter import predict_folds
+
+    path = write_volume(volume, out / "input" / f"{name}.nii.gz")
+    done = {"n": 0}
+
+    def progress(e: dict[str, Any]) -> None:
+        done["n"] += 1
+        report({"done": done["n"], "message": f"fold {e['fold']}: {e['seconds']:.1f} s"})
+
+    (record,) = predict_folds(model, [path], out, None, device, progress=progress, should_stop=should_stop)
+    folds = sorted(record["folds"], key=int)
+    return {"fused": read_volume(out / f"{name}.nii.gz"), "record": record,
+            "folds": {f: read_volume(out / f"fold_{f}" / f"{name}.nii.gz") for f in folds}}
+
+
+def inference_layers(name: str, result: dict[str, Any], per_fold: bool, disagreement: bool) -> list[tuple]:
+    """Layer data tuples of a prediction: organs, optionally each fold and where the folds disagree."""
+    fused, folds = result["fused"], result["folds"]
+    layers = [layer_tuple(fused, f"{name} organs", as_labels=True)]
+    if per_fold:
+        layers += [layer_tuple(vol, f"{name} fold {f}", as_labels=True, visible=False) for f, vol in folds.items()]
+    if disagreement and len(folds) > 1:
+        mask = fold_disagreement([v.array for v in folds.values()]).astype(np.uint8)
+        layers.append(layer_tuple(Volume(mask, fused.geometry), f"{name} fold disagreement", as_labels=False,
+                                  colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive"))
+    return layers
+
+
+class SegmenterWidget(QWidget):
+    """Train or pick nnU-Net folds; segment the selected Image layer."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.link = link_for(napari_viewer)
+        self.source = QComboBox()
+        self.source.addItems(list(TRAINING_SOURCES))
+        self.budget = QComboBox()
+        self.budget.addItems(list(BUDGETS))
+        self.budget.setCurrentText("small")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        train = QPushButton("Export and train folds")
+        train.clicked.connect(self.train_clicked)
+        self.models = QComboBox()
+        self.models.currentTextChanged.connect(self._model_chosen)
+        self.model = PathField("trained nnU-Net model folder (with fold_k/)")
+        self.per_fold = QCheckBox("one layer per fold")
+        self.disagreement = QCheckBox("fold-disagreement layer")
+        self.disagreement.setChecked(True)
+        pseudo = QPushButton("Pseudo-label the workspace's target scans")
+        pseudo.setToolTip("every fold predicts every target scan; fold consistency and filters fill the review queue")
+        pseudo.clicked.connect(self.pseudo_label_clicked)
+        segment = QPushButton("Segment selected image")
+        segment.clicked.connect(self.segment_clicked)
+        self.stats = QLabel("")
+        self.stats.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Train on", self.source)
+        form.addRow("Budget", self.budget)
+        form.addRow("Device", self.device)
+        form.addRow(train)
+        form.addRow("Workspace models", self.models)
+        form.addRow("Model", self.model)
+        form.addRow(pseudo)
+        form.addRow(self.per_fold)
+        form.addRow(self.disagreement)
+        form.addRow(segment)
+        self.job = JobPanel()
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.job)
+        layout.addWidget(self.stats)
+        layout.addStretch(1)
+        self.link.changed.connect(lambda _: self.refresh_models())
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        if self.link.path is None:
+            return
+        ws = self.link.open()
+        current = self.models.currentText()
+        self.models.clear()
+        self.models.addItems(list(ws.manifest["models"]))
+        if current in ws.manifest["models"]:
+            self.models.setCurrentText(current)
+
+    def _model_chosen(self, stage: str) -> None:
+        if stage and self.link.path is not None:
+            info = self.link.open().done("models", stage)
+            if info:
+                self.model.set_path(info["path"])
+
+    # --- training -------------------------------------------------------------------------------
+    def train_clicked(self) -> None:
+        try:
+            ws = self.link.open()
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        variant = TRAINING_SOURCES[self.source.currentText()]
+        stage = BASE_STAGES[variant] if variant else "no_adaptation"
+        budget, device = get_budget(self.budget.currentText()), self.device.currentText()
+
+        def work(report: Any, should_stop: Any) -> str:
+            ct, labels = ws.files("source_images"), ws.files("source_labels")
+            if variant is None:
+                images, channel = ct, SOURCE.key
+            else:
+                if not (ws.translator_dir(variant) / "translator.json").exists():
+                    raise UdaError(f"no trained {variant} translator in this workspace: train one in the Translator widget")
+                folder = ws.translated_dir(variant)
+                if not all((folder / f"{stem_of(p)}.nii.gz").exists() for p in ct):
+                    translate_sources(ws, variant, device, report, should_stop)
+                images, channel = [folder / f"{stem_of(p)}.nii.gz" for p in ct], ws.modality
+
+            train_stage_model(ws, stage, images, labels, channel, budget, device, 0, report, should_stop)
+            return stage
+
+        def done(stage: str) -> None:
+            self.refresh_models()
+            self.models.setCurrentText(stage)
+
+        self.job.start(f"training {stage}", work, done)
+
+    def pseudo_label_clicked(self) -> None:
+        stage = self.models.currentText()
+        variant = next((v for v, s in BASE_STAGES.items() if s == stage), None)
+        try:
+            ws = self.link.open()
+            if variant is None:
+                raise UdaError("pseudo-labels come from a translated-CT model: pick cyclegan or organ_attention")
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        budget, device = get_budget(self.budget.currentText()), self.device.currentText()
+        self.job.start(f"pseudo-labelling with {stage}",
+                       lambda report, stop: pseudo_label(ws, variant, budget, device, progress=report, should_stop=stop),
+                       lambda rows: self.stats.setText(f"{len(rows)} case(s) scored; "
+                                                       f"{sum(r['passed'] for r in rows)} pass every filter"))
+
+    # --- inference ------------------------------------------------------------------------------
+    def segment_clicked(self) -> None:
+        layer = self.viewer.layers.selection.active
+        try:
+            model = self.model.path()
+            if model is None or not model.is_dir():
+                raise UdaError("choose a trained model (workspace models, or a model folder)")
+            if not isinstance(layer, Image):
+                raise UdaError("select an Image layer to segment")
+            volume = layer_volume(layer)
+            # into the workspace, or a temporary folder: never into the model folder (shared, maybe read-only)
+            root = self.link.path / "predictions" / "viewer" if self.link.path else Path(tempfile.mkdtemp(prefix="napari-uda-"))
+            out = root / layer.name.replace("/", "_").replace(" ", "_")
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        device, name = self.device.currentText(), stem_of(f"{layer.name.replace(' ', '_')}.nii.gz")
+        per_fold, disagreement, title = self.per_fold.isChecked(), self.disagreement.isChecked(), layer.name
+
+        def work(report: Any, should_stop: Any) -> dict[str, Any]:
+            result = predict_layer_volume(model, volume, name, out, device, report, should_stop)
+            return {"record": result["record"], "layers": inference_layers(title, result, per_fold, disagreement)}
+
+        self.job.start(f"segmenting {layer.name}", work, self._show)
+
+    def _show(self, result: dict[str, Any]) -> None:
+        for t in result["layers"]:
+            add_layer(self.viewer, t)
+        per_fold = result["record"]["folds"]
+        seconds = sum(r["seconds"] for r in per_fold.values())
+        peaks = [r.get("gpu_peak_mb") for r in per_fold.values() if r.get("gpu_peak_mb") is not None]
+        self.stats.setText(f"{len(per_fold)} fold(s), {seconds:.1f} s in all"
+                           + (f"; GPU memory peak {max(peaks):.0f} MB" if peaks else "; CPU (no GPU memory)"))

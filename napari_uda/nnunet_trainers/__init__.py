@@ -1,1 +1,0 @@
-"""Trainers for nnU-Net (see :mod:`napari_uda.nnunet_trainers.uda_trainers`); this folder is ``nnUNet_extTrainer``."""

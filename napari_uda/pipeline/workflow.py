@@ -1,0 +1,594 @@
+"""The adaptation pipeline over a workspace: translate, segment, score, accept, self-train, predict.
+
+Each step is a function of a :class:`~napari_uda.core.workspace.Workspace` that skips what the
+manifest says is finished and resumes what was interrupted (translator checkpoints, nnU-Net's
+``--c``), so rerunning a command continues where it stopped. Stage names (also the folders
+under ``W/predictions/``): ``no_adaptation`` (the strong source-only baseline: nnU-Net on real
+CT normalised as the targets are, with strong intensity augmentation), ``cyclegan``,
+``organ_attention``, ``self_training_r1`` (r2, ...) and ``final``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, pipeline_budget
+from napari_uda.core.errors import UdaError
+from napari_uda.core.io import Volume, read_volume, stem_of, write_volume
+from napari_uda.core.modalities import SOURCE, get_modality
+from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
+from napari_uda.core.workspace import Workspace
+from napari_uda.pseudo.consistency import fold_consistency_details
+from napari_uda.pseudo.filters import (
+    DEFAULT_AGREEMENT,
+    SourceStats,
+    filter_checkpoint_agreement,
+    filter_organs_present,
+    filter_relative_volume,
+    mean_dice,
+)
+from napari_uda.pseudo.labels import round_uncertainty, strict_majority_label
+from napari_uda.review.store import ReviewStore
+from napari_uda.segment.postprocess import postprocess
+
+if TYPE_CHECKING:  # torch is imported only when a translator trains
+    from napari_uda.translate.translator import TranslatorConfig
+
+Progress = Callable[[dict[str, Any]], None]
+StopFlag = Callable[[], bool]
+
+DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "oracle": 109}  # self_training_rN: 110 + N
+
+
+PSEUDO_DIR = "pseudo"  # W/predictions/<stage>/pseudo/<case>.nii.gz: the strict-majority pseudo-labels
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """How pseudo-labels are scored and, if asked, accepted automatically; the JSON of these
+    settings is the reviewer name of automatic acceptance.
+
+    ``rule``: ``filters`` (FLARE 2025: the top ``top_k`` by case score among those that pass
+    every filter) or ``consistency`` (FLARE 2024: the top ``top_k`` by fold consistency alone).
+    ``top_k`` None: the better half of the scored cases (rounded up).
+    """
+
+    top_k: int | None = None
+    agreement: float | None = None  # checkpoint-agreement threshold; None: 0.9 MRI, 0.82 PET
+    sigma: float = 3.0
+    rule: str = "filters"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ACCEPT_RULES:
+            raise UdaError(f"unknown acceptance rule {self.rule!r}; choose one of {', '.join(ACCEPT_RULES)}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UdaError("top_k must be at least 1")
+
+    def limit(self, n_cases: int) -> int:
+        """How many of ``n_cases`` scored cases may be accepted."""
+        return self.top_k if self.top_k is not None else (n_cases + 1) // 2
+
+    def agreement_for(self, modality: str) -> float:
+        return self.agreement if self.agreement is not None else DEFAULT_AGREEMENT[get_modality(modality).kind]
+
+    def reviewer(self) -> str:
+        return "auto:" + json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+def stage_for_round(r: int) -> str:
+    return f"self_training_r{r}"
+
+
+def dataset_id(stage: str) -> int:
+    if stage in DATASET_IDS:
+        return DATASET_IDS[stage]
+    if stage.startswith("self_training_r"):
+        return 110 + int(stage.rsplit("r", 1)[1])
+    raise UdaError(f"unknown stage {stage!r}")
+
+
+def stage_order(stages: Sequence[str]) -> list[str]:
+    """Stages in the order of the method: no_adaptation, cyclegan, organ_attention, rounds, final."""
+    fixed = ["no_adaptation", "cyclegan", "organ_attention"]
+
+    def key(s: str) -> tuple[int, int]:
+        if s in fixed:
+            return (0, fixed.index(s))
+        if s.startswith("self_training_r"):
+            return (1, int(s.rsplit("r", 1)[1]))
+        return (2, 0)
+
+    return sorted(stages, key=key)
+
+
+def _say(progress: Progress | None, stage: str, message: str, **extra: Any) -> None:
+    if progress is not None:
+        progress({"stage": stage, "message": message, **extra})
+
+
+def _check_stop(should_stop: StopFlag | None) -> None:
+    if should_stop is not None and should_stop():
+        raise UdaError("cancelled; run the same command again to continue")
+
+
+# --- 1. translate ------------------------------------------------------------------------------------
+def budget_translator_config(budget: Budget, modality: str, variant: str) -> TranslatorConfig:
+    """The translator ``budget`` trains for ``modality``: its iterations, crop size and network sizes,
+    a checkpoint every 5% of training and a preview every 10%."""
+    from napari_uda.translate.translator import TranslatorConfig
+
+    return TranslatorConfig(modality=modality, variant=variant, size=budget.translator_size,
+                            iterations=budget.translator_iterations, ngf=budget.ngf, ndf=budget.ndf,
+                            n_blocks=budget.blocks, checkpoint_every=max(10, budget.translator_iterations // 20),
+                            preview_every=max(10, budget.translator_iterations // 10))
+
+
+def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | None = None,
+                    progress: Progress | None = None, should_stop: StopFlag | None = None) -> Path:
+    """Train (or resume) the ``variant`` translator and translate every source CT into
+    ``W/translated/<variant>/`` (attention maps beside it in ``<variant>_attention/``)."""
+    from napari_uda.translate.translator import train_translator
+
+    stage = BASE_STAGES[variant]
+    out = ws.translated_dir(variant)
+    if ws.done("translators", variant) and out.exists():
+        return out
+    cfg = budget_translator_config(budget, ws.modality, variant)
+    folder = ws.translator_dir(variant)
+    log = ws.root / "logs" / f"translator_{variant}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def forward(event: dict[str, Any]) -> None:
+        event.pop("preview", None)
+        with open(log, "a") as f:
+            f.write(json.dumps(event) + "\n")
+        it, total = event.get("iteration", 0), event.get("total", 0)
+        if it == total or it % max(1, total // 10) == 0:
+            _say(progress, stage, f"translator {variant} {it}/{total}", done=it, total=total)
+
+    train_translator(cfg, ws.files("source_images"), ws.files("source_labels"), ws.files("target_images"), folder,
+                     device=device, progress=forward, should_stop=should_stop)
+    _check_stop(should_stop)
+    translate_sources(ws, variant, device, progress, should_stop)
+    ws.record("translators", variant, path=str(folder), translated=str(out), iterations=cfg.iterations,
+              size=cfg.size, config=asdict(cfg))
+    return out
+
+
+def translate_sources(ws: Workspace, variant: str, device: str | None = None, progress: Progress | None = None,
+                      should_stop: StopFlag | None = None) -> Path:
+    """Translate every source CT with the workspace's trained ``variant`` translator into
+    ``W/translated/<variant>/`` (attention maps in ``<variant>_attention/``)."""
+    from napari_uda.translate.translator import load_translator, translate_volume
+
+    out, stage = ws.translated_dir(variant), BASE_STAGES.get(variant, variant)
+    tr = load_translator(ws.translator_dir(variant), device=device)
+    sources = ws.files("source_images")
+    for i, path in enumerate(sources):
+        _check_stop(should_stop)
+        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop)
+        write_volume(translated, out / f"{stem_of(path)}.nii.gz")
+        if attention is not None:
+            write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
+        _say(progress, stage, f"translated {stem_of(path)}", done=i + 1, total=len(sources))
+    return out
+
+
+# --- 2. segment: export, plan, train folds, predict every target scan ----------------------------------
+def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
+                      budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
+                      should_stop: StopFlag | None = None, augment: bool = False,
+                      names: Sequence[str] | None = None, init_from: Path | None = None) -> Path:
+    """Export ``images``/``labels`` (channel named ``channel``) as the stage's nnU-Net dataset, plan,
+    train the budget's folds (resuming) and record the model; returns the model folder.
+    ``augment``: the budget's trainer with strong intensity augmentation (source-only baseline);
+    ``names``: nnU-Net case names when image file names repeat (real and translated CT);
+    ``init_from``: fine-tune this model folder's folds instead of training from scratch."""
+    from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, train_folds
+
+    recorded = ws.done("models", stage)
+    if recorded:
+        return Path(recorded["path"])
+    did, folders = dataset_id(stage), NnunetFolders(ws.root)
+    plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
+    if not plans.exists():
+        _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
+        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel, budget.spacing_factor, names)
+        _check_stop(should_stop)
+        _say(progress, stage, "planning and preprocessing")
+        plan_and_preprocess(ws.root, did, budget.planner, budget.configuration, should_stop, budget.base_features,
+                            budget.max_stages)
+
+    def fold_progress(e: dict[str, Any]) -> None:
+        if "epoch" in e:
+            _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
+                 done=e["epoch"], total=e["num_epochs"], train_loss=e.get("train_loss"))
+        elif "iteration" in e:  # no done/total: the bars count epochs; the command line also shows iterations
+            _say(progress, stage, f"fold {e['fold']} epoch {e['of_epoch']} iteration {e['iteration']}/{e['num_iterations']}",
+                 **{k: e[k] for k in ("fold", "iteration", "num_iterations", "of_epoch")})
+
+    trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
+    model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,
+                        progress=fold_progress, should_stop=should_stop, init_from=init_from)
+    ws.record("models", stage, dataset=did, path=str(model), budget=trainer, planner=budget.planner,
+              configuration=budget.configuration, folds=list(budget.folds), round=round_number,
+              trained_on=len(images), channel=channel, **({"fine_tuned_from": str(init_from)} if init_from else {}))
+    return model
+
+
+def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
+                  budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
+                  should_stop: StopFlag | None = None, augment: bool = False,
+                  names: Sequence[str] | None = None, init_from: Path | None = None) -> Path:
+    """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
+    ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
+    from napari_uda.segment.segmenter import predict_folds
+
+    out = ws.predictions_dir(stage)
+    if ws.done("stages", stage):
+        return out
+    model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
+                              augment, names, init_from)
+    targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
+    _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
+    records = predict_folds(model, targets, out, folds, device,
+                            progress=lambda e: _say(progress, stage, f"fold {e['fold']} {e['case']} {e['seconds']:.1f}s",
+                                                    fold=e["fold"], done=e["done"], total=e["total"]),
+                            should_stop=should_stop)
+    ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
+              cases=len(records))
+    return out
+
+
+def source_training_set(ws: Workspace, variant: str, real_ct: bool) -> tuple[list[Path], list[Path], list[str]]:
+    """The labelled source half of a segmenter's training data: every source CT translated by
+    ``variant``, plus (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``.
+    Returns (images, labels, nnU-Net case names)."""
+    ct, ct_labels = ws.files("source_images"), ws.files("source_labels")
+    images = [ws.translated_dir(variant) / f"{stem_of(p)}.nii.gz" for p in ct]
+    names = [stem_of(p) for p in ct]
+    if real_ct:
+        return images + list(ct), list(ct_labels) * 2, names + [f"real_{n}" for n in names]
+    return images, list(ct_labels), names
+
+
+# --- 3. score: fold consistency and the dual-stage filters, into the review store -----------------------
+def source_stats(ws: Workspace) -> SourceStats:
+    """Relative organ volumes of the source CT labels (filter b), computed once and kept in the workspace."""
+    path = ws.reports_dir / "source_stats.json"
+    if path.exists():
+        return SourceStats.load(path)
+    stats = SourceStats.from_labels(read_volume(p).array for p in ws.files("source_labels"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats.save(path)
+    return stats
+
+
+def _best_two_folds(model: Path, folds: Sequence[int]) -> list[int]:
+    """The two folds with the best validation Dice (nnU-Net's ``fold_k/validation/summary.json``)."""
+    def val_dice(f: int) -> float:
+        summary = model / f"fold_{f}" / "validation" / "summary.json"
+        if not summary.exists():
+            return float("-inf")
+        return float(json.loads(summary.read_text())["foreground_mean"]["Dice"])
+
+    return sorted(folds, key=lambda f: (-val_dice(f), f))[:2]
+
+
+def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterSettings = FilterSettings(),
+                progress: Progress | None = None, should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Score every target case of ``stage``: per-organ fold consistency, case score, the pseudo-label
+    (FLARE 2025's pixel-wise strict majority over the folds, disagreement as background, in
+    ``W/predictions/<stage>/pseudo/``) and the sample-wise filters on it (organs present, relative
+    volume, checkpoint agreement); record the model and every pseudo-label in the review store.
+    Returns one row per case."""
+    info = ws.done("stages", stage)
+    model_info = ws.done("models", stage)
+    if info is None or model_info is None:
+        raise UdaError(f"stage {stage} has no predictions to score yet")
+    out, model, folds = Path(info["predictions"]), Path(model_info["path"]), list(model_info["folds"])
+    kind = get_modality(ws.modality).kind
+    expected = PET_SCORED if kind == "pet" else ORGAN_INDICES
+    stats = source_stats(ws)
+    model_id = store.add_model(f"{ws.root.name}:{stage}", model, model_info["round"],
+                               {"stage": stage, "budget": model_info["budget"], "folds": folds,
+                                "dataset": model_info["dataset"], "filters": asdict(settings)})
+    best = _best_two_folds(model, folds)
+    rows, agreement, targets = [], {}, ws.files("target_images")
+    for i, path in enumerate(targets):
+        _check_stop(should_stop)
+        case = stem_of(path)
+        _say(progress, stage, f"scoring {case}", done=i, total=len(targets))
+        fold_vols = [read_volume(out / f"fold_{f}" / f"{case}.nii.gz") for f in folds]
+        fold_labels = [v.array for v in fold_vols]
+        voted = strict_majority_label(fold_labels)
+        pseudo = write_volume(Volume(voted, fold_vols[0].geometry), out / PSEUDO_DIR / f"{case}.nii.gz")
+        agreement[case] = mean_dice(fold_labels[folds.index(best[0])], fold_labels[folds.index(best[1])], expected)
+        rows.append({"case": case, "path": path, "label": pseudo,
+                     "consistency": fold_consistency_details(fold_labels, expected),
+                     "filters": [filter_organs_present(voted, expected),
+                                 filter_relative_volume(voted, stats, settings.sigma, expected)]})
+    checks = filter_checkpoint_agreement(agreement, settings.agreement_for(ws.modality), settings.limit(len(rows)))
+    for row in rows:
+        row["filters"].insert(2, checks[row["case"]])
+        store.add_case(row["case"], row["path"], ws.modality)
+        store.add_prediction(row["case"], model_id, row["label"], row["consistency"].scored,
+                             row["consistency"].case_score, row["filters"])
+    _say(progress, stage, f"scored {len(rows)} case(s)", done=len(rows), total=len(rows))
+    ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
+    return [{"case": r["case"], "case_score": r["consistency"].case_score,
+             "passed": all(f.passed for f in r["filters"])} for r in rows]
+
+
+def import_model(ws: Workspace, folder: str | Path, device: str | None = None, progress: Progress | None = None,
+                 should_stop: StopFlag | None = None) -> str:
+    """Make an exported model folder (:mod:`napari_uda.core.model_folder`) this workspace's base stage,
+    without training: its translator is copied to ``W/translators/<variant>/`` and translates every
+    source CT, its nnU-Net folds are copied to ``W/models/<stage>/`` and recorded as the model of the
+    translator's stage. Returns that stage; predicting, scoring, review and self-training go on from it."""
+    import shutil
+
+    from napari_uda.core.model_folder import SEGMENTER, TRANSLATOR, TRANSLATOR_FILES, read_sidecar
+
+    folder = Path(folder)
+    meta = read_sidecar(folder)
+    if meta is None:
+        raise UdaError(f"{folder}: not an exported model folder (no model.json)")
+    if get_modality(meta["modality"]).key != ws.modality:
+        raise UdaError(f"{folder / 'model.json'}: a model for {meta['modality']}, this workspace adapts to {ws.modality}")
+    variant = (meta.get("translator") or {}).get("variant")
+    if variant not in BASE_STAGES:
+        raise UdaError(f"{folder / 'model.json'}: the model has no translator the pipeline can continue from")
+    stage = BASE_STAGES[variant]
+    if ws.done("models", stage):
+        return stage
+    ws.translator_dir(variant).mkdir(parents=True, exist_ok=True)
+    for name in TRANSLATOR_FILES:
+        shutil.copy2(folder / TRANSLATOR / name, ws.translator_dir(variant) / name)
+    translate_sources(ws, variant, device, progress, should_stop)
+    ws.record("translators", variant, path=str(ws.translator_dir(variant)), translated=str(ws.translated_dir(variant)),
+              iterations=meta["translator"]["iterations"], size=meta["translator"]["size"], imported_from=str(folder))
+    model = ws.root / "models" / stage
+    shutil.rmtree(model, ignore_errors=True)  # a copy interrupted before it was recorded
+    shutil.copytree(folder / SEGMENTER, model, ignore=shutil.ignore_patterns("*.pth", "*.pkl", "*.pt"))
+    seg = meta["segmenter"]
+    ws.record("models", stage, dataset=dataset_id(stage), path=str(model), budget=seg["budget"], planner=seg["planner"],
+              configuration=seg["configuration"], folds=list(seg["folds"]), round=0,
+              trained_on=meta["training_data"]["segmenter_cases"], channel=meta["channel"], imported_from=str(folder),
+              imported_stage=meta["model_stage"])
+    budget = pipeline_budget(seg["budget"])  # a fine-tuned (-ft) or augmented (-aug) stage's pipeline budget
+    ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget, "base_stage": stage, "rounds": 0,
+                                        "auto_accept": False, "ablation": False,
+                                        "real_ct": meta["training_data"].get("real_ct", True), "intensity_aug": True})
+    ws.save()
+    _say(progress, stage, f"imported {meta['model_stage']} model from {folder}")
+    return stage
+
+
+def fold_label_paths(label: str | Path) -> list[Path]:
+    """The per-fold label files behind a stage's fused label or pseudo-label (``<stage>/<case>`` or
+    ``<stage>/pseudo/<case>``): ``<stage>/fold_<k>/<case>``, in fold order."""
+    label = Path(label)
+    stage_dir = label.parent.parent if label.parent.name == PSEUDO_DIR else label.parent
+    return sorted(stage_dir.glob(f"fold_*/{label.name}"))
+
+
+def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu",
+                 settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+                 should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Stage 3 with the ``variant`` translator's trained model: every fold predicts every target
+    scan, and the cases are scored into the review queue. Self-training then starts from here."""
+    stage = BASE_STAGES[variant]
+    if ws.done("models", stage) is None:
+        raise UdaError(f"no trained {stage} model in this workspace: train its folds first")
+    ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget.name, "base_stage": stage, "rounds": 0,
+                                        "auto_accept": False, "ablation": False})
+    ws.save()
+    segment_stage(ws, stage, [], [], ws.modality, budget, device, 0, progress, should_stop)
+    with ReviewStore.for_workspace(ws.root) as store:
+        return score_stage(ws, stage, store, settings, progress, should_stop)
+
+
+# --- 4. accept ------------------------------------------------------------------------------------------
+def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = FilterSettings()) -> dict[str, str]:
+    """Automatic acceptance, recorded as reviewer ``auto:<settings>``: among the cases no person has
+    decided, the top ``top_k`` by case score (that pass every filter, under the ``filters`` rule)
+    are accepted and the others rejected (with the reasons as the note). Returns case -> action."""
+    reviewer = settings.reviewer()
+    taken: dict[str, str] = {}
+    queue = store.queue(get_modality(modality).key)
+    accepted, limit = 0, settings.limit(sum(row["label"] is not None for row in queue))
+    for row in queue:  # best case score first
+        if row["label"] is None:
+            continue
+        _, last = store.state(row["case"])
+        if last is not None and not last.reviewer.startswith("auto:"):
+            continue  # a person's decision is never overridden
+        if last is not None and last.prediction_id == store.latest_prediction(row["case"])[0]:
+            accepted += last.action == "accept"
+            continue  # this prediction was decided already
+        failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
+        if settings.rule == "consistency":
+            failed = []
+        if not failed and accepted < limit:
+            store.decide(row["case"], "accept", reviewer, note=f"case score {row['case_score']:.3f}")
+            accepted += 1
+            taken[row["case"]] = "accept"
+        else:
+            store.decide(row["case"], "reject", reviewer, note="; ".join(failed) or f"outside the top {limit}")
+            taken[row["case"]] = "reject"
+    return taken
+
+
+# --- 5. self-train ----------------------------------------------------------------------------------------
+def base_stage(ws: Workspace) -> str:
+    """The stage self-training starts from (the chosen translator's), as recorded by the pipeline."""
+    stage = ws.manifest.get("pipeline", {}).get("base_stage")
+    if not stage or not ws.done("stages", stage):
+        raise UdaError(f"{ws.root}: no scored base stage to self-train from; run `napari-uda pipeline` first")
+    return stage
+
+
+def round_stages(ws: Workspace) -> list[str]:
+    """The base stage and every finished self-training round, in order."""
+    stages = [base_stage(ws)]
+    r = 1
+    while (ws.done("stages", stage_for_round(r)) or {}).get("status") == "done":
+        stages.append(stage_for_round(r))
+        r += 1
+    return stages
+
+
+def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budget, device: str = "cpu",
+                        settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+                        should_stop: StopFlag | None = None) -> dict[str, Any]:
+    """Round ``r``: translated CT (+ real CT where the pipeline uses it) + the accepted pseudo-labelled
+    target scans as a new nnU-Net dataset,
+    train, predict every target scan, score (refilling the queue) and compute each case's
+    uncertainty across rounds. Recorded in the store and the manifest."""
+    stage = stage_for_round(r)
+    previous = round_stages(ws)
+    if len(previous) < r:
+        raise UdaError(f"round {r} needs round {r - 1} first")
+    variant = ws.manifest["pipeline"]["variant"]
+    used = store.round_cases(r)
+    if not used:
+        if not store.accepted():
+            raise UdaError("no accepted pseudo-labels to self-train on: review the queue (`napari-uda review queue`, "
+                           "`napari-uda review decide`) or choose automatic acceptance (--auto-accept)")
+        used = store.start_round(r, {"stage": stage, "budget": budget.name, "variant": variant,
+                                     "filters": asdict(settings)})
+    if (ws.done("stages", stage) or {}).get("status") != "done":
+        paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
+        images, labels, names = source_training_set(ws, variant, ws.manifest["pipeline"].get("real_ct", False))
+        images += [Path(paths[c]) for c, _ in used]
+        labels += [Path(lab) for _, lab in used]
+        names += [stem_of(paths[c]) for c, _ in used]
+        init_from = Path(ws.done("models", previous[-1])["path"]) if ws.manifest["pipeline"].get("finetune") else None
+        segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
+                      augment=ws.manifest["pipeline"].get("intensity_aug", False), names=names, init_from=init_from)
+        score_stage(ws, stage, store, settings, progress, should_stop)
+    model_id = ws.done("stages", stage)["model_id"]
+    stages = previous[:r] + [stage]
+    uncertainty = {}
+    for path in ws.files("target_images"):
+        case = stem_of(path)
+        uncertainty[case] = round_uncertainty([read_volume(ws.predictions_dir(s) / f"{case}.nii.gz").array for s in stages])
+    store.finish_round(r, model_id, uncertainty)
+    # u is infinite where a round predicts no foreground at all: JSON gets null for it
+    ws.add_round(r, stage=stage, accepted=len(used),
+                 uncertainty={c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()})
+    _say(progress, stage, f"round {r} done; uncertainty across rounds: {describe_uncertainty(uncertainty)}")
+    return {"round": r, "stage": stage, "uncertainty": uncertainty}
+
+
+def describe_uncertainty(uncertainty: dict[str, float]) -> str:
+    """Mean over the cases where it is finite, and how many cases lost all foreground."""
+    finite = [u for u in uncertainty.values() if np.isfinite(u)]
+    empty = len(uncertainty) - len(finite)
+    mean = f"mean {np.mean(finite):.4f}" if finite else "no finite value"
+    return mean + (f"; {empty} case(s) with no foreground in this round" if empty else "")
+
+
+def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",
+               settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+               should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Run self-training until ``rounds`` rounds exist (finished rounds are kept). With ``auto``
+    the filters accept pseudo-labels before each round (recorded as reviewer ``auto:<settings>``)."""
+    done = []
+    with ReviewStore.for_workspace(ws.root) as store:
+        for r in range(1, rounds + 1):
+            if (ws.done("stages", stage_for_round(r)) or {}).get("status") == "done" and any(
+                    x["round"] == r for x in ws.manifest["rounds"]):
+                continue
+            if auto:
+                auto_accept(store, ws.modality, settings)
+                if not store.accepted() and not store.round_cases(r):
+                    reasons = [f"{q['case']}: " + "; ".join(f["reason"] for f in q["filters"] or [] if not f["passed"])
+                               for q in store.queue(ws.modality)]
+                    raise UdaError("automatic acceptance: no pseudo-label passed the filters, so there is nothing to "
+                                   "self-train on; review the cases by hand (`napari-uda review queue`) or train longer. "
+                                   + " | ".join(reasons[:3]))
+            done.append(self_training_round(ws, store, r, budget, device, settings, progress, should_stop))
+    return done
+
+
+# --- 6. the whole pipeline ------------------------------------------------------------------------------
+def write_final(ws: Workspace, stage: str) -> Path:
+    """Post-process the fused labels of ``stage`` (largest components, holes, small fragments) into
+    ``W/predictions/final/<case>.nii.gz`` with each input's geometry."""
+    out = ws.predictions_dir("final")
+    for path in ws.files("target_images"):
+        vol = read_volume(ws.predictions_dir(stage) / f"{stem_of(path)}.nii.gz")
+        write_volume(Volume(postprocess(vol.array, vol.spacing), vol.geometry), out / f"{stem_of(path)}.nii.gz")
+    ws.record("stages", "final", status="done", predictions=str(out), from_stage=stage, postprocessed=True)
+    return out
+
+
+def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = None,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Evaluate every stage's predictions against the labels in ``gt`` (evaluation only), writing
+    ``W/reports/evaluation_<stage>.{json,csv,md}``; returns stage -> Evaluation, in stage order."""
+    from napari_uda.evaluate.evaluation import evaluate_folders
+
+    kind = get_modality(ws.modality).kind
+    stages = stage_order(list(ws.manifest["stages"]))
+    evaluations = {}
+    for i, stage in enumerate(stages):
+        evaluations[stage] = evaluate_folders(ws.predictions_dir(stage), gt, tolerance_mm, kind)
+        evaluations[stage].write(ws.reports_dir / f"evaluation_{stage}")
+        _say(progress, stage, f"evaluated {stage}", done=i + 1, total=len(stages))
+    return evaluations
+
+
+def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
+                 ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
+                 progress: Progress | None = None, should_stop: StopFlag | None = None,
+                 real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True) -> dict[str, Any]:
+    """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
+    predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
+    the real CT. With ``ablation`` also the stages the variant does not need: the strong
+    source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
+    augmentation) and the other translator. ``intensity_aug`` gives every stage's segmenter that
+    same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
+    2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
+    fine-tunes the previous stage's folds instead of training from scratch. Returns
+    ``{"status": "done" | "awaiting review", ...}``."""
+    if variant not in BASE_STAGES:
+        raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
+    base = BASE_STAGES[variant]
+    recorded = ws.manifest.get("pipeline")
+    if recorded and (recorded["variant"], recorded["budget"], recorded.get("real_ct", real_ct)) != (variant, budget.name, real_ct):
+        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded['variant']} / {recorded['budget']} "
+                       f"(real CT {'in' if recorded.get('real_ct', real_ct) else 'not in'} the training data); "
+                       "use the same settings to continue or another workspace")
+    ws.manifest["pipeline"] = {"variant": variant, "budget": budget.name, "base_stage": base, "rounds": rounds,
+                               "auto_accept": auto, "ablation": ablation, "real_ct": real_ct,
+                               "intensity_aug": intensity_aug, "finetune": finetune}
+    ws.save()
+    variants = list(BASE_STAGES) if ablation else [variant]
+    with ReviewStore.for_workspace(ws.root) as store:
+        if ablation:
+            segment_stage(ws, "no_adaptation", ws.files("source_images"), ws.files("source_labels"), ws.modality,
+                          budget, device, 0, progress, should_stop, augment=True)
+        for v in sorted(variants, key=lambda v: v != variant):
+            translate_stage(ws, v, budget, device, progress, should_stop)
+            images, labels, names = source_training_set(ws, v, real_ct)
+            segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
+                          augment=intensity_aug, names=names)
+        if ws.done("stages", base)["status"] != "done":  # the ablation stages are evaluated, not reviewed
+            score_stage(ws, base, store, settings, progress, should_stop)
+        if rounds > 0 and not auto and not store.accepted():
+            waiting = len(store.queue(ws.modality))
+            return {"status": "awaiting review", "cases": waiting,
+                    "message": f"{waiting} pseudo-label(s) await review: `napari-uda review queue --workspace {ws.root}`; "
+                               "decide, then run the same command again (or pass --auto-accept)"}
+    self_train(ws, rounds, budget, auto, device, settings, progress, should_stop)
+    last = round_stages(ws)[-1] if rounds > 0 else base
+    final = write_final(ws, last)
+    return {"status": "done", "final": str(final), "from_stage": last, "stages": stage_order(ws.manifest["stages"])}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, Planted
 
-from napari_uda.cli import commands as cli
+from napari_uda import cli
 from napari_uda.core.io import Volume, read_volume, write_dicom_series, write_volume
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset

@@ -243,7 +243,7 @@ def test_cli_help_lists_commands():
 
 HELP_WITHOUT_TORCH = """
 import argparse, contextlib, io, sys
-from napari_uda.cli import commands as cli
+from napari_uda import cli
 
 def commands(parser, path=()):
     yield path
@@ -270,12 +270,13 @@ def test_every_help_answers_without_torch_or_numba():
 
 def test_an_unforeseen_error_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
     """The safety net under every command: no traceback on screen, the traceback in the workspace log."""
-    from napari_uda.cli import commands as cli
+    from napari_uda import cli
+    from napari_uda.cli import models
 
     def broken(args):
         raise RuntimeError("something nobody foresaw")
 
-    monkeypatch.setattr(cli, "_cmd_models_export", broken)
+    monkeypatch.setattr(models, "cmd_export", broken)
     (tmp_path / "ws").mkdir()
     assert cli.main(["models", "export", "--workspace", str(tmp_path / "ws"), "--stage", "x", "--out", "o"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -4,6 +4,6 @@ functions; ``python -m napari_uda.cli`` runs it.
 May import: core, evaluate, segment, translate, pseudo, review, data, pipeline, napari.
 """
 
-from napari_uda.cli.commands import main
+from napari_uda.cli.app import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]

@@ -1,4 +1,4 @@
 """``python -m napari_uda.cli``: the command line."""
-from napari_uda.cli.commands import main
+from napari_uda.cli.app import main
 
 raise SystemExit(main())

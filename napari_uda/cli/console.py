@@ -95,3 +95,26 @@ class Console:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def show_training(console: Console, event: dict, task: str) -> None:
+    """nnU-Net trainer events: a bar per epoch of iterations, one over the epochs, other notes."""
+    if "iteration" in event:
+        console(f"{task} epoch {event['of_epoch']}", event["iteration"], event["num_iterations"], "iterations",
+                unit="iterations")
+    elif "epoch" in event:
+        console(task, event["epoch"], event["num_epochs"], f"epochs, train_loss={event['train_loss']:.3f} "
+                f"val_loss={event['val_loss']:.3f}", pseudo_dice=event.get("pseudo_dice"))
+    else:
+        console(task, text=event.get("event", ""))
+
+
+def event_printer(console: Console) -> Callable[[dict], None]:
+    """The pipeline's progress events on the console."""
+    def show(event: dict) -> None:
+        task = event["stage"] + (f" fold {event['fold']}" if "fold" in event else "")
+        if "iteration" in event:
+            show_training(console, event, task)
+        else:
+            console(task, event.get("done"), event.get("total"), event["message"])
+    return show

@@ -1,0 +1,120 @@
+"""``translate train`` and ``translate apply``: CT-to-MRI/PET translators."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from napari_uda.cli.options import COUNT, NON_NEGATIVE, OUTPUT_FOLDER, add_device, add_target_modality, bounded
+from napari_uda.core.choices import FUSIONS, S_REGIMES, VARIANTS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tp = sub.add_parser("translate", help="train or apply CT-to-MRI/PET translators").add_subparsers(
+        dest="translate_command", required=True, metavar="ACTION")
+
+    p = tp.add_parser("train", help="train (or resume) a translator for one target modality")
+    p.add_argument("--ct-images", required=True, type=Path)
+    p.add_argument("--ct-labels", type=Path, help="CT organ labels (same file names); needed for organ attention")
+    p.add_argument("--target-images", required=True, type=Path, help="unpaired target-modality volumes")
+    add_target_modality(p)
+    p.add_argument("--variant", default="organ-attention", choices=VARIANTS)
+    p.add_argument("--out", required=True, type=OUTPUT_FOLDER)
+    p.add_argument("--iterations", type=COUNT, default=2000)
+    p.add_argument("--size", type=bounded(int, 16, 4096), default=256, help="in-plane training size in pixels")
+    add_device(p)
+    p.add_argument("--ngf", type=COUNT, default=64)
+    p.add_argument("--ndf", type=COUNT, default=64)
+    p.add_argument("--blocks", type=COUNT, default=9, help="residual blocks in the generator")
+    p.add_argument("--batch", type=COUNT, default=1)
+    p.add_argument("--identity", type=bounded(float, 0.0), default=0.5,
+                   help="identity-loss weight (the reference CycleGAN's 0.5; 0 leaves it out: benchmarks/RESULTS.md)")
+    p.add_argument("--fusion", default="additive", choices=FUSIONS)
+    p.add_argument("--s-regime", default="joint", choices=S_REGIMES)
+    p.add_argument("--seg-head", action="store_true", help="segmentation head on the generator (FLARE 2025)")
+    p.add_argument("--skips", action="store_true", help="encoder-decoder skips in the generators (benchmarks/RESULTS.md)")
+    p.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=100)
+    p.add_argument("--preview-every", type=NON_NEGATIVE, default=50)
+    p.add_argument("--progress-jsonl", type=Path, default=None, help="progress events (default OUT/progress.jsonl)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = tp.add_parser("apply", help="translate CT volumes with a trained translator")
+    p.add_argument("--translator", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="a CT volume or a folder of them")
+    p.add_argument("--out", required=True, type=OUTPUT_FOLDER)
+    p.add_argument("--attention-out", type=OUTPUT_FOLDER, default=None)
+    add_device(p)
+    p.set_defaults(func=cmd_apply)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import signal
+
+    import numpy as np
+
+    from napari_uda.core.io import list_volumes, pair_labels
+    from napari_uda.translate.translator import TranslatorConfig, train_translator
+
+    cfg = TranslatorConfig(
+        modality=args.modality, variant=args.variant, size=args.size, iterations=args.iterations, ngf=args.ngf,
+        ndf=args.ndf, n_blocks=args.blocks, lambda_identity=args.identity, batch_size=args.batch, fusion=args.fusion,
+        s_regime=args.s_regime, seg_head=args.seg_head, skips=args.skips, checkpoint_every=args.checkpoint_every,
+        preview_every=args.preview_every, seed=args.seed,
+    )
+    ct = list_volumes(args.ct_images)
+    labels = pair_labels(ct, args.ct_labels) if args.ct_labels else None
+    targets = list_volumes(args.target_images)
+    stop = {"flag": False}
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    out = Path(args.out)
+    log = (out / "progress.jsonl") if args.progress_jsonl is None else Path(args.progress_jsonl)
+    out.mkdir(parents=True, exist_ok=True)
+    if log.exists() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
+        with open(log, "a") as f:  # a killed run may have left half a line
+            f.write("\n")
+
+    def progress(event: dict) -> None:
+        if "preview" in event:
+            path = out / "previews" / f"preview_{event['iteration']:07d}.npz"
+            path.parent.mkdir(exist_ok=True)
+            ct_s, fake_s, att_s = event.pop("preview")
+            np.savez_compressed(path, ct=ct_s, translated=fake_s, attention=att_s)
+            event["preview"] = str(path)
+        with open(log, "a") as f:
+            f.write(json.dumps(event) + "\n")
+        task = "pretraining S" if event.get("stage") == "pretrain_S" else f"translator {cfg.variant}"
+        if "event" in event:
+            args.console(task, text=event["event"])
+        else:
+            losses = " ".join(f"{k}={v:.3f}" for k, v in event.get("losses", {}).items())
+            args.console(task, event["iteration"], event["total"], losses, losses_by_name=event.get("losses"))
+
+    train_translator(cfg, ct, labels, targets, out, device=args.device, progress=progress, should_stop=lambda: stop["flag"])
+    if stop["flag"]:
+        print(f"stopped; checkpoint saved in {out}; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"translator written to {out}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from napari_uda.core.io import read_volume, stem_of, volume_inputs, write_volume
+    from napari_uda.translate.translator import load_translator, translate_volume
+
+    tr = load_translator(args.translator, device=args.device)
+    inputs = volume_inputs(args.input)
+    for i, path in enumerate(inputs):
+        translated, attention = translate_volume(tr, read_volume(path, "CT"))
+        write_volume(translated, Path(args.out) / f"{stem_of(path)}.nii.gz")
+        if args.attention_out and attention is not None:
+            write_volume(attention, Path(args.attention_out) / f"{stem_of(path)}.nii.gz")
+        args.console("translate", i + 1, len(inputs), f"{path.name} -> {tr.modality}")
+    print(f"translated {len(inputs)} volume(s) into {args.out}")
+    return 0

@@ -58,7 +58,7 @@ def training_set(data: Path, stage: str, translated: Path | None) -> tuple[list[
 def translate_with_recipe(ws: Workspace, budget: Budget, override: dict) -> tuple[Path, float]:
     """Train the ``budget``'s Organ Attention translator with ``override`` in ``ws`` and translate
     its CT; returns (the translated folder, training seconds)."""
-    from napari_uda.translate.translator import train_translator
+    from napari_uda.translate.training import train_translator
 
     cfg = replace(budget_translator_config(budget, "T2WI", "organ-attention"), checkpoint_every=10**9, preview_every=0,
                   **override)

@@ -28,13 +28,8 @@ from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.evaluate.metrics import dice
 from napari_uda.translate.nets import UNet2D, seg_loss
 from napari_uda.translate.slices import load_slice_bank
-from napari_uda.translate.translator import (
-    TranslatorConfig,
-    load_translator,
-    train_translator,
-    translate_slices,
-    translate_volume,
-)
+from napari_uda.translate.training import train_translator
+from napari_uda.translate.translator import TranslatorConfig, load_translator, translate_slices, translate_volume
 
 HERE = Path(__file__).resolve().parent
 

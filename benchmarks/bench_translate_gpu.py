@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+import napari_uda.translate.training as training
 import napari_uda.translate.translator as T
 from napari_uda.core.efficiency import RunMeter
 from napari_uda.core.io import list_volumes, read_volume
@@ -19,14 +20,14 @@ from napari_uda.data.phantom import write_phantom_dataset
 
 def run(amp: bool, data: Path, iterations: int, variant: str) -> dict:
     if not amp:
-        T.amp_dtype = lambda device: None  # force float32
+        T.amp_dtype = training.amp_dtype = lambda device: None  # force float32 (training and applying)
     cfg = T.TranslatorConfig("T2WI", variant=variant, iterations=iterations, preview_every=0, checkpoint_every=10**6)
     out = Path(tempfile.mkdtemp())
     times = []
     torch.cuda.empty_cache()
     with RunMeter("cuda:0") as train_meter:
-        T.train_translator(cfg, list_volumes(data / "ct/images"), list_volumes(data / "ct/labels"),
-                           list_volumes(data / "t2wi/images"), out, device="cuda", progress=lambda e: times.append(e.get("seconds")))
+        training.train_translator(cfg, list_volumes(data / "ct/images"), list_volumes(data / "ct/labels"),
+                                  list_volumes(data / "t2wi/images"), out, device="cuda", progress=lambda e: times.append(e.get("seconds")))
     steady = [t for t in times if t is not None]
     per_iter = (steady[-1] - steady[9]) / (len(steady) - 10)
     tr = T.load_translator(out, device="cuda")

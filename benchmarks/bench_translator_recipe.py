@@ -34,7 +34,8 @@ from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.pipeline.workflow import budget_translator_config
 from napari_uda.translate.nets import UNet2D
 from napari_uda.translate.slices import load_slice_bank
-from napari_uda.translate.translator import load_translator, train_translator, translate_slices
+from napari_uda.translate.training import train_translator
+from napari_uda.translate.translator import load_translator, translate_slices
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPES = [("reference identity 0.5", {}), ("no identity loss", {"lambda_identity": 0.0})]

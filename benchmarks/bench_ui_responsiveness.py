@@ -28,7 +28,8 @@ SAMPLE_T2WI = ROOT / "sample_data" / "t2wi" / "images" / "t2wi_000.nii.gz"
 def tiny_translator(root: Path) -> Path:
     """A 2-iteration Organ Attention translator in ``root/tr`` (the figure is about threads, not quality)."""
     from napari_uda.data.phantom import write_phantom_dataset
-    from napari_uda.translate.translator import TranslatorConfig, train_translator
+    from napari_uda.translate.training import train_translator
+    from napari_uda.translate.translator import TranslatorConfig
 
     write_phantom_dataset(root / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
     cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,

@@ -17,15 +17,8 @@ from napari_uda.core.errors import UdaError
 from napari_uda.core.io import list_volumes, read_volume
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.translate.nets import PatchDiscriminator, ResnetGenerator, sobel
-from napari_uda.translate.translator import (
-    ImagePool,
-    TranslatorConfig,
-    fuse,
-    load_translator,
-    lr_factor,
-    train_translator,
-    translate_volume,
-)
+from napari_uda.translate.training import ImagePool, lr_factor, train_translator
+from napari_uda.translate.translator import TranslatorConfig, fuse, load_translator, translate_volume
 
 TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, s_base=8, preview_every=0)
 
@@ -102,9 +95,9 @@ def test_attention_is_high_inside_organs(data, tmp_path):
 
 def test_mixed_precision_training_with_previews(data, tmp_path, monkeypatch):
     """A GPU trains under bfloat16 autocast: its previews run S on a bf16 translation (this broke)."""
-    import napari_uda.translate.translator as translator
+    import napari_uda.translate.training as training
 
-    monkeypatch.setattr(translator, "amp_dtype", lambda device: torch.bfloat16)  # what a bf16 GPU gets
+    monkeypatch.setattr(training, "amp_dtype", lambda device: torch.bfloat16)  # what a bf16 GPU gets
     cfg = TranslatorConfig("T2WI", variant="organ-attention", iterations=2, checkpoint_every=1000,
                            **{**TINY, "preview_every": 1})
     events = []
@@ -267,7 +260,7 @@ def test_autocast_forward_computes_in_low_precision_and_returns_float32(monkeypa
 
 
 def test_randomise_contrast_moves_organs_not_labels():
-    from napari_uda.translate.translator import randomise_contrast
+    from napari_uda.translate.training import randomise_contrast
 
     torch.manual_seed(0)
     ct = torch.full((1, 1, 8, 8), -0.5)

@@ -54,7 +54,8 @@ def shot(viewer, widget, artifact_dir, name, qtbot):
 
 def tiny_translator(tmp_path):
     """A 2-iteration Organ Attention translator in ``tmp_path/tr``, trained on phantom data in ``tmp_path/d``."""
-    from napari_uda.translate.translator import TranslatorConfig, train_translator
+    from napari_uda.translate.training import train_translator
+    from napari_uda.translate.translator import TranslatorConfig
 
     write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
     cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,

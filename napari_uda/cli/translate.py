@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_uda.core.io import list_volumes, pair_labels
-    from napari_uda.translate.translator import TranslatorConfig, train_translator
+    from napari_uda.translate.training import train_translator
+    from napari_uda.translate.translator import TranslatorConfig
 
     cfg = TranslatorConfig(
         modality=args.modality, variant=args.variant, size=args.size, iterations=args.iterations, ngf=args.ngf,

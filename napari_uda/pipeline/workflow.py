@@ -132,7 +132,7 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
                     progress: Progress | None = None, should_stop: StopFlag | None = None) -> Path:
     """Train (or resume) the ``variant`` translator and translate every source CT into
     ``W/translated/<variant>/`` (attention maps beside it in ``<variant>_attention/``)."""
-    from napari_uda.translate.translator import train_translator
+    from napari_uda.translate.training import train_translator
 
     stage = BASE_STAGES[variant]
     out = ws.translated_dir(variant)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_uda.core.choices import get_budget
-from napari_uda.core.io import Volume, list_volumes, read_volume, stem_of, write_volume
+from napari_uda.core.files import list_volumes, stem_of
+from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset

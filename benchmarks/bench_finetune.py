@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from napari_uda.core.choices import get_budget
-from napari_uda.core.io import list_volumes, stem_of
+from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.workspace import Workspace
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
 from napari_uda.pipeline.workflow import source_training_set

@@ -31,7 +31,7 @@ from pathlib import Path
 from bench_ablation import default_out, workspace_root
 
 from napari_uda.core.choices import Budget, get_budget
-from napari_uda.core.io import list_volumes, stem_of
+from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.workspace import Workspace
 from napari_uda.evaluate.evaluation import evaluate_folders
 from napari_uda.pipeline.workflow import budget_translator_config, train_stage_model, translate_sources

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from napari_uda.core.io import list_volumes, read_volume
+from napari_uda.core.files import list_volumes
+from napari_uda.core.io import read_volume
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import ORGAN_INDICES
 from napari_uda.data.phantom import write_phantom_dataset

@@ -14,7 +14,8 @@ import torch
 import napari_uda.translate.training as training
 import napari_uda.translate.translator as T
 from napari_uda.core.efficiency import RunMeter
-from napari_uda.core.io import list_volumes, read_volume
+from napari_uda.core.files import list_volumes
+from napari_uda.core.io import read_volume
 from napari_uda.data.phantom import write_phantom_dataset
 
 

@@ -28,7 +28,7 @@ from bench_translate import mean_dice, organ_means, segment, train_segmenter
 from scipy.stats import spearmanr
 
 from napari_uda.core.choices import get_budget
-from napari_uda.core.io import list_volumes
+from napari_uda.core.files import list_volumes
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.pipeline.workflow import budget_translator_config

@@ -10,14 +10,12 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from napari_uda.core.errors import VolumeError
+from napari_uda.core.files import FILE_SUFFIXES, stem_of, suffix_of
 from napari_uda.core.io import (
-    FILE_SUFFIXES,
     Geometry,
     Volume,
     check_same_grid,
     read_volume,
-    stem_of,
-    suffix_of,
     volume_info,
     write_dicom_series,
     write_volume,
@@ -171,7 +169,7 @@ def test_dicom_series_with_a_missing_duplicate_or_broken_slice(tmp_path, oblique
 
 
 def test_an_input_folder_holding_a_dicom_series_is_one_volume(tmp_path, oblique_volume):
-    from napari_uda.core.io import volume_inputs
+    from napari_uda.core.files import volume_inputs
 
     folder = write_dicom_series(oblique_volume, tmp_path / "series")
     assert volume_inputs(folder) == [folder]

@@ -13,7 +13,8 @@ from conftest import Planted
 
 from napari_uda.core.child import run_child
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import Geometry, Volume, list_volumes, pair_labels, read_volume, write_volume
+from napari_uda.core.files import list_volumes, pair_labels
+from napari_uda.core.io import Geometry, Volume, read_volume, write_volume
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.pseudo.consistency import fold_consistency
 from napari_uda.segment.probabilities import ProbabilityFile

@@ -55,12 +55,13 @@ def _write_traceback(workspace: Path | None) -> Path:
     ``napari-uda-errors.log`` outside a workspace); returns that path."""
     import tempfile
     import traceback
-    from datetime import datetime, timezone
+
+    from napari_uda.core.files import utc_timestamp
 
     logs = Path(workspace) / "logs" if workspace is not None and Path(workspace).is_dir() else None
     path = logs / "errors.log" if logs is not None else Path(tempfile.gettempdir()) / "napari-uda-errors.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        f.write(f"--- {datetime.now(timezone.utc).isoformat(timespec='seconds')} napari-uda {' '.join(sys.argv[1:])}\n")
+        f.write(f"--- {utc_timestamp()} napari-uda {' '.join(sys.argv[1:])}\n")
         f.write(traceback.format_exc())
     return path

@@ -79,7 +79,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from napari_uda.core.io import list_volumes, pair_labels
+    from napari_uda.core.files import list_volumes, pair_labels
     from napari_uda.review.store import ReviewStore
     from napari_uda.segment.segmenter import export_dataset
 

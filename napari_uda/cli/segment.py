@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from napari_uda.core.io import list_volumes, pair_labels
+    from napari_uda.core.files import list_volumes, pair_labels
     from napari_uda.segment.segmenter import export_dataset
 
     images = list_volumes(args.images)
@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_uda.core.device import pick_device
-    from napari_uda.core.io import volume_inputs
+    from napari_uda.core.files import volume_inputs
     from napari_uda.segment.segmenter import NnunetFolders, coarse_to_fine_predict, predict_folds
 
     if args.model is not None:

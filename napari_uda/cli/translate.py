@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from napari_uda.core.io import list_volumes, pair_labels
+    from napari_uda.core.files import list_volumes, pair_labels
     from napari_uda.translate.training import train_translator
     from napari_uda.translate.translator import TranslatorConfig
 
@@ -106,7 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from napari_uda.core.io import read_volume, stem_of, volume_inputs, write_volume
+    from napari_uda.core.files import stem_of, volume_inputs
+    from napari_uda.core.io import read_volume, write_volume
     from napari_uda.translate.translator import load_translator, translate_volume
 
     tr = load_translator(args.translator, device=args.device)

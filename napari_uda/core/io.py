@@ -8,7 +8,6 @@ physical direction of array axis k, also in (z, y, x) order. SimpleITK uses
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,27 +17,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from napari_uda.core.errors import UdaError, VolumeError
+from napari_uda.core.errors import VolumeError
+from napari_uda.core.files import FILE_SUFFIXES, atomic_path, looks_like_dicom, suffix_of
 
-#: File suffixes written and read as single files.
-FILE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 GEOMETRY_ATOL = 1e-4
-
-
-def suffix_of(path: str | Path) -> str:
-    """The volume suffix of ``path`` (``.nii.gz`` counts as one), lower-case, or ``""``."""
-    name = Path(path).name.lower()
-    for suffix in FILE_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return ""
-
-
-def stem_of(path: str | Path) -> str:
-    """File name without its volume suffix (``case_001.nii.gz`` -> ``case_001``)."""
-    name = Path(path).name
-    suffix = suffix_of(path)
-    return name[: len(name) - len(suffix)] if suffix else Path(path).stem
 
 
 @dataclass(frozen=True)
@@ -244,16 +226,6 @@ def _check_dicom_slices(folder: Path, files: Sequence[str]) -> None:
                           f"{z[k]:.2f} and {z[k + 1]:.2f} mm, {step:.2f} mm elsewhere (a missing slice?)")
 
 
-def looks_like_dicom(path: Path) -> bool:
-    """A ``.dcm``/``.ima`` file, or any file with the DICOM preamble ("DICM" at byte 128); not DICOMDIR."""
-    if path.name.upper() == "DICOMDIR" or path.name.startswith("."):
-        return False
-    if path.suffix.lower() in (".dcm", ".ima"):
-        return True
-    with open(path, "rb") as f:
-        return f.read(132)[128:] == b"DICM"
-
-
 def _read_sitk(path: Path) -> sitk.Image:
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
@@ -344,12 +316,10 @@ def write_volume(volume: Volume, path: str | Path, compress: bool = True) -> Pat
     if suffix == ".mhd":  # header + raw pair: write directly, the pair cannot be renamed atomically
         sitk.WriteImage(image, str(path), compress)
         return path
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
     try:
-        sitk.WriteImage(image, str(tmp), compress)
-        tmp.replace(path)
+        with atomic_path(path, keep_suffix=suffix) as tmp:  # SimpleITK picks the format by extension
+            sitk.WriteImage(image, str(tmp), compress)
     except RuntimeError as exc:
-        tmp.unlink(missing_ok=True)
         raise VolumeError(f"{path}: cannot be written: {_first_line(exc)}") from None
     return path
 
@@ -447,46 +417,3 @@ def format_info(path: str | Path, info: dict[str, Any]) -> str:
     if info["non_finite_voxels"]:
         lines.append(f"warning:    {info['non_finite_voxels']} voxels are NaN or infinite")
     return "\n".join(lines)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; missing or invalid JSON is an error naming the file."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UdaError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UdaError(f"{path}: not valid JSON ({exc})") from None
-
-
-def list_volumes(folder: str | Path) -> list[Path]:
-    """Volume files in ``folder``, sorted by name; an error when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UdaError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and any(p.name.lower().endswith(s) for s in FILE_SUFFIXES))
-    if not files:
-        raise UdaError(f"{folder}: holds no volumes ({', '.join(FILE_SUFFIXES)})")
-    return files
-
-
-def volume_inputs(path: str | Path) -> list[Path]:
-    """What a command's ``--input`` names: a volume file, a folder holding one DICOM series (one
-    volume), or a folder of volume files (each one)."""
-    path = Path(path)
-    if not path.is_dir():
-        return [path]
-    if not any(p.is_file() and p.name.lower().endswith(FILE_SUFFIXES) for p in path.iterdir()) and any(
-            p.is_file() and looks_like_dicom(p) for p in path.iterdir()):
-        return [path]
-    return list_volumes(path)
-
-
-def pair_labels(images: Sequence[Path], label_folder: str | Path) -> list[Path]:
-    """The label file of each image (same name in ``label_folder``), or an error naming the first missing one."""
-    label_folder = Path(label_folder)
-    by_stem = {stem_of(p): p for p in list_volumes(label_folder)}
-    missing = [p.name for p in images if stem_of(p) not in by_stem]
-    if missing:
-        raise UdaError(f"{label_folder}: no labels for {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
-    return [by_stem[stem_of(p)] for p in images]

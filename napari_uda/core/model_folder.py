@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import read_json
+from napari_uda.core.files import read_json
 
 SIDECAR = "model.json"
 

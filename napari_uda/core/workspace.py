@@ -18,14 +18,12 @@ pipeline stages that finished and the self-training rounds; opening the same fol
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import list_volumes, pair_labels
+from napari_uda.core.files import atomic_write_text, list_volumes, pair_labels, utc_timestamp
 from napari_uda.core.modalities import get_modality
 
 MANIFEST = "workspace.json"
@@ -34,10 +32,6 @@ REQUIRED: dict[str, type] = {"modality": str, "data": dict, "folders": dict, "tr
                              "stages": dict, "rounds": list}
 FORMAT = "napari-uda-workspace"
 FORMAT_VERSION = 1
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -70,7 +64,7 @@ class Workspace:
             return ws
         folders = {"source_images": str(Path(source_images).resolve()), "source_labels": str(Path(source_labels).resolve()),
                    "target_images": str(Path(target_images).resolve())}
-        ws = cls(root, {"format": FORMAT, "version": FORMAT_VERSION, "created": _now(), "modality": mod.key,
+        ws = cls(root, {"format": FORMAT, "version": FORMAT_VERSION, "created": utc_timestamp(), "modality": mod.key,
                         "data": data, "folders": folders, "translators": {}, "models": {}, "stages": {}, "rounds": []})
         ws.save()
         return ws
@@ -97,14 +91,7 @@ class Workspace:
 
     def save(self) -> None:
         """Write the manifest to a temporary file, fsync, rename: a crash leaves the old or the new one."""
-        path = self.root / MANIFEST
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(self.manifest, indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest, indent=2), fsync=True)
 
     # --- data ---------------------------------------------------------------------------------------
     @property
@@ -143,7 +130,7 @@ class Workspace:
         """Record (and save) ``info`` under ``section`` (translators, models or stages) as ``name``."""
         if section not in ("translators", "models", "stages"):
             raise ValueError(f"unknown manifest section {section!r}")
-        self.manifest[section][name] = {**info, "at": _now()}
+        self.manifest[section][name] = {**info, "at": utc_timestamp()}
         self.save()
 
     def done(self, section: str, name: str) -> dict[str, Any] | None:
@@ -151,7 +138,7 @@ class Workspace:
 
     def add_round(self, number: int, **info: Any) -> None:
         rounds = [r for r in self.manifest["rounds"] if r["round"] != number]
-        self.manifest["rounds"] = sorted([*rounds, {"round": number, **info, "at": _now()}], key=lambda r: r["round"])
+        self.manifest["rounds"] = sorted([*rounds, {"round": number, **info, "at": utc_timestamp()}], key=lambda r: r["round"])
         self.save()
 
     def summary(self, review_counts: dict[str, int] | None = None) -> list[tuple[str, str]]:

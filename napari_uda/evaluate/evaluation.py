@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import check_same_grid, list_volumes, read_volume, require_organ_labels, stem_of
+from napari_uda.core.files import list_volumes, stem_of
+from napari_uda.core.io import check_same_grid, read_volume, require_organ_labels
 from napari_uda.core.organs import ORGAN_BY_INDEX, ORGAN_INDICES, PET_SCORED
 from napari_uda.evaluate.metrics import flare_scores
 

@@ -9,7 +9,8 @@ import SimpleITK as sitk
 from napari.utils.notifications import show_error
 
 from napari_uda.core.errors import VolumeError
-from napari_uda.core.io import Volume, read_volume, stem_of, suffix_of, write_volume
+from napari_uda.core.files import stem_of, suffix_of
+from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.napari.layers import LayerDataTuple, geometry_from_layer_meta, volume_to_layer_data
 
 

@@ -1,7 +1,8 @@
 """napari's sample-data contributions: the bundled sample cases as layers."""
 from __future__ import annotations
 
-from napari_uda.core.io import read_volume, stem_of
+from napari_uda.core.files import stem_of
+from napari_uda.core.io import read_volume
 from napari_uda.core.modalities import get_modality
 from napari_uda.data.sample_data import sample_case_paths
 from napari_uda.napari.layers import LayerDataTuple, volume_to_layer_data

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from napari_uda.core.errors import UdaError
+from napari_uda.core.files import utc_timestamp
 from napari_uda.core.model_folder import FORMAT, SEGMENTER, SIDECAR, TRANSLATOR, TRANSLATOR_FILES
 from napari_uda.core.workspace import Workspace
 from napari_uda.segment.nnunet_model import FOLD_SIDECAR, FOLD_WEIGHTS, trained_folds
@@ -105,7 +105,7 @@ def export_stage(ws: Workspace, stage: str, out: str | Path) -> Path:
         "evaluation": _evaluation(ws, stage),
         "postprocessed": stage == "final",
         "versions": {"napari_uda": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported": utc_timestamp(),
     }
     (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2))
     tmp.rename(out)

@@ -19,7 +19,8 @@ import numpy as np
 
 from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, pipeline_budget
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import Volume, read_volume, stem_of, write_volume
+from napari_uda.core.files import stem_of
+from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
 from napari_uda.core.workspace import Workspace

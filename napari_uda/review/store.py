@@ -16,13 +16,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_uda.core.errors import UdaError, safe_name
+from napari_uda.core.files import utc_file_stamp, utc_timestamp
 from napari_uda.core.io import Volume, check_same_grid, read_volume, require_organ_labels, write_volume
 
 ACTIONS = ("accept", "reject", "edited", "undo")
@@ -70,7 +70,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    """A decision's time: UTC to the millisecond, so decisions in one second keep their order."""
+    return utc_timestamp("milliseconds")
 
 
 def label_hash(array: np.ndarray) -> str:
@@ -280,7 +281,7 @@ class ReviewStore:
             image_path = self.db.execute("SELECT path FROM cases WHERE id = ?", (case_id,)).fetchone()[0]
             check_same_grid(read_volume(image_path), edited_label, image_path, label_name)
             folder = (Path(edited_dir) if edited_dir else self.path.parent / "edited_labels").resolve()
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            stamp = utc_file_stamp()
             who = re.sub(r"[^A-Za-z0-9_.-]", "_", reviewer.strip()).lstrip(".")[:50] or "reviewer"  # only for the file name
             target = folder / f"{safe_name(case_id, 'case id')}__{who}__{stamp}.nii.gz"
             write_volume(edited_label, target)  # temporary name, then rename: complete before the commit below

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import read_json
+from napari_uda.core.files import atomic_path, atomic_write_text, read_json
 
 FOLD_WEIGHTS = "model.safetensors"
 
@@ -43,18 +43,15 @@ def save_fold_model(network: torch.nn.Module, fold_dir: str | Path, trainer: str
     from napari_uda import __version__
 
     fold_dir = Path(fold_dir)
-    tmp = fold_dir / f".{FOLD_WEIGHTS}.tmp"
     network.to(memory_format=torch.contiguous_format)
-    save_model(network, str(tmp), metadata={"format": FORMAT})  # nnU-Net's networks share tensors between modules
-    tmp.replace(fold_dir / FOLD_WEIGHTS)
+    with atomic_path(fold_dir / FOLD_WEIGHTS) as tmp:
+        save_model(network, str(tmp), metadata={"format": FORMAT})  # nnU-Net's networks share tensors between modules
     sidecar = {"format": FORMAT, "trainer": trainer, "configuration": configuration, "fold": fold,
                "inference_allowed_mirroring_axes": list(mirror_axes) if mirror_axes is not None else None,
                "plans": "../plans.json", "dataset": "../dataset.json",
                "versions": {"napari_uda": __version__, "torch": torch.__version__, "python": platform.python_version()},
                **(extra or {})}
-    tmp = fold_dir / f".{FOLD_SIDECAR}.tmp"
-    tmp.write_text(json.dumps(sidecar, indent=2))
-    tmp.replace(fold_dir / FOLD_SIDECAR)
+    atomic_write_text(fold_dir / FOLD_SIDECAR, json.dumps(sidecar, indent=2))
     return fold_dir / FOLD_WEIGHTS
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_uda.core.files import atomic_path
 from napari_uda.core.io import Geometry
 
 DEFAULT_SLAB = 8
@@ -29,15 +30,12 @@ def save_probabilities(path: str | Path, probs: np.ndarray, geometry: Geometry |
         raise ValueError(f"{path}: probabilities must be (classes, z, y, x), got shape {probs.shape}")
     meta = {"shape": list(probs.shape), "slab": int(slab), "dtype": np.dtype(dtype).name,
             "geometry": geometry.to_dict() if geometry else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         with zf.open("meta.npy", "w") as f:
             np.lib.format.write_array(f, np.frombuffer(json.dumps(meta).encode(), np.uint8))
         for z0 in range(0, probs.shape[1], slab):
             with zf.open(f"p_{z0:05d}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(probs[:, z0:z0 + slab].astype(dtype)))
-    tmp.replace(path)
     return path
 
 

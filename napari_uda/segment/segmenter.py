@@ -26,7 +26,8 @@ from napari_uda.core.child import LineFollower, run_child
 from napari_uda.core.choices import PLANNERS, SEGMENTER_BUDGETS as BUDGETS
 from napari_uda.core.efficiency import RunMeter
 from napari_uda.core.errors import UdaError, safe_name
-from napari_uda.core.io import Volume, read_json, read_volume, require_finite, resample, stem_of, write_volume
+from napari_uda.core.files import read_json, stem_of
+from napari_uda.core.io import Volume, read_volume, require_finite, resample, write_volume
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import nnunet_labels
 from napari_uda.core.orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical

@@ -24,6 +24,7 @@ from torch import nn
 from napari_uda import __version__
 from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
+from napari_uda.core.files import atomic_path, atomic_write_text
 from napari_uda.core.intensity import CT_WINDOW, TARGET_PERCENTILES
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import N_CLASSES
@@ -172,20 +173,13 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.step()
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _write_translator(out: Path, cfg: TranslatorConfig, nets: _Nets, output_window: tuple[float, float],
                       iteration: int, extra: dict[str, Any]) -> None:
     tensors = {f"G.{k}": v.detach().float().cpu().contiguous() for k, v in nets.G_AB.state_dict().items()}
     if cfg.attention:
         tensors.update({f"S.{k}": v.detach().float().cpu().contiguous() for k, v in nets.S.state_dict().items()})
-    tmp = out / f".{WEIGHTS}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(out / WEIGHTS)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     sidecar = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "modality": cfg.modality, "variant": cfg.variant,
         "architecture": cfg.architecture(),
@@ -194,9 +188,7 @@ def _write_translator(out: Path, cfg: TranslatorConfig, nets: _Nets, output_wind
         "training": {**asdict(cfg), "iterations_done": iteration, **extra},
         "versions": {"napari_uda": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
-    tmp = out / f".{SIDECAR}.tmp"
-    tmp.write_text(json.dumps(sidecar, indent=2))
-    tmp.replace(out / SIDECAR)
+    atomic_write_text(out / SIDECAR, json.dumps(sidecar, indent=2))
 
 
 def _same_image(t: torch.Tensor) -> torch.Tensor:
@@ -266,13 +258,14 @@ class TranslatorTrainer:
 
     def checkpoint(self, iteration: int) -> None:
         """The resumable state (tensors only) and the translator itself (safetensors + JSON)."""
-        _atomic_torch_save({
+        with atomic_path(self.state_path) as tmp:
+            torch.save({
             "iteration": iteration, "config": json.dumps(asdict(self.cfg)), "nets": self.nets.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "opt_S": self.opt_S.state_dict() if self.opt_S else {},
             "pools": {k: p.state() for k, p in self.pools.items()}, "gen": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(), "s_pretrained": self.s_pretrained,
-        }, self.state_path)
+            }, tmp)
         extra: dict[str, Any] = {"device": str(self.dev), "amp": str(self.amp)}
         if self.cfg.attention:
             extra["s_dice"] = s_dice(self.nets, self.cfg, self.eval_a, self.eval_lab)

@@ -19,7 +19,8 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButto
 from napari_uda.core.choices import BASE_STAGES, BUDGETS, get_budget
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import Volume, read_volume, stem_of, write_volume
+from napari_uda.core.files import stem_of
+from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.modalities import SOURCE
 from napari_uda.napari.widgets._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
 from napari_uda.napari.widgets._jobs import JobPanel

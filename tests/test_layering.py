@@ -62,6 +62,13 @@ def test_packages_import_only_what_their_docstring_allows():
     assert bad == []
 
 
+def test_no_sql_outside_the_review_store():
+    store = PKG / "review" / "store.py"
+    sql = [f"{p.relative_to(PKG)}:{i}" for p in PKG.rglob("*.py") if p != store
+           for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\.execute(many)?\(|\bsqlite3\b", line)]
+    assert sql == []
+
+
 def test_the_layering_check_sees_a_forbidden_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from napari_uda.pipeline.workflow import run_pipeline\n    import qtpy\n")

@@ -47,6 +47,13 @@ def test_queue_ranked_with_scores_filters_and_state(store):
     assert store.queue("PET-FDG") == []
 
 
+def test_case_paths_scores_and_organ_means(store, tmp_path):
+    assert store.case_paths() == {f"c{i}": str(tmp_path / "img" / f"c{i}.nii.gz") for i in range(3)}
+    assert store.case_scores(1) == [0.7, 0.9, 0.8] and store.case_scores(99) == []
+    means = store.mean_organ_consistency(1)  # organ 1: the scores, organ 2: half of them
+    assert means.keys() == {1, 2} and means[1] == pytest.approx(0.8) and means[2] == pytest.approx(0.4)
+
+
 def test_decisions_history_and_undo(store):
     d = store.decide("c1", "accept", "ana", note="looks right")
     assert d.action == "accept" and d.reviewer == "ana" and d.label_hash == file_hash(store.queue()[0]["label"])

@@ -85,7 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with ReviewStore.for_workspace(args.workspace) as store:
         accepted = store.accepted()
-        paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
+        paths = store.case_paths()
     images, labels = [], []
     if args.translated_ct and not args.ct_labels:
         raise UdaError("--translated-ct needs --ct-labels (the CT labels, same file names)")

@@ -465,7 +465,7 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         used = store.start_round(r, {"stage": stage, "budget": budget.name, "variant": variant,
                                      "filters": asdict(settings)})
     if (ws.done("stages", stage) or {}).get("status") != "done":
-        paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
+        paths = store.case_paths()
         images, labels, names = source_training_set(ws, variant, ws.manifest["pipeline"].get("real_ct", False))
         images += [Path(paths[c]) for c, _ in used]
         labels += [Path(lab) for _, lab in used]

@@ -233,6 +233,21 @@ class ReviewStore:
                            [(pid, f.name, int(bool(f.passed)), f.reason) for f in filters])
             return pid
 
+    def case_paths(self) -> dict[str, str]:
+        """Image path of every case, by case id."""
+        return dict(self.db.execute("SELECT id, path FROM cases").fetchall())
+
+    def case_scores(self, model_id: int | None) -> list[float]:
+        """The case scores of ``model_id``'s pseudo-labels (empty for an unknown or missing model)."""
+        rows = self.db.execute("SELECT case_score FROM predictions WHERE model_id = ? ORDER BY case_id", (model_id,))
+        return [float(s) for (s,) in rows]
+
+    def mean_organ_consistency(self, model_id: int | None) -> dict[int, float]:
+        """Each organ's fold consistency averaged over ``model_id``'s pseudo-labels."""
+        return dict(self.db.execute(
+            "SELECT o.organ, AVG(o.consistency) FROM organ_scores o JOIN predictions p ON p.id = o.prediction_id "
+            "WHERE p.model_id = ? GROUP BY o.organ", (model_id,)).fetchall())
+
     # --- decisions ---------------------------------------------------------------------------
     def history(self, case_id: str) -> list[Decision]:
         rows = self.db.execute("SELECT id, case_id, action, reviewer, at, note, label_hash, label_path, prediction_id "

@@ -44,8 +44,7 @@ def compare_rounds(ws: Workspace) -> tuple[list[str], list[list[Any]]]:
         rounds = {r["round"]: r for r in store.rounds()}
         for stage in stage_order([s for s, v in ws.manifest["stages"].items() if v.get("model_id") or s == "final"]):
             info = ws.manifest["stages"][stage]
-            scores = [s for (s,) in store.db.execute("SELECT case_score FROM predictions WHERE model_id = ?",
-                                                     (info.get("model_id"),))]
+            scores = store.case_scores(info.get("model_id"))
             r = info.get("round", 0)
             unc = list(rounds[r]["uncertainty"].values()) if r in rounds else []
             report = ws.reports_dir / f"evaluation_{stage}.json"
@@ -53,9 +52,7 @@ def compare_rounds(ws: Workspace) -> tuple[list[str], list[list[Any]]]:
             if report.exists():
                 summary = json.loads(report.read_text())["summary"]["all"]
                 dsc, nsd = summary["dsc_mean"], summary["nsd_mean"]
-            organ = dict(store.db.execute(
-                "SELECT o.organ, AVG(o.consistency) FROM organ_scores o JOIN predictions p ON p.id = o.prediction_id "
-                "WHERE p.model_id = ? GROUP BY o.organ", (info.get("model_id"),)).fetchall())
+            organ = store.mean_organ_consistency(info.get("model_id"))
             rows.append([stage, len(rounds[r]["cases"]) if r in rounds else 0,
                          float(np.mean(scores)) if scores else float("nan"),
                          float(np.mean(unc)) if unc else float("nan"), dsc, nsd]

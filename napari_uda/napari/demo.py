@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from napari_uda.core.errors import UdaError
+from napari_uda.core.files import stem_of
 from napari_uda.core.io import Geometry, read_volume
 from napari_uda.core.organs import ORGANS
 from napari_uda.evaluate.metrics import organ_volumes_ml
+from napari_uda.segment.prediction_folder import PredictionFolder
 
 PLUGIN = "napari-uda"
 SAMPLES = ("ct", "t2wi", "pet")
@@ -126,7 +128,8 @@ def _result_layers(workspace: Path) -> list[tuple]:
     if attention.exists():
         layers.append(layer_tuple(read_volume(attention), f"{ct_name[:-7]} attention", as_labels=False, **ATTENTION_LAYER))
     stage = ws.done("stages", "final")["from_stage"]
-    folds = {p.parent.name[5:]: read_volume(p) for p in sorted(ws.predictions_dir(stage).glob(f"fold_*/{t2_name}"))}
+    case = stem_of(t2_name)
+    folds = {str(f): read_volume(p) for f, p in PredictionFolder(ws.predictions_dir(stage)).fold_labels(case).items()}
     result = {"fused": read_volume(ws.predictions_dir("final") / t2_name), "folds": folds}
     return layers + inference_layers(f"{t2_name[:-7]} final", result, per_fold=False, disagreement=True)
 

@@ -36,6 +36,7 @@ from napari_uda.pseudo.filters import (
 from napari_uda.pseudo.labels import round_uncertainty, strict_majority_label
 from napari_uda.review.store import ReviewStore
 from napari_uda.segment.postprocess import postprocess
+from napari_uda.segment.prediction_folder import PredictionFolder
 
 if TYPE_CHECKING:  # torch is imported only when a translator trains
     from napari_uda.translate.translator import TranslatorConfig
@@ -46,7 +47,6 @@ StopFlag = Callable[[], bool]
 DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "oracle": 109}  # self_training_rN: 110 + N
 
 
-PSEUDO_DIR = "pseudo"  # W/predictions/<stage>/pseudo/<case>.nii.gz: the strict-majority pseudo-labels
 
 
 @dataclass(frozen=True)
@@ -305,10 +305,10 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
         _check_stop(should_stop)
         case = stem_of(path)
         _say(progress, stage, f"scoring {case}", done=i, total=len(targets))
-        fold_vols = [read_volume(out / f"fold_{f}" / f"{case}.nii.gz") for f in folds]
+        fold_vols = [read_volume(PredictionFolder(out).fold_label(f, case)) for f in folds]
         fold_labels = [v.array for v in fold_vols]
         voted = strict_majority_label(fold_labels)
-        pseudo = write_volume(Volume(voted, fold_vols[0].geometry), out / PSEUDO_DIR / f"{case}.nii.gz")
+        pseudo = write_volume(Volume(voted, fold_vols[0].geometry), PredictionFolder(out).pseudo_label(case))
         agreement[case] = mean_dice(fold_labels[folds.index(best[0])], fold_labels[folds.index(best[1])], expected)
         rows.append({"case": case, "path": path, "label": pseudo,
                      "consistency": fold_consistency_details(fold_labels, expected),
@@ -369,14 +369,6 @@ def import_model(ws: Workspace, folder: str | Path, device: str | None = None, p
     ws.save()
     _say(progress, stage, f"imported {meta['model_stage']} model from {folder}")
     return stage
-
-
-def fold_label_paths(label: str | Path) -> list[Path]:
-    """The per-fold label files behind a stage's fused label or pseudo-label (``<stage>/<case>`` or
-    ``<stage>/pseudo/<case>``): ``<stage>/fold_<k>/<case>``, in fold order."""
-    label = Path(label)
-    stage_dir = label.parent.parent if label.parent.name == PSEUDO_DIR else label.parent
-    return sorted(stage_dir.glob(f"fold_*/{label.name}"))
 
 
 def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu",

@@ -34,6 +34,7 @@ from napari_uda.core.orientation import channels_from_canonical, from_canonical,
 from napari_uda.core.roi import Box, crop, foreground_box, paste
 from napari_uda.segment.ensemble import fuse_probabilities, majority_vote
 from napari_uda.segment.nnunet_model import FOLD_WEIGHTS, check_fold, load_fold, pickle_hint, trained_folds
+from napari_uda.segment.prediction_folder import PredictionFolder
 from napari_uda.segment.probabilities import ProbabilityFile, save_probabilities
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
 
     from napari_uda.core.model_folder import SEGMENTER, part_folder
 
-    model_dir, out = part_folder(model_dir, SEGMENTER), Path(out)
+    model_dir, out = part_folder(model_dir, SEGMENTER), PredictionFolder(out)
     folds = list(trained_folds(model_dir) if folds is None else folds)
     if not folds:
         raise UdaError(f"{model_dir}: no trained folds ({FOLD_WEIGHTS}) to predict with"
@@ -376,10 +377,9 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
             if canon is not vol:  # back onto the input's own axes
                 seg = from_canonical(Volume(seg, canon.geometry), vol.geometry).array
                 probs = channels_from_canonical(probs, canon.geometry, vol.geometry)
-            fold_dir = out / f"fold_{fold}"
             if save_probabilities_files:
-                save_probabilities(fold_dir / f"{case}.npz", probs, vol.geometry)
-            write_volume(Volume(seg.astype(np.uint8), vol.geometry), fold_dir / f"{case}.nii.gz")
+                save_probabilities(out.fold_probabilities(fold, case), probs, vol.geometry)
+            write_volume(Volume(seg.astype(np.uint8), vol.geometry), out.fold_label(fold, case))
             records[case]["folds"][str(fold)] = meter.result
             if progress:
                 progress({"fold": fold, "case": case, "done": i + 1, "total": len(volumes), **meter.result})
@@ -388,12 +388,12 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
             torch.cuda.empty_cache()
     for case, vol in volumes.items():
         if save_probabilities_files:  # eq. 9: argmax of the mean fold probabilities
-            fused = fuse_probabilities([out / f"fold_{f}" / f"{case}.npz" for f in folds])
+            fused = fuse_probabilities([out.fold_probabilities(f, case) for f in folds])
         else:
-            fused = majority_vote([read_volume(out / f"fold_{f}" / f"{case}.nii.gz").array for f in folds])
-        write_volume(Volume(fused, vol.geometry), out / f"{case}.nii.gz")
-        records[case]["fused"] = str(out / f"{case}.nii.gz")
-    (out / "predictions.json").write_text(json.dumps(list(records.values()), indent=2))
+            fused = majority_vote([read_volume(out.fold_label(f, case)).array for f in folds])
+        write_volume(Volume(fused, vol.geometry), out.fused(case))
+        records[case]["fused"] = str(out.fused(case))
+    out.records.write_text(json.dumps(list(records.values()), indent=2))
     return list(records.values())
 
 
@@ -419,28 +419,29 @@ def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: 
     """Predict each input only inside its region and paste the result back into the full grid
     (probabilities: background outside the region). Output layout as :func:`predict_folds`; each
     record also holds the region (``roi``: z, y, x start and stop)."""
-    out = Path(out)
-    work = out / "_regions"
+    out = PredictionFolder(out)
+    work = out.root / "_regions"
+    pred = PredictionFolder(work / "pred")
     volumes = {stem_of(p): read_volume(p) for p in inputs}
     crops = [write_volume(crop(vol, regions[case]), work / "input" / f"{case}.nii.gz") for case, vol in volumes.items()]
-    records = predict_folds(fine_model, crops, work / "pred", folds, device, True, progress=progress, should_stop=should_stop)
+    records = predict_folds(fine_model, crops, pred.root, folds, device, True, progress=progress, should_stop=should_stop)
     used_folds = sorted(int(f) for f in records[0]["folds"])
     for rec in records:
         case, vol, box = rec["case"], volumes[rec["case"]], regions[rec["case"]]
         outside = paste(np.zeros(tuple(b.stop - b.start for b in box), bool), box, vol.shape, fill=True)
         for fold in used_folds:
-            with ProbabilityFile(work / "pred" / f"fold_{fold}" / f"{case}.npz") as pf:
+            with ProbabilityFile(pred.fold_probabilities(fold, case)) as pf:
                 part = pf.read_all().astype(np.float16)
             full = paste(part, box, (part.shape[0], *vol.shape), fill=0)
             full[0][outside] = 1  # background outside the region
-            save_probabilities(out / f"fold_{fold}" / f"{case}.npz", full, vol.geometry)
-            part_labels = read_volume(work / "pred" / f"fold_{fold}" / f"{case}.nii.gz").array
-            write_volume(Volume(paste(part_labels, box, vol.shape), vol.geometry), out / f"fold_{fold}" / f"{case}.nii.gz")
-        fused = fuse_probabilities([out / f"fold_{f}" / f"{case}.npz" for f in used_folds])
-        write_volume(Volume(fused, vol.geometry), out / f"{case}.nii.gz")
-        rec.update(input=str(next(p for p in inputs if stem_of(p) == case)), fused=str(out / f"{case}.nii.gz"),
+            save_probabilities(out.fold_probabilities(fold, case), full, vol.geometry)
+            part_labels = read_volume(pred.fold_label(fold, case)).array
+            write_volume(Volume(paste(part_labels, box, vol.shape), vol.geometry), out.fold_label(fold, case))
+        fused = fuse_probabilities([out.fold_probabilities(f, case) for f in used_folds])
+        write_volume(Volume(fused, vol.geometry), out.fused(case))
+        rec.update(input=str(next(p for p in inputs if stem_of(p) == case)), fused=str(out.fused(case)),
                    roi=[[s.start, s.stop] for s in box])
-    (out / "predictions.json").write_text(json.dumps(records, indent=2))
+    out.records.write_text(json.dumps(records, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return records
 

@@ -18,8 +18,8 @@ from napari_uda.napari.widgets._common import add_layer, fill_table, layer_tuple
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._plots import BarChart, score_color
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.pipeline.workflow import fold_label_paths
 from napari_uda.segment.ensemble import fold_disagreement
+from napari_uda.segment.prediction_folder import PredictionFolder
 
 FIXED_COLUMNS = ["case", "score", "filters", "state"]
 
@@ -28,7 +28,7 @@ def case_layers(row: dict[str, Any]) -> list[tuple]:
     """Layer data tuples of a queue row: image, its pseudo-label and, from the fold labels it was
     voted from, where the folds disagree."""
     case, image, label = row["case"], read_volume(row["image"]), read_volume(row["label"])
-    folds = fold_label_paths(row["label"])
+    folds = list(PredictionFolder.of_label(row["label"]).fold_labels(case).values())
     layers = [layer_tuple(image, case, as_labels=False), layer_tuple(label, f"{case} fused", as_labels=True)]
     if len(folds) > 1:
         mask = fold_disagreement([read_volume(p).array for p in folds]).astype(np.uint8)

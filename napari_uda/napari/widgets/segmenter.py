@@ -27,6 +27,7 @@ from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
 from napari_uda.pipeline.workflow import pseudo_label, train_stage_model, translate_sources
 from napari_uda.segment.ensemble import fold_disagreement
+from napari_uda.segment.prediction_folder import PredictionFolder
 
 TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
                     "raw CT (no adaptation)": None}
@@ -47,8 +48,9 @@ def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, devi
 
     (record,) = predict_folds(model, [path], out, None, device, progress=progress, should_stop=should_stop)
     folds = sorted(record["folds"], key=int)
-    return {"fused": read_volume(out / f"{name}.nii.gz"), "record": record,
-            "folds": {f: read_volume(out / f"fold_{f}" / f"{name}.nii.gz") for f in folds}}
+    pred = PredictionFolder(out)
+    return {"fused": read_volume(pred.fused(name)), "record": record,
+            "folds": {f: read_volume(pred.fold_label(f, name)) for f in folds}}
 
 
 def inference_layers(name: str, result: dict[str, Any], per_fold: bool, disagreement: bool) -> list[tuple]:

@@ -198,6 +198,123 @@ def _tube(points: np.ndarray, radii: np.ndarray) -> tuple[Callable, np.ndarray, 
     return fn, pts.min(axis=0) - r, pts.max(axis=0) + r
 
 
+def _ellipse(ax: float, by: float, cy: float = 0.0, cx: float = 0.0) -> Callable:
+    """The inside of an axial ellipse of half-axes ``ax`` (x) and ``by`` (y) mm, centred at (cy, cx)."""
+    return lambda zyx: ((zyx[2] - cx) / ax) ** 2 + ((zyx[1] - cy) / by) ** 2 <= 1.0
+
+
+def _paint_body_wall(cv: _Canvas, rng: np.random.Generator, p: Patient, shape: tuple[int, int, int],
+                     full: Callable) -> None:
+    """Skin, subcutaneous fat, muscle and the bowel-filled cavity, from outside in; ribs in the
+    muscle wall; mesenteric fat and gas among the bowel."""
+    a, b = p.half_width, p.half_depth
+    cv.paint(_ellipse(a, b), *full((b + 10, a + 10)), SKIN)
+    t = p.skin
+    cv.paint(_ellipse(a - t, b - t), *full((b, a)), SUBCUT)  # organs are never painted into it: they stay inside the wall
+    t += p.fat
+    cv.paint(_ellipse(a - t, b - t), *full((b, a)), MUSCLE)
+    t += p.muscle
+    cv.paint(_ellipse(a - t, b - t), *full((b, a)), BOWEL)
+    # ribs: bone arcs inside the muscle wall, every ~26 mm along z, upper abdomen only
+    rib_phase = float(rng.uniform(0, 26))
+
+    def ribs(zyx: list[np.ndarray]) -> np.ndarray:
+        r = np.sqrt((zyx[2] / (a - p.skin - p.fat - p.muscle / 2)) ** 2 + (zyx[1] / (b - p.skin - p.fat - p.muscle / 2)) ** 2)
+        in_wall = np.abs(r - 1.0) < 5.0 / min(a, b)
+        band = np.mod(zyx[0] - rib_phase, 26.0) < 9.0
+        lateral = np.abs(zyx[2]) > 0.35 * a
+        return in_wall & band & lateral & (zyx[0] > -20)
+
+    cv.paint(ribs, *full((b, a)), BONE, only=np.array([MUSCLE, SUBCUT]))
+    got = cv.coords(*full((b, a)))
+    assert got is not None
+    box, _ = got
+    n1 = _smooth_noise(rng, shape, (6, 10, 10))[box]
+    n2 = _smooth_noise(rng, shape, (8, 14, 14))[box]
+    region = cv.tissue[box]
+    region[(region == BOWEL) & (n1 < -0.25)] = FAT
+    region[(region == BOWEL) & (n2 > 1.6)] = GAS
+
+
+def _paint_spine(cv: _Canvas, rng: np.random.Generator, a: float, b: float, full: Callable) -> None:
+    """Vertebrae with marrow, cortex and discs, the spinal canal and the paraspinal muscles."""
+    ys = 0.62 * b
+    cv.paint(_ellipse(42, 30, ys + 30, -38), *full((b, a)), MUSCLE)
+    cv.paint(_ellipse(42, 30, ys + 30, 38), *full((b, a)), MUSCLE)
+    cv.paint(_ellipse(18, 16, ys), *full((b, a)), MARROW)
+    cv.paint(lambda zyx: (zyx[2] / 18) ** 2 + ((zyx[1] - ys) / 16) ** 2 > 0.72, *full((b, a)), BONE, only=np.array([MARROW]))
+    disc_phase = float(rng.uniform(0, 32))
+    cv.paint(lambda zyx: np.mod(zyx[0] - disc_phase, 32.0) < 6.0, *full((b, a)), DISC, only=np.array([MARROW, BONE]))
+    cv.paint(_ellipse(14, 13, ys + 27), *full((b, a)), BONE)
+    cv.paint(_ellipse(7.5, 7, ys + 27), *full((b, a)), CANAL)
+
+
+@dataclass
+class _Jitter:
+    """Random placement of organs: mean positions as fractions of the body's half-width ``a`` (x)
+    and half-depth ``b`` (y), z in mm, with a random shift, scale and rotation per organ."""
+
+    rng: np.random.Generator
+    a: float
+    b: float
+
+    def center(self, cx: float, cy: float, cz: float, s: float = 5.0) -> np.ndarray:
+        return np.array([cz, cy * self.b, cx * self.a], np.float32) + self.rng.normal(0, s, 3).astype(np.float32)
+
+    def axes(self, ax: tuple[float, float, float], lo: float = 0.85, hi: float = 1.15) -> np.ndarray:
+        return np.array(ax, np.float32) * float(self.rng.uniform(lo, hi)) * self.rng.uniform(0.93, 1.07, 3).astype(np.float32)
+
+    def angle(self, mean: float, sd: float = 8.0) -> float:
+        return float(self.rng.normal(mean, sd))
+
+    def polyline(self, pts: list[tuple[float, float, float]], s: float = 4.0) -> np.ndarray:
+        arr = np.array([[pz, py * self.b, px * self.a] for px, py, pz in pts], np.float32)
+        return arr + self.rng.normal(0, s, 3).astype(np.float32) + self.rng.normal(0, s / 2, arr.shape).astype(np.float32)
+
+
+def _paint_organs(cv: _Canvas, j: _Jitter) -> None:
+    """The 13 organs, kidneys in perirenal fat, hollow organs and tubes only into the cavity."""
+    rng = j.rng
+    kid_scale = float(rng.uniform(0.88, 1.12))
+    # perirenal fat first, so kidneys sit in fat
+    rk_c, lk_c = j.center(-0.36, 0.40, -25), j.center(0.36, 0.40, -12)
+    rk_ax = np.array([27, 30, 50], np.float32) * kid_scale
+    lk_ax = np.array([27, 30, 52], np.float32) * kid_scale
+    rk_ang, lk_ang = j.angle(-25), j.angle(25)
+    cv.paint(*_ellipsoid(rk_c, rk_ax + 9, rk_ang), FAT, only=np.array([BOWEL, FAT, GAS]))
+    cv.paint(*_ellipsoid(lk_c, lk_ax + 9, lk_ang), FAT, only=np.array([BOWEL, FAT, GAS]))
+
+    liver_scale = float(rng.uniform(0.85, 1.15))
+    liver_right = _ellipsoid(j.center(-0.42, -0.02, 48), np.array([72, 82, 66], np.float32) * liver_scale, j.angle(0, 6))
+    liver_left = _ellipsoid(j.center(-0.02, -0.45, 62), np.array([58, 36, 36], np.float32) * liver_scale, j.angle(-15))
+    cavity = np.array([BOWEL, FAT, GAS])
+    cv.paint(*liver_right, _organ("liver"), only=cavity)
+    cv.paint(*liver_left, _organ("liver"), only=cavity)
+    cv.paint(*_ellipsoid(j.center(0.62, 0.32, 52), j.axes((24, 50, 44)), j.angle(35)), _organ("spleen"), only=cavity)
+    cv.paint(*_ellipsoid(rk_c, rk_ax, rk_ang), _organ("right_kidney"))
+    cv.paint(*_ellipsoid(lk_c, lk_ax, lk_ang), _organ("left_kidney"))
+    organ_space = np.concatenate([cavity, [ORGAN_OFFSET + k for k in range(1, 14)]])
+    cv.paint(*_ellipsoid(j.center(0.36, -0.22, 52), j.axes((44, 36, 46)), j.angle(-30)), _organ("stomach"), only=cavity)
+    cv.paint(*_tube(j.polyline([(0.34, -0.32, 32), (0.12, -0.40, 20), (-0.10, -0.34, 14)]), np.array([20, 17, 14.0])),
+             _organ("stomach"), only=cavity)
+    cv.paint(*_tube(j.polyline([(-0.10, -0.33, 13), (-0.30, -0.10, 6), (-0.32, 0.04, -22), (-0.18, 0.12, -44),
+                                (0.06, 0.12, -46)]), np.full(5, float(rng.uniform(10, 13)))), _organ("duodenum"), only=organ_space)
+    cv.paint(*_tube(j.polyline([(-0.20, 0.02, -16), (-0.02, 0.06, -2), (0.22, 0.14, 10), (0.48, 0.22, 26)]),
+                    np.array([17, 13, 12, 10.0]) * float(rng.uniform(0.85, 1.15))), _organ("pancreas"), only=organ_space)
+    cv.paint(*_ellipsoid(j.center(-0.32, -0.45, 12, 4), j.axes((15, 16, 32), 0.75, 1.2), j.angle(20, 15)),
+             _organ("gallbladder"), only=organ_space)
+    cv.paint(*_ellipsoid(j.center(-0.24, 0.34, 36, 3), j.axes((8, 16, 19)), j.angle(-40)), _organ("right_adrenal"),
+             only=organ_space)
+    cv.paint(*_ellipsoid(j.center(0.24, 0.34, 33, 3), j.axes((8, 16, 19)), j.angle(40)), _organ("left_adrenal"),
+             only=organ_space)
+    ivc = j.polyline([(-0.14, 0.32, -130), (-0.16, 0.30, -40), (-0.18, 0.24, 40), (-0.14, 0.16, 130)], 3)
+    cv.paint(*_tube(ivc, np.full(4, float(rng.uniform(10, 13)))), _organ("ivc"))
+    aorta = j.polyline([(0.10, 0.40, -130), (0.07, 0.38, -40), (0.05, 0.36, 40), (0.04, 0.34, 130)], 3)
+    cv.paint(*_tube(aorta, np.full(4, float(rng.uniform(9.5, 12.5)))), _organ("aorta"))
+    eso = j.polyline([(0.02, 0.28, 135), (0.06, 0.22, 100), (0.16, 0.05, 82), (0.28, -0.10, 72)], 3)
+    cv.paint(*_tube(eso, np.array([8, 8, 8.5, 9.0]) * float(rng.uniform(0.9, 1.15))), _organ("esophagus"), only=organ_space)
+
+
 def _draw_patient(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[Patient, Geometry, np.ndarray]:
     """Random anatomy on the voxel grid: returns the patient, the grid geometry and the tissue map."""
     p = Patient(
@@ -219,107 +336,12 @@ def _draw_patient(rng: np.random.Generator, shape: tuple[int, int, int]) -> tupl
     disp = [amp * _smooth_noise(rng, shape, (3, 4, 4)) for _ in range(3)]
     cv = _Canvas(shape, spacing.astype(np.float32), offset.astype(np.float32), disp)
 
-    a, b = p.half_width, p.half_depth
-    zlo, zhi = -p.fov_z, p.fov_z
-    full = lambda r: (np.array([zlo, -r[0], -r[1]]), np.array([zhi, r[0], r[1]]))  # noqa: E731
+    def full(r: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:  # a box over the whole z range, y/x +-r
+        return np.array([-p.fov_z, -r[0], -r[1]]), np.array([p.fov_z, r[0], r[1]])
 
-    def ellipse(ax: float, by: float, cy: float = 0.0, cx: float = 0.0) -> Callable:
-        return lambda zyx: ((zyx[2] - cx) / ax) ** 2 + ((zyx[1] - cy) / by) ** 2 <= 1.0
-
-    # body wall, from outside in
-    cv.paint(ellipse(a, b), *full((b + 10, a + 10)), SKIN)
-    t = p.skin
-    cv.paint(ellipse(a - t, b - t), *full((b, a)), SUBCUT)  # organs are never painted into it: they stay inside the wall
-    t += p.fat
-    cv.paint(ellipse(a - t, b - t), *full((b, a)), MUSCLE)
-    t += p.muscle
-    cv.paint(ellipse(a - t, b - t), *full((b, a)), BOWEL)
-    # ribs: bone arcs inside the muscle wall, every ~26 mm along z, upper abdomen only
-    rib_phase = float(rng.uniform(0, 26))
-
-    def ribs(zyx: list[np.ndarray]) -> np.ndarray:
-        r = np.sqrt((zyx[2] / (a - p.skin - p.fat - p.muscle / 2)) ** 2 + (zyx[1] / (b - p.skin - p.fat - p.muscle / 2)) ** 2)
-        in_wall = np.abs(r - 1.0) < 5.0 / min(a, b)
-        band = np.mod(zyx[0] - rib_phase, 26.0) < 9.0
-        lateral = np.abs(zyx[2]) > 0.35 * a
-        return in_wall & band & lateral & (zyx[0] > -20)
-
-    cv.paint(ribs, *full((b, a)), BONE, only=np.array([MUSCLE, SUBCUT]))
-
-    # mesenteric fat among the bowel, and some gas in the bowel
-    bowel_box = full((b, a))
-    got = cv.coords(*bowel_box)
-    assert got is not None
-    box, _ = got
-    n1 = _smooth_noise(rng, shape, (6, 10, 10))[box]
-    n2 = _smooth_noise(rng, shape, (8, 14, 14))[box]
-    region = cv.tissue[box]
-    region[(region == BOWEL) & (n1 < -0.25)] = FAT
-    region[(region == BOWEL) & (n2 > 1.6)] = GAS
-
-    # spine with discs, spinal canal, paraspinal muscles
-    ys = 0.62 * b
-    cv.paint(ellipse(42, 30, ys + 30, -38), *full((b, a)), MUSCLE)
-    cv.paint(ellipse(42, 30, ys + 30, 38), *full((b, a)), MUSCLE)
-    cv.paint(ellipse(18, 16, ys), *full((b, a)), MARROW)
-    cv.paint(lambda zyx: (zyx[2] / 18) ** 2 + ((zyx[1] - ys) / 16) ** 2 > 0.72, *full((b, a)), BONE, only=np.array([MARROW]))
-    disc_phase = float(rng.uniform(0, 32))
-    cv.paint(lambda zyx: np.mod(zyx[0] - disc_phase, 32.0) < 6.0, *full((b, a)), DISC, only=np.array([MARROW, BONE]))
-    cv.paint(ellipse(14, 13, ys + 27), *full((b, a)), BONE)
-    cv.paint(ellipse(7.5, 7, ys + 27), *full((b, a)), CANAL)
-
-    # organs: mean placement (x as a fraction of half-width, y of half-depth, z in mm),
-    # then random scale, shift and rotation per organ
-    def jitter_center(cx: float, cy: float, cz: float, s: float = 5.0) -> np.ndarray:
-        return np.array([cz, cy * b, cx * a], np.float32) + rng.normal(0, s, 3).astype(np.float32)
-
-    def jitter_axes(ax: tuple[float, float, float], lo: float = 0.85, hi: float = 1.15) -> np.ndarray:
-        return np.array(ax, np.float32) * float(rng.uniform(lo, hi)) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
-
-    def ang(mean: float, sd: float = 8.0) -> float:
-        return float(rng.normal(mean, sd))
-
-    def polyline(pts: list[tuple[float, float, float]], s: float = 4.0) -> np.ndarray:
-        arr = np.array([[pz, py * b, px * a] for px, py, pz in pts], np.float32)
-        return arr + rng.normal(0, s, 3).astype(np.float32) + rng.normal(0, s / 2, arr.shape).astype(np.float32)
-
-    kid_scale = float(rng.uniform(0.88, 1.12))
-    # perirenal fat first, so kidneys sit in fat
-    rk_c, lk_c = jitter_center(-0.36, 0.40, -25), jitter_center(0.36, 0.40, -12)
-    rk_ax = np.array([27, 30, 50], np.float32) * kid_scale
-    lk_ax = np.array([27, 30, 52], np.float32) * kid_scale
-    rk_ang, lk_ang = ang(-25), ang(25)
-    cv.paint(*_ellipsoid(rk_c, rk_ax + 9, rk_ang), FAT, only=np.array([BOWEL, FAT, GAS]))
-    cv.paint(*_ellipsoid(lk_c, lk_ax + 9, lk_ang), FAT, only=np.array([BOWEL, FAT, GAS]))
-
-    liver_scale = float(rng.uniform(0.85, 1.15))
-    liver_right = _ellipsoid(jitter_center(-0.42, -0.02, 48), np.array([72, 82, 66], np.float32) * liver_scale, ang(0, 6))
-    liver_left = _ellipsoid(jitter_center(-0.02, -0.45, 62), np.array([58, 36, 36], np.float32) * liver_scale, ang(-15))
-    cavity = np.array([BOWEL, FAT, GAS])
-    cv.paint(*liver_right, _organ("liver"), only=cavity)
-    cv.paint(*liver_left, _organ("liver"), only=cavity)
-    cv.paint(*_ellipsoid(jitter_center(0.62, 0.32, 52), jitter_axes((24, 50, 44)), ang(35)), _organ("spleen"), only=cavity)
-    cv.paint(*_ellipsoid(rk_c, rk_ax, rk_ang), _organ("right_kidney"))
-    cv.paint(*_ellipsoid(lk_c, lk_ax, lk_ang), _organ("left_kidney"))
-    organ_space = np.concatenate([cavity, [ORGAN_OFFSET + k for k in range(1, 14)]])
-    cv.paint(*_ellipsoid(jitter_center(0.36, -0.22, 52), jitter_axes((44, 36, 46)), ang(-30)), _organ("stomach"), only=cavity)
-    cv.paint(*_tube(polyline([(0.34, -0.32, 32), (0.12, -0.40, 20), (-0.10, -0.34, 14)]), np.array([20, 17, 14.0])),
-             _organ("stomach"), only=cavity)
-    cv.paint(*_tube(polyline([(-0.10, -0.33, 13), (-0.30, -0.10, 6), (-0.32, 0.04, -22), (-0.18, 0.12, -44), (0.06, 0.12, -46)]),
-                    np.full(5, float(rng.uniform(10, 13)))), _organ("duodenum"), only=organ_space)
-    cv.paint(*_tube(polyline([(-0.20, 0.02, -16), (-0.02, 0.06, -2), (0.22, 0.14, 10), (0.48, 0.22, 26)]),
-                    np.array([17, 13, 12, 10.0]) * float(rng.uniform(0.85, 1.15))), _organ("pancreas"), only=organ_space)
-    cv.paint(*_ellipsoid(jitter_center(-0.32, -0.45, 12, 4), jitter_axes((15, 16, 32), 0.75, 1.2), ang(20, 15)),
-             _organ("gallbladder"), only=organ_space)
-    cv.paint(*_ellipsoid(jitter_center(-0.24, 0.34, 36, 3), jitter_axes((8, 16, 19)), ang(-40)), _organ("right_adrenal"), only=organ_space)
-    cv.paint(*_ellipsoid(jitter_center(0.24, 0.34, 33, 3), jitter_axes((8, 16, 19)), ang(40)), _organ("left_adrenal"), only=organ_space)
-    ivc = polyline([(-0.14, 0.32, -130), (-0.16, 0.30, -40), (-0.18, 0.24, 40), (-0.14, 0.16, 130)], 3)
-    cv.paint(*_tube(ivc, np.full(4, float(rng.uniform(10, 13)))), _organ("ivc"))
-    aorta = polyline([(0.10, 0.40, -130), (0.07, 0.38, -40), (0.05, 0.36, 40), (0.04, 0.34, 130)], 3)
-    cv.paint(*_tube(aorta, np.full(4, float(rng.uniform(9.5, 12.5)))), _organ("aorta"))
-    eso = polyline([(0.02, 0.28, 135), (0.06, 0.22, 100), (0.16, 0.05, 82), (0.28, -0.10, 72)], 3)
-    cv.paint(*_tube(eso, np.array([8, 8, 8.5, 9.0]) * float(rng.uniform(0.9, 1.15))), _organ("esophagus"), only=organ_space)
-
+    _paint_body_wall(cv, rng, p, shape, full)
+    _paint_spine(cv, rng, p.half_width, p.half_depth, full)
+    _paint_organs(cv, _Jitter(rng, p.half_width, p.half_depth))
     origin = np.array([p.origin_z, -p.fov_xy / 2 + p.shift[1], -p.fov_xy / 2 + p.shift[2]])
     geometry = Geometry(tuple(float(v) for v in spacing), tuple(float(v) for v in origin))  # type: ignore[arg-type]
     return p, geometry, cv.tissue

@@ -69,6 +69,13 @@ def test_no_sql_outside_the_review_store():
     assert sql == []
 
 
+def test_no_function_is_longer_than_80_lines():
+    long = [f"{p.relative_to(PKG)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for p in PKG.rglob("*.py") for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
+    assert long == []
+
+
 def test_the_layering_check_sees_a_forbidden_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from napari_uda.pipeline.workflow import run_pipeline\n    import qtpy\n")

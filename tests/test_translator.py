@@ -14,6 +14,7 @@ import torch
 
 from napari_uda.core.device import pick_device
 from napari_uda.core.errors import UdaError
+from napari_uda.core.jobs import Cancelled
 from napari_uda.core.files import list_volumes
 from napari_uda.core.io import read_volume
 from napari_uda.data.phantom import write_phantom_dataset
@@ -184,8 +185,9 @@ def test_bad_checkpoints_are_clear_errors(data, tmp_path):
 def test_resume_continues_iteration_count(data, tmp_path):
     cfg = TranslatorConfig("T2WI", variant="organ-attention", iterations=12, checkpoint_every=100, **TINY)
     first = []
-    train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=first.append,
-                     should_stop=lambda: len(first) >= 7)
+    with pytest.raises(Cancelled, match="cancelled at iteration 7; its checkpoint is in"):
+        train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=first.append,
+                         should_stop=lambda: len(first) >= 7)
     assert first[-1]["event"] == "cancelled" and first[-1]["iteration"] == 7
     second = []
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=second.append)

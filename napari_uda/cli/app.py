@@ -9,6 +9,7 @@ from pathlib import Path
 from napari_uda.cli import data, demo, evaluate, models, review, segment, translate, workflow
 from napari_uda.cli.console import Console
 from napari_uda.core.errors import UdaError
+from napari_uda.core.jobs import Cancelled
 
 GROUPS = (data, translate, segment, models, review, workflow, evaluate, demo)  # in the order --help lists them
 
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except Cancelled as exc:  # asked for (SIGTERM, Ctrl-C in a job that polls): what it saved is kept
+        print(f"napari-uda: {exc}", file=sys.stderr)
+        return 130
     except UdaError as exc:
         print(f"napari-uda: error: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from napari_uda.cli.options import COUNT, NON_NEGATIVE, OUTPUT_FOLDER, add_device, add_target_modality, bounded
@@ -98,9 +97,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.console(task, event["iteration"], event["total"], losses, losses_by_name=event.get("losses"))
 
     train_translator(cfg, ct, labels, targets, out, device=args.device, progress=progress, should_stop=lambda: stop["flag"])
-    if stop["flag"]:
-        print(f"stopped; checkpoint saved in {out}; run the same command again to resume", file=sys.stderr)
-        return 130
     print(f"translator written to {out}")
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_uda.core.errors import UdaError
+from napari_uda.core.jobs import Cancelled
 
 _PR_SET_PDEATHSIG = 1
 
@@ -104,7 +105,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Calla
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
-                    raise UdaError(f"cancelled: {what} stopped; its log is {log}")
+                    raise Cancelled(f"{what} cancelled; its log is {log}")
                 time.sleep(0.5)
         except BaseException:
             if proc.poll() is None:

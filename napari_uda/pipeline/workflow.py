@@ -10,7 +10,7 @@ CT normalised as the targets are, with strong intensity augmentation), ``cyclega
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget,
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
+from napari_uda.core.jobs import Progress, StopFlag, check_stop
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
 from napari_uda.core.workspace import Workspace
@@ -41,8 +42,6 @@ from napari_uda.segment.prediction_folder import PredictionFolder
 if TYPE_CHECKING:  # torch is imported only when a translator trains
     from napari_uda.translate.translator import TranslatorConfig
 
-Progress = Callable[[dict[str, Any]], None]
-StopFlag = Callable[[], bool]
 
 DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "oracle": 109}  # self_training_rN: 110 + N
 
@@ -113,8 +112,7 @@ def _say(progress: Progress | None, stage: str, message: str, **extra: Any) -> N
 
 
 def _check_stop(should_stop: StopFlag | None) -> None:
-    if should_stop is not None and should_stop():
-        raise UdaError("cancelled; run the same command again to continue")
+    check_stop(should_stop, "the pipeline was")  # "... cancelled": run the same command again to continue
 
 
 # --- 1. translate ------------------------------------------------------------------------------------

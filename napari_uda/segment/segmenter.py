@@ -28,6 +28,7 @@ from napari_uda.core.efficiency import RunMeter
 from napari_uda.core.errors import UdaError, safe_name
 from napari_uda.core.files import read_json, stem_of
 from napari_uda.core.io import Volume, read_volume, require_finite, resample, write_volume
+from napari_uda.core.jobs import Progress, check_stop
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import nnunet_labels
 from napari_uda.core.orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical
@@ -39,7 +40,6 @@ from napari_uda.segment.probabilities import ProbabilityFile, save_probabilities
 
 log = logging.getLogger(__name__)
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
-Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -368,8 +368,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
         predictor.manual_initialization(m["network"], m["plans_manager"], m["configuration_manager"], [m["state"]],
                                         m["dataset_json"], m["trainer"], m["mirror_axes"])
         for i, (case, vol) in enumerate(volumes.items()):
-            if should_stop is not None and should_stop():
-                raise UdaError("prediction cancelled")
+            check_stop(should_stop, "prediction")
             canon = canonical[case]
             with RunMeter(dev) as meter:
                 seg, probs = predictor.predict_single_npy_array(canon.array[None].astype(np.float32),

@@ -26,6 +26,7 @@ from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import atomic_path, atomic_write_text
 from napari_uda.core.intensity import CT_WINDOW, TARGET_PERCENTILES
+from napari_uda.core.jobs import Cancelled, Progress
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import N_CLASSES
 from napari_uda.translate.nets import (
@@ -48,8 +49,6 @@ from napari_uda.translate.translator import (
     attention_input,
     fuse,
 )
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 class ImagePool:
@@ -397,7 +396,7 @@ class TranslatorTrainer:
 
     def run(self, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Path:
         """Train from where the run stands to ``cfg.iterations``; returns ``out``. ``should_stop`` is
-        polled each iteration: a stop saves a checkpoint and returns."""
+        polled each iteration: a stop saves a checkpoint and raises :class:`Cancelled`."""
         cfg = self.cfg
         self.pretrain_s(progress)
         t0 = time.perf_counter()
@@ -406,7 +405,8 @@ class TranslatorTrainer:
                 self.checkpoint(iteration)
                 if progress:
                     progress({"event": "cancelled", "iteration": iteration, "total": cfg.iterations})
-                return self.out
+                raise Cancelled(f"translator training cancelled at iteration {iteration}; its checkpoint is in "
+                                f"{self.out}: run the same command again to resume")
             self.set_learning_rates(iteration)
             real_a, lab_a = self._batch(self.bank_a)
             real_b, _ = self._batch(self.bank_b)
@@ -430,6 +430,6 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
 
     ``progress`` receives ``{"iteration", "total", "losses", "seconds"}`` each iteration and
     also ``"preview": (ct, translated, attention)`` arrays every ``preview_every``.
-    ``should_stop`` is polled each iteration: a stop saves a checkpoint and returns.
+    ``should_stop`` is polled each iteration: a stop saves a checkpoint and raises :class:`Cancelled`.
     """
     return TranslatorTrainer(cfg, ct_images, ct_labels, target_images, out, device).run(progress, should_stop)

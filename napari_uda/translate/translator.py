@@ -26,6 +26,7 @@ from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.intensity import CT_WINDOW, from_unit_range, to_unit_range
 from napari_uda.core.io import Volume, require_finite
+from napari_uda.core.jobs import check_stop
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import N_CLASSES
 from napari_uda.core.orientation import from_canonical, to_canonical
@@ -38,7 +39,6 @@ STATE = "train_state.pt"
 FORMAT = "napari-uda-translator"
 FORMAT_VERSION = 1
 
-Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -208,8 +208,7 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     amp = amp_dtype(tr.device)
     src = sobel if tr.config.variant == "sobel" else (lambda t: t)
     for z0 in range(0, z, batch):
-        if should_stop is not None and should_stop():
-            raise UdaError("translation cancelled")
+        check_stop(should_stop, "translation")
         x = unit[z0:z0 + batch].to(tr.device)
         with torch.autocast(tr.device.type, dtype=amp, enabled=amp is not None):
             y = resize_slices(_generate(tr.generator, src(resize_slices(x, work))).float(), (h, w))

@@ -29,15 +29,7 @@ from napari_uda.core.intensity import CT_WINDOW, TARGET_PERCENTILES
 from napari_uda.core.jobs import Cancelled, Progress
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import N_CLASSES
-from napari_uda.translate.nets import (
-    PatchDiscriminator,
-    ResnetGenerator,
-    UNet2D,
-    attention_map,
-    init_weights,
-    seg_loss,
-    sobel,
-)
+from napari_uda.translate.nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss
 from napari_uda.translate.slices import SliceBank, load_slice_bank
 from napari_uda.translate.translator import (
     FORMAT,
@@ -48,6 +40,7 @@ from napari_uda.translate.translator import (
     TranslatorConfig,
     attention_input,
     fuse,
+    generator_input,
 )
 
 
@@ -134,7 +127,7 @@ def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.T
     from napari_uda.evaluate.metrics import dice
 
     dev = next(nets.S.parameters()).device
-    src = sobel if cfg.variant == "sobel" else (lambda t: t)
+    src = generator_input(cfg)
     with torch.no_grad():
         x = ct.to(dev)
         fake = nets.G_AB(src(x))
@@ -190,10 +183,6 @@ def _write_translator(out: Path, cfg: TranslatorConfig, nets: _Nets, output_wind
     atomic_write_text(out / SIDECAR, json.dumps(sidecar, indent=2))
 
 
-def _same_image(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
 class TranslatorTrainer:
     """One training run of a translator into ``out`` (created if needed; resumed from
     ``out/train_state.pt``, tensors only, when it is there). ``run`` trains to ``cfg.iterations``."""
@@ -222,7 +211,7 @@ class TranslatorTrainer:
             self._resume()
         self.eval_a, self.eval_lab = self.bank_a.sample(16, cfg.size, torch.Generator().manual_seed(cfg.seed + 1))
         self.mse, self.l1 = nn.MSELoss(), nn.L1Loss()
-        self.src = sobel if cfg.variant == "sobel" else _same_image
+        self.src = generator_input(cfg)
 
     def _build_networks(self) -> None:
         cfg, nets = self.cfg, _Nets(self.cfg).to(self.dev)

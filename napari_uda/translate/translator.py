@@ -134,6 +134,15 @@ class Translator:
         return self.config.modality
 
 
+def _same_image(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def generator_input(cfg: TranslatorConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the generators see of an image: its Sobel edge map for the ``sobel`` variant, else the image."""
+    return sobel if cfg.variant == "sobel" else _same_image
+
+
 def attention_input(cfg: TranslatorConfig, ct: torch.Tensor, translated: torch.Tensor) -> torch.Tensor:
     """What S looks at to make the organ attention of a translation: the translation itself when S
     is trained jointly on translations (the FLARE 2025 release), the CT for a pretrained CT
@@ -206,7 +215,7 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     out = np.empty_like(a)
     att = np.empty_like(a) if tr.segmenter is not None else None
     amp = amp_dtype(tr.device)
-    src = sobel if tr.config.variant == "sobel" else (lambda t: t)
+    src = generator_input(tr.config)
     for z0 in range(0, z, batch):
         check_stop(should_stop, "translation")
         x = unit[z0:z0 + batch].to(tr.device)
@@ -235,6 +244,6 @@ def _generate(generator: nn.Module, x: torch.Tensor, multiple: int = 4) -> torch
 
 def translate_slices(tr: Translator, ct_slices: torch.Tensor) -> torch.Tensor:
     """Translate normalised (N, 1, size, size) CT slices to normalised target slices (for evaluation)."""
-    src = sobel if tr.config.variant == "sobel" else (lambda t: t)
+    src = generator_input(tr.config)
     with torch.no_grad():
         return tr.generator(src(ct_slices.to(tr.device))).float().cpu()

@@ -13,6 +13,8 @@ def test_check_stop_raises_only_when_asked():
     with pytest.raises(Cancelled, match="^prediction cancelled$") as exc:
         check_stop(lambda: True, "prediction")
     assert isinstance(exc.value, UdaError)  # every caller that reports user errors reports it too
+    with pytest.raises(Cancelled, match="^pipeline cancelled; run the same command again to continue$"):
+        check_stop(lambda: True, "pipeline", "run the same command again to continue")
 
 
 def test_a_cancelled_command_exits_130_with_one_line(tmp_path, monkeypatch, capsys):

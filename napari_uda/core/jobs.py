@@ -22,7 +22,7 @@ class Cancelled(UdaError):
     """A job stopped because it was asked to; what it saved is kept."""
 
 
-def check_stop(should_stop: StopFlag | None, what: str) -> None:
-    """Raise :class:`Cancelled` (``"<what> cancelled"``) if ``should_stop`` says so."""
+def check_stop(should_stop: StopFlag | None, what: str, hint: str = "") -> None:
+    """Raise :class:`Cancelled` (``"<what> cancelled[; <hint>]"``) if ``should_stop`` says so."""
     if should_stop is not None and should_stop():
-        raise Cancelled(f"{what} cancelled")
+        raise Cancelled(f"{what} cancelled" + (f"; {hint}" if hint else ""))

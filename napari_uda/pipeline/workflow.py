@@ -112,7 +112,7 @@ def _say(progress: Progress | None, stage: str, message: str, **extra: Any) -> N
 
 
 def _check_stop(should_stop: StopFlag | None) -> None:
-    check_stop(should_stop, "the pipeline was")  # "... cancelled": run the same command again to continue
+    check_stop(should_stop, "pipeline", "run the same command again to continue")
 
 
 # --- 1. translate ------------------------------------------------------------------------------------

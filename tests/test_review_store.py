@@ -47,8 +47,10 @@ def test_queue_ranked_with_scores_filters_and_state(store):
     assert store.queue("PET-FDG") == []
 
 
-def test_case_paths_scores_and_organ_means(store, tmp_path):
-    assert store.case_paths() == {f"c{i}": str(tmp_path / "img" / f"c{i}.nii.gz") for i in range(3)}
+def test_training_pairs_scores_and_organ_means(store, tmp_path):
+    images, labels = store.training_pairs([("c2", "edited/c2.nii.gz"), ("c0", "pred/c0.nii.gz")])
+    assert images == [tmp_path / "img" / "c2.nii.gz", tmp_path / "img" / "c0.nii.gz"]
+    assert labels == [Path("edited/c2.nii.gz"), Path("pred/c0.nii.gz")] and store.training_pairs([]) == ([], [])
     assert store.case_scores(1) == [0.7, 0.9, 0.8] and store.case_scores(99) == []
     means = store.mean_organ_consistency(1)  # organ 1: the scores, organ 2: half of them
     assert means.keys() == {1, 2} and means[1] == pytest.approx(0.8) and means[2] == pytest.approx(0.4)

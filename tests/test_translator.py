@@ -14,9 +14,9 @@ import torch
 
 from napari_uda.core.device import pick_device
 from napari_uda.core.errors import UdaError
-from napari_uda.core.jobs import Cancelled
 from napari_uda.core.files import list_volumes
 from napari_uda.core.io import read_volume
+from napari_uda.core.jobs import Cancelled
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.translate.nets import PatchDiscriminator, ResnetGenerator, sobel
 from napari_uda.translate.training import ImagePool, lr_factor, train_translator

@@ -85,15 +85,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with ReviewStore.for_workspace(args.workspace) as store:
         accepted = store.accepted()
-        paths = store.case_paths()
+        case_images, case_labels = store.training_pairs(accepted)
     images, labels = [], []
     if args.translated_ct and not args.ct_labels:
         raise UdaError("--translated-ct needs --ct-labels (the CT labels, same file names)")
     if args.translated_ct:
         ct = list_volumes(args.translated_ct)
         images, labels = list(ct), pair_labels(ct, args.ct_labels)
-    images += [Path(paths[c]) for c, _ in accepted]
-    labels += [Path(lab) for _, lab in accepted]
+    images += case_images
+    labels += case_labels
     if not images:
         raise UdaError("nothing to export: no accepted cases and no --translated-ct")
     target = export_dataset(args.workspace, args.dataset, args.name, images, labels, args.modality)

@@ -455,11 +455,9 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         used = store.start_round(r, {"stage": stage, "budget": budget.name, "variant": variant,
                                      "filters": asdict(settings)})
     if (ws.done("stages", stage) or {}).get("status") != "done":
-        paths = store.case_paths()
         images, labels, names = source_training_set(ws, variant, ws.manifest["pipeline"].get("real_ct", False))
-        images += [Path(paths[c]) for c, _ in used]
-        labels += [Path(lab) for _, lab in used]
-        names += [stem_of(paths[c]) for c, _ in used]
+        case_images, case_labels = store.training_pairs(used)
+        images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
         init_from = Path(ws.done("models", previous[-1])["path"]) if ws.manifest["pipeline"].get("finetune") else None
         segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
                       augment=ws.manifest["pipeline"].get("intensity_aug", False), names=names, init_from=init_from)

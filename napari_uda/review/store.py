@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,9 +233,11 @@ class ReviewStore:
                            [(pid, f.name, int(bool(f.passed)), f.reason) for f in filters])
             return pid
 
-    def case_paths(self) -> dict[str, str]:
-        """Image path of every case, by case id."""
-        return dict(self.db.execute("SELECT id, path FROM cases").fetchall())
+    def training_pairs(self, decided: Sequence[tuple[str, str]]) -> tuple[list[Path], list[Path]]:
+        """(images, labels) to train on from reviewed cases given as (case id, label path), such as
+        :meth:`accepted` or a self-training round's :meth:`round_cases`."""
+        paths = dict(self.db.execute("SELECT id, path FROM cases").fetchall())
+        return [Path(paths[case]) for case, _ in decided], [Path(label) for _, label in decided]
 
     def case_scores(self, model_id: int | None) -> list[float]:
         """The case scores of ``model_id``'s pseudo-labels (empty for an unknown or missing model)."""

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QTa
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import Volume
 from napari_uda.napari.layers import geometry_from_layer_meta, volume_to_layer_data
+from napari_uda.segment.ensemble import fold_disagreement
 
 
 def notify_error(exc: BaseException) -> None:
@@ -101,6 +102,13 @@ def layer_tuple(volume: Volume, name: str, as_labels: bool | None = None, **over
     data, kwargs, kind = volume_to_layer_data(volume, name, as_labels)
     kwargs.update(overrides)
     return data, kwargs, kind
+
+
+def disagreement_layer(fold_labels: list[np.ndarray], volume: Volume, name: str) -> tuple:
+    """Where the folds' labels (each on ``volume``'s grid) disagree, as a red overlay named ``name``."""
+    mask = fold_disagreement(fold_labels).astype(np.uint8)
+    return layer_tuple(Volume(mask, volume.geometry), name, as_labels=False, colormap="red", contrast_limits=(0, 1),
+                       opacity=0.6, blending="additive")
 
 
 def add_layer(viewer: Any, layer_data: tuple) -> Any:

@@ -12,13 +12,12 @@ import numpy as np
 from qtpy.QtWidgets import QAbstractItemView, QLabel, QPushButton, QTableWidget, QVBoxLayout, QWidget
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import Volume, read_volume
+from napari_uda.core.io import read_volume
 from napari_uda.core.organs import ORGAN_BY_INDEX
-from napari_uda.napari.widgets._common import add_layer, fill_table, layer_tuple, notify_error
+from napari_uda.napari.widgets._common import add_layer, disagreement_layer, fill_table, layer_tuple, notify_error
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._plots import BarChart, score_color
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.segment.ensemble import fold_disagreement
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 FIXED_COLUMNS = ["case", "score", "filters", "state"]
@@ -31,9 +30,7 @@ def case_layers(row: dict[str, Any]) -> list[tuple]:
     folds = list(PredictionFolder.of_label(row["label"]).fold_labels(case).values())
     layers = [layer_tuple(image, case, as_labels=False), layer_tuple(label, f"{case} fused", as_labels=True)]
     if len(folds) > 1:
-        mask = fold_disagreement([read_volume(p).array for p in folds]).astype(np.uint8)
-        layers.append(layer_tuple(Volume(mask, label.geometry), f"{case} fold disagreement", as_labels=False,
-                                  colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive"))
+        layers.append(disagreement_layer([read_volume(p).array for p in folds], label, f"{case} fold disagreement"))
     return layers
 
 

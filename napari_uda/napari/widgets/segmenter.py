@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from napari.layers import Image
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -22,11 +21,17 @@ from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.modalities import SOURCE
-from napari_uda.napari.widgets._common import PathField, add_layer, layer_tuple, layer_volume, notify_error
+from napari_uda.napari.widgets._common import (
+    PathField,
+    add_layer,
+    disagreement_layer,
+    layer_tuple,
+    layer_volume,
+    notify_error,
+)
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
 from napari_uda.pipeline.workflow import pseudo_label, train_stage_model, translate_sources
-from napari_uda.segment.ensemble import fold_disagreement
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
@@ -60,9 +65,7 @@ def inference_layers(name: str, result: dict[str, Any], per_fold: bool, disagree
     if per_fold:
         layers += [layer_tuple(vol, f"{name} fold {f}", as_labels=True, visible=False) for f, vol in folds.items()]
     if disagreement and len(folds) > 1:
-        mask = fold_disagreement([v.array for v in folds.values()]).astype(np.uint8)
-        layers.append(layer_tuple(Volume(mask, fused.geometry), f"{name} fold disagreement", as_labels=False,
-                                  colormap="red", contrast_limits=(0, 1), opacity=0.6, blending="additive"))
+        layers.append(disagreement_layer([v.array for v in folds.values()], fused, f"{name} fold disagreement"))
     return layers
 
 

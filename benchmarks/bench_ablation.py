@@ -19,15 +19,18 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from napari_uda.cli.console import Console
 from napari_uda.core.choices import get_budget
 from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
+from napari_uda.core.jobs import Event
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset
@@ -63,12 +66,12 @@ def main() -> None:
     t0 = time.perf_counter()
     data = root / "data"
     ws = phantom_workspace(root, args.seed, mod.slug, args.phantom)
-    events: list[dict] = []
+    events: list[tuple[str, float]] = []  # (stage, seconds since the start) of every event
+    console = Console(sys.stdout, interactive=False)
 
-    def progress(e: dict) -> None:
-        e = {**e, "t": round(time.perf_counter() - t0, 1)}
-        events.append(e)
-        print(f"[{e['t']:7.1f}s {e['stage']}] {e['message']}", flush=True)
+    def progress(e: Event) -> None:
+        events.append((e.task.split()[0], round(time.perf_counter() - t0, 1)))
+        console(e)
 
     finished_before = "oracle" in ws.manifest["models"] and args.out.with_suffix(".json").exists()
     settings = FilterSettings(top_k=N_ADAPT // 2, rule="consistency")
@@ -100,8 +103,8 @@ def main() -> None:
     total = time.perf_counter() - t0
 
     timeline = {}
-    for e in events:  # first and last event of each stage
-        timeline.setdefault(e["stage"], [e["t"], e["t"]])[1] = e["t"]
+    for stage, t in events:  # first and last event of each stage
+        timeline.setdefault(stage, [t, t])[1] = t
     report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "phantom": args.phantom,
               "oracle_trained": not args.skip_oracle,
               "oracle_seconds": round(t_oracle, 1),
@@ -151,10 +154,10 @@ def learning_curves(ws: Workspace) -> dict[str, dict[str, list[float]]]:
     for stage, info in stage_items(ws):
         log = ws.root / "logs" / f"train_{info['dataset']:03d}_{info['budget']}.jsonl"
         for line in log.read_text().splitlines() if log.exists() else []:
-            e = json.loads(line)
-            if "epoch" not in e:  # iteration lines
+            e = Event.from_json(line)
+            if e is None or "pseudo_dice" not in e.data:  # iteration lines
                 continue
-            curves.setdefault(stage, {}).setdefault(str(e["fold"]), []).append(round(float(np.mean(e["pseudo_dice"])), 4))
+            curves.setdefault(stage, {}).setdefault(str(e.data["fold"]), []).append(round(float(np.mean(e.data["pseudo_dice"])), 4))
     return curves
 
 

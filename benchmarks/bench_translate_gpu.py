@@ -28,7 +28,7 @@ def run(amp: bool, data: Path, iterations: int, variant: str) -> dict:
     torch.cuda.empty_cache()
     with RunMeter("cuda:0") as train_meter:
         training.train_translator(cfg, list_volumes(data / "ct/images"), list_volumes(data / "ct/labels"),
-                                  list_volumes(data / "t2wi/images"), out, device="cuda", progress=lambda e: times.append(e.get("seconds")))
+                                  list_volumes(data / "t2wi/images"), out, device="cuda", progress=lambda e: times.append(e.data.get("seconds")))
     steady = [t for t in times if t is not None]
     per_iter = (steady[-1] - steady[9]) / (len(steady) - 10)
     tr = T.load_translator(out, device="cuda")

@@ -42,7 +42,7 @@ def main() -> None:
     if not ws.done("stages", "final"):
         run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, device="cpu",
                      settings=FilterSettings(top_k=N_ADAPT // 2, rule="consistency"),
-                     progress=lambda e: print(f"[{e['stage']}] {e['message']}", flush=True))
+                     progress=lambda e: print(e.line(), flush=True))
     target = sample_data_dir() / "models" / BUNDLED_MODEL
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)

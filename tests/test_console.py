@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from napari_uda.cli.console import Console, format_duration
+from napari_uda.core.jobs import Event
 
 
 class Clock:
@@ -26,16 +27,16 @@ def test_format_duration():
 def test_bar_shows_rate_and_time_left_on_a_terminal():
     out, clock = io.StringIO(), Clock()
     console = Console(out, interactive=True, clock=clock)
-    console("fold 0", 0, 40, "epochs")
+    console(Event("fold 0", "", 0, 40, "epochs"))
     clock.now += 10.0
-    console("fold 0", 10, 40, "epochs")  # 1 epoch/s; 30 left -> 0:30
+    console(Event("fold 0", "loss=0.5", 10, 40, "epochs"))  # 1 epoch/s; 30 left -> 0:30
     last = out.getvalue().split("\r")[-1]
-    assert "fold 0 |" + "#" * 6 + "." * 18 + "| 10/40 1.00/s 0:30 left epochs" in last
+    assert "fold 0 |" + "#" * 6 + "." * 18 + "| 10/40 1.00/s 0:30 left epochs loss=0.5" in last
     assert not out.getvalue().endswith("\n")  # the bar stays on its line
     clock.now += 30.0
-    console("fold 0", 40, 40, "epochs")
+    console(Event("fold 0", "", 40, 40, "epochs"))
     assert out.getvalue().endswith("| 40/40 1.00/s 0:00 left epochs\n")
-    console("pipeline", text="scored 8 case(s)")
+    console(Event("pipeline", "scored 8 case(s)"))
     assert out.getvalue().endswith("\n[pipeline] scored 8 case(s)\n")
 
 
@@ -43,7 +44,7 @@ def test_plain_lines_when_not_a_terminal_at_most_every_ten_seconds():
     out, clock = io.StringIO(), Clock()
     console = Console(out, interactive=False, clock=clock)
     for i in range(1, 101):  # 100 iterations, one every 0.5 s
-        console("translator", i, 100, f"loss={1 / i:.3f}")
+        console(Event("translator", f"loss={1 / i:.3f}", i, 100))
         clock.now += 0.5
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
@@ -56,14 +57,17 @@ def test_plain_lines_when_not_a_terminal_at_most_every_ten_seconds():
 def test_json_lines_and_quiet():
     out, clock = io.StringIO(), Clock()
     console = Console(out, log_json=True, clock=clock)
-    console("predict fold 1", 1, 4, "case_a 2.0 s")
+    console(Event("predict fold 1", "case_a 2.0 s", 1, 4, "cases"))
     clock.now += 2.0
-    console("predict fold 1", 2, 4, "case_b 2.0 s", seconds=2.0)
+    second_event = Event("predict fold 1", "case_b 2.0 s", 2, 4, "cases", {"seconds": 2.0})
+    console(second_event)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
-    assert first == {"t": 100.0, "task": "predict fold 1", "done": 1, "total": 4, "text": "case_a 2.0 s"}
-    assert second["rate_per_s"] == 0.5 and second["left_s"] == 4.0 and second["seconds"] == 2.0
+    assert first == {"t": 100.0, "task": "predict fold 1", "message": "case_a 2.0 s", "done": 1, "total": 4,
+                     "unit": "cases"}
+    assert second["rate_per_s"] == 0.5 and second["left_s"] == 4.0 and second["data"] == {"seconds": 2.0}
+    assert Event.from_json(out.getvalue().splitlines()[1]) == second_event  # what a parent process reads back
     quiet = io.StringIO()
-    Console(quiet, quiet=True)("fold 0", 1, 2, "x")
+    Console(quiet, quiet=True)(Event("fold 0", "x", 1, 2))
     Console(quiet, quiet=True).line("note")
     assert quiet.getvalue() == ""
 

@@ -15,6 +15,7 @@ from napari_uda.core.child import run_child
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import list_volumes, pair_labels
 from napari_uda.core.io import Geometry, Volume, read_volume, write_volume
+from napari_uda.core.jobs import Event
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.pseudo.consistency import fold_consistency
 from napari_uda.segment.probabilities import ProbabilityFile
@@ -49,12 +50,17 @@ def test_export_layout(trained):
 def test_two_folds_trained_with_progress(trained):
     for fold in (0, 1):
         assert (trained["model"] / f"fold_{fold}" / "checkpoint_final.pth").exists()
-    epochs = [(e["fold"], e["epoch"]) for e in trained["events"] if "epoch" in e]
+    events = trained["events"]
+    epochs = [(e.data["fold"], e.data["epoch"]) for e in events if "epoch" in e.data]
     assert epochs == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for fold in (0, 1):  # one count per fold over all its epochs' iterations, ending at its total
+        counts = [(e.done, e.total) for e in events if e.task == f"fold {fold}"]
+        assert [d for d, _ in counts] == sorted(d for d, _ in counts) and counts[-1][0] == counts[-1][1] > 1
+        assert all(e.unit == "iterations" for e in events)
     # a finished fold is not trained again
     again = []
     train_folds(trained["ws"], 7, [0], "tiny", progress=again.append)
-    assert again == [{"fold": 0, "event": "already trained"}]
+    assert again == [Event("fold 0", "already trained")]
 
 
 def test_fine_tuning_starts_from_the_given_folds(trained):
@@ -275,8 +281,8 @@ def test_killed_training_resumes(trained):
     def fold2_epochs() -> list[int]:
         if not progress.exists():
             return []
-        events = [json.loads(line) for line in progress.read_text().splitlines()]
-        return [e["epoch"] for e in events if e["fold"] == 2 and "epoch" in e]
+        events = [Event.from_json(line) for line in progress.read_text().splitlines()]
+        return [e.data["epoch"] for e in events if e.data.get("fold") == 2 and "epoch" in e.data]
 
     deadline = time.time() + 300
     while time.time() < deadline and fold2_epochs() != [1]:

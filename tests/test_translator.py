@@ -16,7 +16,7 @@ from napari_uda.core.device import pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import list_volumes
 from napari_uda.core.io import read_volume
-from napari_uda.core.jobs import Cancelled
+from napari_uda.core.jobs import Cancelled, Event
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.translate.nets import PatchDiscriminator, ResnetGenerator, sobel
 from napari_uda.translate.training import ImagePool, lr_factor, train_translator
@@ -78,7 +78,7 @@ def test_losses_fall(data, tmp_path):
     cfg = TranslatorConfig("T2WI", variant="cyclegan", iterations=120, checkpoint_every=1000, batch_size=2, **TINY)
     hist = []
     train_translator(cfg, data["ct"], None, data["t2"], tmp_path, progress=hist.append)
-    cycle = [e["losses"]["cycle"] for e in hist]
+    cycle = [e.data["losses"]["cycle"] for e in hist]
     assert np.mean(cycle[-20:]) < 0.7 * np.mean(cycle[:10])
 
 
@@ -104,8 +104,13 @@ def test_mixed_precision_training_with_previews(data, tmp_path, monkeypatch):
                            **{**TINY, "preview_every": 1})
     events = []
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=events.append)
-    previews = [e["preview"] for e in events if "preview" in e]
-    assert len(previews) == 2 and all(a.dtype == np.float32 and np.isfinite(a).all() for p in previews for a in p)
+    previews = [e.data["preview"] for e in events if "preview" in e.data]
+    assert len(previews) == 2
+    for path in previews:  # one slice's CT, translation and attention, written beside the translator
+        with np.load(path) as z:
+            assert set(z.files) == {"ct", "translated", "attention"}
+            assert all(z[k].dtype == np.float32 and z[k].shape == (TINY["size"],) * 2 and np.isfinite(z[k]).all()
+                       for k in z.files)
 
 
 @pytest.mark.parametrize("variant", ["organ-attention", "sobel"])
@@ -188,10 +193,10 @@ def test_resume_continues_iteration_count(data, tmp_path):
     with pytest.raises(Cancelled, match="cancelled at iteration 7; its checkpoint is in"):
         train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=first.append,
                          should_stop=lambda: len(first) >= 7)
-    assert first[-1]["event"] == "cancelled" and first[-1]["iteration"] == 7
+    assert first[-1].message == "cancelled" and first[-1].done == 7
     second = []
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=second.append)
-    iters = [e["iteration"] for e in second if "losses" in e]
+    iters = [e.done for e in second if "losses" in e.data]
     assert iters[0] == 8 and iters[-1] == 12
     assert json.loads((tmp_path / "translator.json").read_text())["training"]["iterations_done"] == 12
 
@@ -215,10 +220,9 @@ def test_killed_process_resumes_from_last_checkpoint(data, tmp_path):
     def iterations() -> list[int]:
         out = []
         for line in open(log):
-            try:
-                out.append(json.loads(line)["iteration"])
-            except json.JSONDecodeError:  # a line cut by the kill
-                pass
+            event = Event.from_json(line)
+            if event is not None:  # not a line cut by the kill
+                out.append(event.done)
         return out
 
     before = iterations()
@@ -230,7 +234,7 @@ def test_killed_process_resumes_from_last_checkpoint(data, tmp_path):
     after = iterations()[len(before):]
     assert after[0] == saved + 1 and after == list(range(saved + 1, 21))
     training = json.loads((out / "translator.json").read_text())["training"]
-    assert training["lambda_identity"] == 0.0 and "identity" not in json.loads(open(log).readlines()[-1])["losses"]
+    assert training["lambda_identity"] == 0.0 and "identity" not in Event.from_json(log.read_text().splitlines()[-1]).data["losses"]
 
 
 def test_device_choice():
@@ -282,7 +286,7 @@ def test_invariant_s_is_pretrained_and_frozen(data, tmp_path):
                            iterations=3, checkpoint_every=1000, **TINY)
     events = []
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=events.append)
-    assert [e["stage"] for e in events if "stage" in e] == ["pretrain_S"]
-    assert "G_seg" in events[-1]["losses"] and "S" not in events[-1]["losses"]  # G learns through S; S is not trained
+    assert [e.task for e in events if e.task != "translator organ-attention"] == ["pretraining S"]
+    assert "G_seg" in events[-1].data["losses"] and "S" not in events[-1].data["losses"]  # G learns through S; S is not trained
     _, att = translate_volume(load_translator(tmp_path), read_volume(data["ct"][0]))
     assert np.isfinite(att.array).all()

@@ -1,10 +1,8 @@
 """Progress of long command-line work: a bar with rate and time left on a terminal, plain lines
 when stderr is not one (a log, a pipe, a cluster job), nothing with ``--quiet``, and one JSON
-object per line with ``--log-json``. The widgets show the same events in their own bars.
-
-A progress event is a dict: ``task`` (what runs, e.g. ``fold 0 epoch 3/40``'s ``fold 0``),
-``done`` and ``total`` when it counts (iterations, epochs, cases), ``text`` for what a plain line
-says; any other key is passed through to JSON.
+object per line with ``--log-json`` (the event's :meth:`~napari_uda.core.jobs.Event.to_dict` with
+``t``, ``rate_per_s`` and ``left_s``, which :meth:`~napari_uda.core.jobs.Event.from_json` reads
+back). The widgets show the same :class:`~napari_uda.core.jobs.Event` s in their own bars.
 """
 from __future__ import annotations
 
@@ -12,7 +10,9 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
+
+from napari_uda.core.jobs import Event
 
 BAR_WIDTH = 24
 PLAIN_EVERY_S = 10.0  # without a terminal: a counting task prints at most one line per 10 s (and its last)
@@ -48,23 +48,24 @@ class Console:
         rate = (done - d0) / (now - t0)
         return rate, (total - done) / rate
 
-    def __call__(self, task: str, done: int | None = None, total: int | None = None, text: str = "",
-                 **fields: Any) -> None:
+    def __call__(self, event: Event) -> None:
+        """Show one event (a :data:`~napari_uda.core.jobs.Progress` callback)."""
         if self.quiet:
             return
-        counting = done is not None and total is not None and total > 0
-        rate, left = self.rate_and_left(task, done, total) if counting else (None, None)
+        task, done, total = event.task, event.done, event.total
+        rate, left = self.rate_and_left(task, done, total) if event.counts else (None, None)
+        text = " ".join(p for p in (event.unit, event.message) if p)
         if self.log_json:
-            record = {"t": round(self.clock(), 3), "task": task, "done": done, "total": total, "text": text,
+            record = {"t": round(self.clock(), 3), **event.to_dict(),
                       "rate_per_s": None if rate is None else round(rate, 4),
-                      "left_s": None if left is None else round(left, 1), **fields}
-            self._write(json.dumps({k: v for k, v in record.items() if v is not None and v != ""}) + "\n")
-        elif counting and self.interactive:
+                      "left_s": None if left is None else round(left, 1)}
+            self._write(json.dumps({k: v for k, v in record.items() if v is not None}) + "\n")
+        elif event.counts and self.interactive:
             self._bar(task, done, total, rate, left, text)
-        elif counting:
+        elif event.counts:
             self._plain_count(task, done, total, rate, left, text)
         else:
-            self.line(f"[{task}] {text}")
+            self.line(f"[{task}] {event.message}")
 
     def line(self, text: str) -> None:
         """A line of its own (closing an open bar first)."""
@@ -95,26 +96,3 @@ class Console:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
-
-
-def show_training(console: Console, event: dict, task: str) -> None:
-    """nnU-Net trainer events: a bar per epoch of iterations, one over the epochs, other notes."""
-    if "iteration" in event:
-        console(f"{task} epoch {event['of_epoch']}", event["iteration"], event["num_iterations"], "iterations",
-                unit="iterations")
-    elif "epoch" in event:
-        console(task, event["epoch"], event["num_epochs"], f"epochs, train_loss={event['train_loss']:.3f} "
-                f"val_loss={event['val_loss']:.3f}", pseudo_dice=event.get("pseudo_dice"))
-    else:
-        console(task, text=event.get("event", ""))
-
-
-def event_printer(console: Console) -> Callable[[dict], None]:
-    """The pipeline's progress events on the console."""
-    def show(event: dict) -> None:
-        task = event["stage"] + (f" fold {event['fold']}" if "fold" in event else "")
-        if "iteration" in event:
-            show_training(console, event, task)
-        else:
-            console(task, event.get("done"), event.get("total"), event["message"])
-    return show

@@ -41,7 +41,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     manifest = write_phantom_dataset(
         args.out, {m: args.cases for m in modalities}, seed=args.seed, shape=tuple(args.shape),
-        progress=lambda i, n, name: args.console("phantom", i, n, name),
+        progress=args.console,
     )
     print(f"wrote {sum(len(v) for v in manifest['files'].values())} cases to {args.out}")
     return 0

@@ -23,4 +23,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from napari_uda.napari.demo import run_demo
 
     return run_demo(Path(args.out), headless=args.headless, budget=args.budget, pipeline=not args.skip_pipeline,
-                    train=args.train)
+                    train=args.train, progress=args.console)

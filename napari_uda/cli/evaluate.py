@@ -24,7 +24,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_uda.evaluate.evaluation import evaluate_folders
 
     ev = evaluate_folders(args.pred, args.gt, args.tolerance_mm, get_modality(args.modality).kind,
-                          progress=lambda i, n, case: args.console("evaluate", i, n, case))
+                          progress=args.console)
     paths = ev.write(args.out)
     print(ev.to_markdown())
     if ev.missing:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_uda.cli.console import show_training
 from napari_uda.cli.options import (
     DATASET_ID,
     FOLD,
@@ -95,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
 
     model = train_folds(args.workspace, args.dataset, args.folds, args.budget, args.planner, args.configuration, device,
-                        lambda event: show_training(args.console, event, f"fold {event.get('fold')}"))
+                        args.console)
     print(f"trained folds {' '.join(map(str, args.folds))} in {model}")
     return 0
 
@@ -117,15 +116,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = volume_inputs(args.input)
     device = str(pick_device(args.device))
 
-    def progress(e: dict) -> None:
-        args.console(f"predict fold {e['fold']}", e["done"], e["total"], f"{e['case']} {e['seconds']:.1f} s")
-
     if args.coarse_dataset is not None:
         coarse = folders.model_dir(args.coarse_dataset, args.budget, args.planner, args.configuration)
         records = coarse_to_fine_predict(coarse, model, inputs, args.out, args.coarse_spacing_factor, args.margin_mm,
-                                         args.folds, device, progress)
+                                         args.folds, device, args.console)
     else:
         records = predict_folds(model, inputs, args.out, args.folds, device, args.save_probabilities, args.mirroring,
-                                progress=progress)
+                                progress=args.console)
     print(f"predicted {len(records)} case(s) into {args.out}")
     return 0

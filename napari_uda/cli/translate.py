@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from napari_uda.cli.options import COUNT, NON_NEGATIVE, OUTPUT_FOLDER, add_device, add_target_modality, bounded
@@ -51,9 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import signal
 
-    import numpy as np
-
     from napari_uda.core.files import list_volumes, pair_labels
+    from napari_uda.core.jobs import EventLog, tee
     from napari_uda.translate.training import train_translator
     from napari_uda.translate.translator import TranslatorConfig
 
@@ -74,29 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     out = Path(args.out)
-    log = (out / "progress.jsonl") if args.progress_jsonl is None else Path(args.progress_jsonl)
-    out.mkdir(parents=True, exist_ok=True)
-    if log.exists() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
-        with open(log, "a") as f:  # a killed run may have left half a line
-            f.write("\n")
-
-    def progress(event: dict) -> None:
-        if "preview" in event:
-            path = out / "previews" / f"preview_{event['iteration']:07d}.npz"
-            path.parent.mkdir(exist_ok=True)
-            ct_s, fake_s, att_s = event.pop("preview")
-            np.savez_compressed(path, ct=ct_s, translated=fake_s, attention=att_s)
-            event["preview"] = str(path)
-        with open(log, "a") as f:
-            f.write(json.dumps(event) + "\n")
-        task = "pretraining S" if event.get("stage") == "pretrain_S" else f"translator {cfg.variant}"
-        if "event" in event:
-            args.console(task, text=event["event"])
-        else:
-            losses = " ".join(f"{k}={v:.3f}" for k, v in event.get("losses", {}).items())
-            args.console(task, event["iteration"], event["total"], losses, losses_by_name=event.get("losses"))
-
-    train_translator(cfg, ct, labels, targets, out, device=args.device, progress=progress, should_stop=lambda: stop["flag"])
+    log = EventLog((out / "progress.jsonl") if args.progress_jsonl is None else args.progress_jsonl)
+    train_translator(cfg, ct, labels, targets, out, device=args.device, progress=tee(log, args.console),
+                     should_stop=lambda: stop["flag"])
     print(f"translator written to {out}")
     return 0
 
@@ -104,6 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from napari_uda.core.files import stem_of, volume_inputs
     from napari_uda.core.io import read_volume, write_volume
+    from napari_uda.core.jobs import Event
     from napari_uda.translate.translator import load_translator, translate_volume
 
     tr = load_translator(args.translator, device=args.device)
@@ -113,6 +92,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
         write_volume(translated, Path(args.out) / f"{stem_of(path)}.nii.gz")
         if args.attention_out and attention is not None:
             write_volume(attention, Path(args.attention_out) / f"{stem_of(path)}.nii.gz")
-        args.console("translate", i + 1, len(inputs), f"{path.name} -> {tr.modality}")
+        args.console(Event("translate", f"{path.name} -> {tr.modality}", i + 1, len(inputs), "volumes"))
     print(f"translated {len(inputs)} volume(s) into {args.out}")
     return 0

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_uda.cli.console import event_printer
 from napari_uda.cli.options import (
     NON_NEGATIVE,
     OUTPUT_FOLDER,
@@ -88,7 +87,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     budget = get_budget(args.budget)
     done = self_train(ws, args.rounds, budget, args.auto_accept, str(pick_device(args.device)),
-                      _acceptance(args, budget), event_printer(args.console))
+                      _acceptance(args, budget), args.console)
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -107,7 +106,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     budget = get_budget(args.budget)
     result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, str(pick_device(args.device)),
-                          _acceptance(args, budget), event_printer(args.console),
+                          _acceptance(args, budget), args.console,
                           real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug,
                           finetune=not args.no_finetune)
     if result["status"] != "done":

@@ -1,5 +1,6 @@
 """Long work in a child process: its own process group (cancel kills the whole tree), output
-in a log file, and progress read back from files it appends JSON lines to.
+in a log file, and progress read back as the :class:`~napari_uda.core.jobs.Event` JSON lines it appends
+to a file.
 
 The widgets and the CLI run training this way, so the viewer never shares a GIL with a
 training loop and the GPU memory of a run is returned when its process exits. A child never
@@ -8,17 +9,15 @@ that calls :func:`die_with_group` then kills its whole process group.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.jobs import Cancelled
+from napari_uda.core.jobs import Cancelled, Event, Progress, StopFlag
 
 _PR_SET_PDEATHSIG = 1
 
@@ -71,33 +70,37 @@ class LineFollower:
         self.offset += end + 1
         yield from data[:end].decode("utf-8", "replace").splitlines()
 
-    def events(self) -> Iterator[dict[str, Any]]:
-        """New lines parsed as JSON objects (lines that are not are skipped)."""
+    def events(self) -> Iterator[Event]:
+        """New lines that are progress events (:meth:`Event.from_json`; other lines are skipped)."""
         for line in self.lines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
+            event = Event.from_json(line)
+            if event is not None:
                 yield event
 
 
-def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Callable[[], bool] | None = None,
-              on_poll: Callable[[], None] | None = None, what: str | None = None) -> None:
+def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: StopFlag | None = None,
+              report: Progress | None = None, events: Path | None = None, what: str | None = None) -> None:
     """Run ``cmd`` (described as ``what`` in messages) in its own process group, output to ``log``;
-    cancel terminates the whole group.
+    ``report`` hears the :class:`Event` lines the child appends to ``events`` (default: the log, where
+    a command run with ``--log-json`` writes them); cancel terminates the whole group.
 
     A non-zero exit raises :class:`UdaError` with the end of the log.
     """
     what = what or Path(cmd[0]).name
     log.parent.mkdir(parents=True, exist_ok=True)
+    follower = LineFollower(events or log)
+
+    def on_poll() -> None:
+        if report is not None:
+            for event in follower.events():
+                report(event)
+
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=_signal_on_parent_death(os.getpid()))
         try:
             while proc.poll() is None:
-                if on_poll:
-                    on_poll()
+                on_poll()
                 if should_stop is not None and should_stop():
                     os.killpg(proc.pid, signal.SIGTERM)
                     try:
@@ -112,8 +115,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, should_stop: Calla
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             raise
-        if on_poll:
-            on_poll()
+        on_poll()
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-8:]
         raise UdaError(f"{what} failed (exit {proc.returncode}); end of {log}:\n" + "\n".join(tail))

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import Geometry, Volume, write_volume
+from napari_uda.core.jobs import Progress, emit
 from napari_uda.core.modalities import MODALITIES, Modality, get_modality
 from napari_uda.core.organs import ORGAN_BY_KEY
 
@@ -422,7 +423,7 @@ def write_phantom_dataset(
     cases: dict[str, int],
     seed: int = 0,
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Write ``cases[modality]`` patients of each modality into ``out`` (layout in the module docstring)."""
     out = Path(out)
@@ -442,8 +443,7 @@ def write_phantom_dataset(
                             "labels": lab_path.relative_to(out).as_posix(),
                             "labels_use": "training" if mod.kind == "ct" else "evaluation only"})
             done += 1
-            if progress is not None:
-                progress(done, total, name)
+            emit(progress, "phantom", name, done, total, "cases")
         manifest["files"][mod.slug] = entries
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

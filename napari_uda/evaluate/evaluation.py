@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.io import check_same_grid, read_volume, require_organ_labels
+from napari_uda.core.jobs import Progress, emit
 from napari_uda.core.organs import ORGAN_BY_INDEX, ORGAN_INDICES, PET_SCORED
 from napari_uda.evaluate.metrics import flare_scores
 
@@ -90,7 +91,7 @@ class Evaluation:
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, tolerance_mm: float | None = None,
-                     modality_kind: str = "mri", progress: Callable[[int, int, str], None] | None = None) -> Evaluation:
+                     modality_kind: str = "mri", progress: Progress | None = None) -> Evaluation:
     """Score every ground-truth case in ``gt_dir`` against the same-named prediction in ``pred_dir``.
 
     Spacing comes from the ground truth; a prediction on another grid is an error naming both files.
@@ -113,8 +114,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, tolerance_mm: flo
             pred_array = np.zeros_like(gt.array)
         scores = flare_scores(pred_array, gt.array, gt.spacing, modality_kind, ev.organs, tolerance_mm)
         ev.cases.append({"case": case, "missing": case not in preds, "organs": scores})
-        if progress is not None:
-            progress(i + 1, len(gts), case)
+        emit(progress, "evaluate", case, i + 1, len(gts), "cases")
     return ev
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Geometry, read_volume
+from napari_uda.core.jobs import Progress
 from napari_uda.core.organs import ORGANS
 from napari_uda.evaluate.metrics import organ_volumes_ml
 from napari_uda.segment.prediction_folder import PredictionFolder
@@ -36,10 +37,6 @@ WIDGETS = ("Workspace", "Translator", "Segmenter", "Fold consistency", "Review",
 BUNDLED_MODEL = "t2wi_organ_attention"  # sample_data/models/<name>
 
 
-def _say(e: dict[str, Any]) -> None:
-    print(f"[{e['stage']}] {e['message']}", flush=True)
-
-
 def _sample_workspace(folder: Path) -> Any:
     from napari_uda.core.workspace import Workspace
     from napari_uda.data.sample_data import sample_data_dir
@@ -48,7 +45,7 @@ def _sample_workspace(folder: Path) -> Any:
     return Workspace.create(folder, data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
 
 
-def run_sample_bundled(out: Path) -> tuple[Path, str]:
+def run_sample_bundled(out: Path, progress: Progress | None = None) -> tuple[Path, str]:
     """The bundled model on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
     from napari_uda.core.choices import get_budget
     from napari_uda.data.sample_data import sample_data_dir
@@ -60,16 +57,16 @@ def run_sample_bundled(out: Path) -> tuple[Path, str]:
         raise UdaError(f"{folder}: the bundled model is missing; make it with benchmarks/make_bundled_models.py "
                        "or run the demo with --train")
     ws = _sample_workspace(out / "workspace")
-    stage = import_model(ws, folder, "cpu", _say)
-    segment_stage(ws, stage, [], [], ws.modality, get_budget(ws.manifest["pipeline"]["budget"]), "cpu", progress=_say)
+    stage = import_model(ws, folder, "cpu", progress)
+    segment_stage(ws, stage, [], [], ws.modality, get_budget(ws.manifest["pipeline"]["budget"]), "cpu", progress=progress)
     if ws.done("stages", stage)["status"] != "done":
         with ReviewStore.for_workspace(ws.root) as store:
-            score_stage(ws, stage, store, FilterSettings(top_k=1, rule="consistency"), _say)
+            score_stage(ws, stage, store, FilterSettings(top_k=1, rule="consistency"), progress)
     write_final(ws, stage)
     return ws.root, _evaluation_table(ws)
 
 
-def run_sample_training(out: Path, budget: str = "tiny") -> tuple[Path, str]:
+def run_sample_training(out: Path, budget: str = "tiny", progress: Progress | None = None) -> tuple[Path, str]:
     """The whole method from scratch on the sample data in ``out/workspace_train``; returns (workspace, evaluation table)."""
     from napari_uda.core.choices import get_budget
     from napari_uda.pipeline.workflow import FilterSettings, run_pipeline
@@ -79,7 +76,7 @@ def run_sample_training(out: Path, budget: str = "tiny") -> tuple[Path, str]:
     # nnU-Net trains at half the sample data's resolution (24x64x64): eight times fewer voxels, minutes not half an hour
     demo_budget = replace(get_budget(budget), spacing_factor=2.0)
     result = run_pipeline(ws, demo_budget, "organ-attention", rounds=1, auto=True, ablation=False, device="cpu",
-                          settings=FilterSettings(top_k=1, rule="consistency"), progress=_say)
+                          settings=FilterSettings(top_k=1, rule="consistency"), progress=progress)
     print(f"final predictions in {result['final']}")
     return ws.root, _evaluation_table(ws)
 
@@ -166,16 +163,17 @@ def _shared_slice(a: Any, b: Any) -> float:
     return best_z
 
 
-def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: bool = True, train: bool = False) -> int:
+def run_demo(out: Path, headless: bool = False, budget: str = "tiny", pipeline: bool = True, train: bool = False,
+             progress: Progress | None = None) -> int:
     """Run the bundled model (or, with ``train``, the whole method) on the sample data unless
-    ``pipeline`` is False, open the viewer; when ``headless``, write screenshots and ``report.md`` to
+    ``pipeline`` is False (reporting to ``progress``), open the viewer; when ``headless``, write screenshots and ``report.md`` to
     ``out`` and return."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
         raise UdaError("no display: run under Xvfb (the README's './uda demo' does this) or set DISPLAY")
     out.mkdir(parents=True, exist_ok=True)
     workspace, table = (None, "")
     if pipeline:
-        workspace, table = run_sample_training(out, budget) if train else run_sample_bundled(out)
+        workspace, table = run_sample_training(out, budget, progress) if train else run_sample_bundled(out, progress)
     import napari
 
     from napari_uda.core.workspace import Workspace

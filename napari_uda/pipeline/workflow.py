@@ -21,7 +21,7 @@ from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget,
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
-from napari_uda.core.jobs import Progress, StopFlag, check_stop
+from napari_uda.core.jobs import EventLog, Progress, StopFlag, check_stop, emit, tee, within
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
 from napari_uda.core.workspace import Workspace
@@ -106,11 +106,6 @@ def stage_order(stages: Sequence[str]) -> list[str]:
     return sorted(stages, key=key)
 
 
-def _say(progress: Progress | None, stage: str, message: str, **extra: Any) -> None:
-    if progress is not None:
-        progress({"stage": stage, "message": message, **extra})
-
-
 def _check_stop(should_stop: StopFlag | None) -> None:
     check_stop(should_stop, "pipeline", "run the same command again to continue")
 
@@ -139,19 +134,9 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
         return out
     cfg = budget_translator_config(budget, ws.modality, variant)
     folder = ws.translator_dir(variant)
-    log = ws.root / "logs" / f"translator_{variant}.jsonl"
-    log.parent.mkdir(parents=True, exist_ok=True)
-
-    def forward(event: dict[str, Any]) -> None:
-        event.pop("preview", None)
-        with open(log, "a") as f:
-            f.write(json.dumps(event) + "\n")
-        it, total = event.get("iteration", 0), event.get("total", 0)
-        if it == total or it % max(1, total // 10) == 0:
-            _say(progress, stage, f"translator {variant} {it}/{total}", done=it, total=total)
-
+    log = EventLog(ws.root / "logs" / f"translator_{variant}.jsonl")
     train_translator(cfg, ws.files("source_images"), ws.files("source_labels"), ws.files("target_images"), folder,
-                     device=device, progress=forward, should_stop=should_stop)
+                     device=device, progress=tee(log, within(progress, stage)), should_stop=should_stop)
     _check_stop(should_stop)
     translate_sources(ws, variant, device, progress, should_stop)
     ws.record("translators", variant, path=str(folder), translated=str(out), iterations=cfg.iterations,
@@ -174,7 +159,7 @@ def translate_sources(ws: Workspace, variant: str, device: str | None = None, pr
         write_volume(translated, out / f"{stem_of(path)}.nii.gz")
         if attention is not None:
             write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
-        _say(progress, stage, f"translated {stem_of(path)}", done=i + 1, total=len(sources))
+        emit(progress, stage, f"translated {stem_of(path)}", i + 1, len(sources), "volumes")
     return out
 
 
@@ -196,24 +181,16 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     did, folders = dataset_id(stage), NnunetFolders(ws.root)
     plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
     if not plans.exists():
-        _say(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
+        emit(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
         export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel, budget.spacing_factor, names)
         _check_stop(should_stop)
-        _say(progress, stage, "planning and preprocessing")
+        emit(progress, stage, "planning and preprocessing")
         plan_and_preprocess(ws.root, did, budget.planner, budget.configuration, should_stop, budget.base_features,
                             budget.max_stages)
 
-    def fold_progress(e: dict[str, Any]) -> None:
-        if "epoch" in e:
-            _say(progress, stage, f"fold {e['fold']} epoch {e['epoch']}/{e['num_epochs']}", fold=e["fold"],
-                 done=e["epoch"], total=e["num_epochs"], train_loss=e.get("train_loss"))
-        elif "iteration" in e:  # no done/total: the bars count epochs; the command line also shows iterations
-            _say(progress, stage, f"fold {e['fold']} epoch {e['of_epoch']} iteration {e['iteration']}/{e['num_iterations']}",
-                 **{k: e[k] for k in ("fold", "iteration", "num_iterations", "of_epoch")})
-
     trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
     model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,
-                        progress=fold_progress, should_stop=should_stop, init_from=init_from)
+                        progress=within(progress, stage), should_stop=should_stop, init_from=init_from)
     ws.record("models", stage, dataset=did, path=str(model), budget=trainer, planner=budget.planner,
               configuration=budget.configuration, folds=list(budget.folds), round=round_number,
               trained_on=len(images), channel=channel, **({"fine_tuned_from": str(init_from)} if init_from else {}))
@@ -234,10 +211,9 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
                               augment, names, init_from)
     targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
-    _say(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
+    emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds(model, targets, out, folds, device,
-                            progress=lambda e: _say(progress, stage, f"fold {e['fold']} {e['case']} {e['seconds']:.1f}s",
-                                                    fold=e["fold"], done=e["done"], total=e["total"]),
+                            progress=within(progress, stage),
                             should_stop=should_stop)
     ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
               cases=len(records))
@@ -302,7 +278,7 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
     for i, path in enumerate(targets):
         _check_stop(should_stop)
         case = stem_of(path)
-        _say(progress, stage, f"scoring {case}", done=i, total=len(targets))
+        emit(progress, stage, f"scoring {case}", i, len(targets), "cases")
         fold_vols = [read_volume(PredictionFolder(out).fold_label(f, case)) for f in folds]
         fold_labels = [v.array for v in fold_vols]
         voted = strict_majority_label(fold_labels)
@@ -318,7 +294,7 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
         store.add_case(row["case"], row["path"], ws.modality)
         store.add_prediction(row["case"], model_id, row["label"], row["consistency"].scored,
                              row["consistency"].case_score, row["filters"])
-    _say(progress, stage, f"scored {len(rows)} case(s)", done=len(rows), total=len(rows))
+    emit(progress, stage, f"scored {len(rows)} case(s)", len(rows), len(rows), "cases")
     ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
     return [{"case": r["case"], "case_score": r["consistency"].case_score,
              "passed": all(f.passed for f in r["filters"])} for r in rows]
@@ -365,7 +341,7 @@ def import_model(ws: Workspace, folder: str | Path, device: str | None = None, p
                                         "auto_accept": False, "ablation": False,
                                         "real_ct": meta["training_data"].get("real_ct", True), "intensity_aug": True})
     ws.save()
-    _say(progress, stage, f"imported {meta['model_stage']} model from {folder}")
+    emit(progress, stage, f"imported {meta['model_stage']} model from {folder}")
     return stage
 
 
@@ -472,7 +448,7 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
     # u is infinite where a round predicts no foreground at all: JSON gets null for it
     ws.add_round(r, stage=stage, accepted=len(used),
                  uncertainty={c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()})
-    _say(progress, stage, f"round {r} done; uncertainty across rounds: {describe_uncertainty(uncertainty)}")
+    emit(progress, stage, f"round {r} done; uncertainty across rounds: {describe_uncertainty(uncertainty)}")
     return {"round": r, "stage": stage, "uncertainty": uncertainty}
 
 
@@ -531,7 +507,7 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
     for i, stage in enumerate(stages):
         evaluations[stage] = evaluate_folders(ws.predictions_dir(stage), gt, tolerance_mm, kind)
         evaluations[stage].write(ws.reports_dir / f"evaluation_{stage}")
-        _say(progress, stage, f"evaluated {stage}", done=i + 1, total=len(stages))
+        emit(progress, stage, f"evaluated {stage}", i + 1, len(stages), "stages")
     return evaluations
 
 

@@ -15,20 +15,20 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_uda.core.child import LineFollower, run_child
+from napari_uda.core.child import run_child
 from napari_uda.core.choices import PLANNERS, SEGMENTER_BUDGETS as BUDGETS
 from napari_uda.core.efficiency import RunMeter
 from napari_uda.core.errors import UdaError, safe_name
 from napari_uda.core.files import read_json, stem_of
 from napari_uda.core.io import Volume, read_volume, require_finite, resample, write_volume
-from napari_uda.core.jobs import Progress, check_stop
+from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import nnunet_labels
 from napari_uda.core.orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical
@@ -203,7 +203,7 @@ def _nnunet_command(name: str) -> str:
 
 
 def plan_and_preprocess(root: str | Path, dataset_id: int, planner: str = "resenc-m", configuration: str = "3d_fullres",
-                        should_stop: Callable[[], bool] | None = None, base_features: int | None = None,
+                        should_stop: StopFlag | None = None, base_features: int | None = None,
                         max_stages: int | None = None) -> Path:
     """nnU-Net's fingerprinting, planning (Residual Encoder M by default) and preprocessing;
     ``base_features``/``max_stages`` make the planned network smaller (:func:`shrink_plans`)."""
@@ -256,7 +256,7 @@ def _write_small_splits(preprocessed: Path, raw: Path) -> None:
 
 def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
                 configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
-                should_stop: Callable[[], bool] | None = None, init_from: Path | None = None) -> Path:
+                should_stop: StopFlag | None = None, init_from: Path | None = None) -> Path:
     """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished (its
     safetensors weights written) is skipped and an interrupted one continues from its latest
     checkpoint. A ``-ft`` budget fine-tunes the same folds of the model folder ``init_from`` (their
@@ -286,21 +286,13 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
         # finished = safe weights written; nnU-Net's final checkpoint comes first, and a fold stopped
         # between the two is resumed from it, which trains no more and writes the weights
         if (model / f"fold_{fold}" / FOLD_WEIGHTS).exists():
-            if progress:
-                progress({"fold": fold, "event": "already trained"})
+            emit(progress, f"fold {fold}", "already trained")
             continue
         _check_resume_checkpoints(model / f"fold_{fold}")
-        follower = LineFollower(progress_file)
-
-        def forward() -> None:
-            for event in follower.events():
-                if progress:
-                    progress(event)
-
         cmd = [sys.executable, "-m", "napari_uda.segment.nnunet_train", str(dataset_id), configuration, str(fold), "-tr", BUDGETS[budget],
                "-p", PLANNERS[planner][1], "-device", device_type, "--c"]
-        run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, forward,
-                  what=f"nnU-Net training of fold {fold}")
+        run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, progress,
+                  progress_file, what=f"nnU-Net training of fold {fold}")
     return model
 
 
@@ -327,7 +319,7 @@ def _check_resume_checkpoints(fold_dir: Path) -> None:
 
 def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path, folds: Sequence[int] | None = None,
                   device: str = "cpu", save_probabilities_files: bool = True, mirroring: bool = False,
-                  progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+                  progress: Progress | None = None, should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
     """Predict every input with every fold; per fold the probabilities (float16, input geometry)
     go to ``out/fold_<k>/<case>.npz`` and labels to ``out/fold_<k>/<case>.nii.gz``; the fused label
     (mean of fold probabilities, streamed; a majority vote of fold labels when probabilities are
@@ -380,8 +372,8 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
                 save_probabilities(out.fold_probabilities(fold, case), probs, vol.geometry)
             write_volume(Volume(seg.astype(np.uint8), vol.geometry), out.fold_label(fold, case))
             records[case]["folds"][str(fold)] = meter.result
-            if progress:
-                progress({"fold": fold, "case": case, "done": i + 1, "total": len(volumes), **meter.result})
+            emit(progress, f"predict fold {fold}", f"{case} {meter.result['seconds']:.1f} s", i + 1, len(volumes), "cases",
+                 case=case, **meter.result)
         del predictor
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -398,7 +390,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
 
 def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str | Path, coarse_spacing_factor: float,
                    margin_mm: float = 10.0, device: str = "cpu", progress: Progress | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> dict[str, Box]:
+                   should_stop: StopFlag | None = None) -> dict[str, Box]:
     """The region of all organs in each input, found by the coarse model (trained on data exported
     with ``coarse_spacing_factor``) on a downsampled copy, plus ``margin_mm``; the whole volume
     where the coarse model finds no foreground."""
@@ -414,7 +406,7 @@ def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str |
 
 def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: dict[str, Box], out: str | Path,
                        folds: Sequence[int] | None = None, device: str = "cpu", progress: Progress | None = None,
-                       should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+                       should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
     """Predict each input only inside its region and paste the result back into the full grid
     (probabilities: background outside the region). Output layout as :func:`predict_folds`; each
     record also holds the region (``roi``: z, y, x start and stop)."""
@@ -448,7 +440,7 @@ def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: 
 def coarse_to_fine_predict(coarse_model: str | Path, fine_model: str | Path, inputs: Sequence[Path], out: str | Path,
                            coarse_spacing_factor: float, margin_mm: float = 10.0, folds: Sequence[int] | None = None,
                            device: str = "cpu", progress: Progress | None = None,
-                           should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+                           should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
     """Coarse-to-fine prediction (FLARE 2025): :func:`coarse_regions` finds where the organs are,
     :func:`predict_in_regions` segments there at full resolution and pastes the result back."""
     regions = coarse_regions(coarse_model, inputs, Path(out) / "_coarse", coarse_spacing_factor, margin_mm, device,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import atomic_path, atomic_write_text
 from napari_uda.core.intensity import CT_WINDOW, TARGET_PERCENTILES
-from napari_uda.core.jobs import Cancelled, Progress
+from napari_uda.core.jobs import Cancelled, Event, Progress, StopFlag, emit
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import N_CLASSES
 from napari_uda.translate.nets import PatchDiscriminator, ResnetGenerator, UNet2D, attention_map, init_weights, seg_loss
@@ -280,9 +279,8 @@ class TranslatorTrainer:
                 with self._autocast():
                     loss = seg_loss(self.nets.S(x.to(self.dev)), lab.to(self.dev))
                 _step(self.opt_S, loss)
-                if progress and it % 10 == 0:
-                    progress({"stage": "pretrain_S", "iteration": it, "total": cfg.s_pretrain_iterations,
-                              "losses": {"S": loss.item()}})
+                if it % 10 == 0:
+                    emit(progress, "pretraining S", f"S={loss.item():.3f}", it, cfg.s_pretrain_iterations, "iterations")
             self.s_pretrained = True
         self.nets.S.requires_grad_(False)
 
@@ -368,22 +366,28 @@ class TranslatorTrainer:
         losses["S"] = loss_s.item()
 
     def progress_event(self, done: int, real_a: torch.Tensor, fake_b: torch.Tensor, losses: dict[str, float],
-                       seconds: float) -> dict[str, Any]:
-        """``{"iteration", "total", "losses", "seconds"}``, with ``"preview": (ct, translated,
-        attention)`` arrays (and S's Dice) every ``preview_every`` iterations and at the end."""
+                       seconds: float) -> Event:
+        """The iteration's event (data: ``losses``, ``seconds``); every ``preview_every`` iterations
+        and at the end also S's Dice and ``preview``, an ``.npz`` of one slice's ``ct``,
+        ``translated`` and ``attention`` (zeros without S) in ``out/previews/``."""
         cfg = self.cfg
-        event: dict[str, Any] = {"iteration": done, "total": cfg.iterations, "losses": losses, "seconds": seconds}
+        data: dict[str, Any] = {"losses": losses, "seconds": round(seconds, 3)}
         if cfg.preview_every and (done % cfg.preview_every == 0 or done == cfg.iterations):
             if cfg.attention:  # S's attention where the local discriminator gets it from
                 with torch.no_grad(), self._autocast():  # fake_b is in the autocast dtype
                     att = attention_map(self.nets.S(attention_input(cfg, real_a[:1], fake_b[:1])))
-                event["s_dice"] = s_dice(self.nets, cfg, self.eval_a, self.eval_lab)
+                data["s_dice"] = s_dice(self.nets, cfg, self.eval_a, self.eval_lab)
             else:
                 att = torch.zeros_like(real_a[:1])
-            event["preview"] = tuple(t[0, 0].detach().float().cpu().numpy() for t in (real_a[:1], fake_b[:1], att))
-        return event
+            ct, translated, attention = (t[0, 0].detach().float().cpu().numpy() for t in (real_a[:1], fake_b[:1], att))
+            path = self.out / "previews" / f"preview_{done:07d}.npz"
+            path.parent.mkdir(exist_ok=True)
+            np.savez_compressed(path, ct=ct, translated=translated, attention=attention)
+            data["preview"] = str(path)
+        message = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
+        return Event(f"translator {cfg.variant}", message, done, cfg.iterations, "iterations", data)
 
-    def run(self, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Path:
+    def run(self, progress: Progress | None = None, should_stop: StopFlag | None = None) -> Path:
         """Train from where the run stands to ``cfg.iterations``; returns ``out``. ``should_stop`` is
         polled each iteration: a stop saves a checkpoint and raises :class:`Cancelled`."""
         cfg = self.cfg
@@ -392,8 +396,7 @@ class TranslatorTrainer:
         for iteration in range(self.start, cfg.iterations):
             if should_stop is not None and should_stop():
                 self.checkpoint(iteration)
-                if progress:
-                    progress({"event": "cancelled", "iteration": iteration, "total": cfg.iterations})
+                emit(progress, f"translator {cfg.variant}", "cancelled", iteration, cfg.iterations, "iterations")
                 raise Cancelled(f"translator training cancelled at iteration {iteration}; its checkpoint is in "
                                 f"{self.out}: run the same command again to resume")
             self.set_learning_rates(iteration)
@@ -404,7 +407,7 @@ class TranslatorTrainer:
             self.discriminator_step(real_a, real_b, fakes, losses)
             self.s_step(fakes["fake_b"], lab_a, losses)
             done = iteration + 1
-            if progress:
+            if progress is not None:
                 progress(self.progress_event(done, real_a, fakes["fake_b"], losses, time.perf_counter() - t0))
             if done % cfg.checkpoint_every == 0 and done < cfg.iterations:
                 self.checkpoint(done)
@@ -414,11 +417,10 @@ class TranslatorTrainer:
 
 def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: list[Path] | None, target_images: list[Path],
                      out: str | Path, device: str | None = None, progress: Progress | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> Path:
+                     should_stop: StopFlag | None = None) -> Path:
     """Train (or resume) a translator into ``out``; returns ``out``.
 
-    ``progress`` receives ``{"iteration", "total", "losses", "seconds"}`` each iteration and
-    also ``"preview": (ct, translated, attention)`` arrays every ``preview_every``.
+    ``progress`` hears each iteration's event (:meth:`TranslatorTrainer.progress_event`).
     ``should_stop`` is polled each iteration: a stop saves a checkpoint and raises :class:`Cancelled`.
     """
     return TranslatorTrainer(cfg, ct_images, ct_labels, target_images, out, device).run(progress, should_stop)

@@ -26,7 +26,7 @@ from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.intensity import CT_WINDOW, from_unit_range, to_unit_range
 from napari_uda.core.io import Volume, require_finite
-from napari_uda.core.jobs import check_stop
+from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import N_CLASSES
 from napari_uda.core.orientation import from_canonical, to_canonical
@@ -198,13 +198,13 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
 
 @torch.no_grad()
 def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
-                     should_stop: Callable[[], bool] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[Volume, Volume | None]:
+                     should_stop: StopFlag | None = None,
+                     progress: Progress | None = None) -> tuple[Volume, Volume | None]:
     """Translate a CT volume slice by slice; returns (translated, attention or None), both with
     the CT's exact geometry. The translation is mapped to the target's intensity window;
     attention is computed by S at the image's own in-plane size. Slices are axial slices of the
-    canonical orientation whatever the file's axes. ``progress(done, total)`` is called after
-    each batch of slices."""
+    canonical orientation whatever the file's axes. ``progress`` hears a ``translate`` event (slices)
+    after each batch."""
     require_finite(volume, "the CT volume")
     canon = to_canonical(volume)
     a = canon.array.astype(np.float32)
@@ -225,8 +225,7 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
                 seen = attention_input(tr.config, x, y)
                 att[z0:z0 + batch] = attention_map(tr.segmenter(seen))[:, 0].float().cpu().numpy()
         out[z0:z0 + batch] = y[:, 0].cpu().numpy()
-        if progress is not None:
-            progress(min(z0 + batch, z), z)
+        emit(progress, "translate", "", min(z0 + batch, z), z, "slices")
     mod = tr.config.modality
     translated = from_canonical(canon.with_array(from_unit_range(out, tr.output_window), mod), volume.geometry)
     return translated, (from_canonical(canon.with_array(att, mod), volume.geometry) if att is not None else None)

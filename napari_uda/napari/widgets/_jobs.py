@@ -1,10 +1,12 @@
 """Long work off the UI thread: a napari thread worker with a progress bar, a status line and a
 working Cancel, and errors shown as napari notifications.
 
-The work is a plain function ``fn(report, should_stop)``: ``report(dict)`` may be called from the
-worker thread (it is delivered on the UI thread through a queued Qt signal) and ``should_stop()``
-turns true when the user presses Cancel. Training runs the CLI in a child process inside such a
-function (:func:`napari_uda.core.child.run_child`), so Cancel terminates that process tree.
+The work is a plain function ``fn(report, should_stop)``, the library's job protocol
+(:mod:`napari_uda.core.jobs`): ``report(Event)`` may be called from the worker thread (it is
+delivered on the UI thread through a queued Qt signal) and ``should_stop()`` turns true when the
+user presses Cancel. Training runs the CLI in a child process inside such a function
+(:func:`napari_uda.core.child.run_child`), whose event lines it reports, so Cancel terminates that
+process tree.
 
 Nothing animates while a job waits for its first progress event: a busy bar, and napari's activity
 indicator (any ``napari.utils.progress``, even a determinate one), repaint the window continuously,
@@ -21,9 +23,8 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from napari_uda.core.jobs import Event, Progress, StopFlag
 from napari_uda.napari.widgets._common import notify_error
-
-Report = Callable[[dict[str, Any]], None]
 
 
 class _Bridge(QObject):
@@ -31,10 +32,8 @@ class _Bridge(QObject):
 
 
 class JobPanel(QWidget):
-    """Progress bar + status + Cancel for one job at a time.
-
-    Events understood by the bar: ``{"done": k, "total": n}`` and ``{"message": text}``.
-    """
+    """Progress bar + status + Cancel for one job at a time: the bar follows the events that count,
+    the status line says :meth:`Event.line`."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,7 +55,7 @@ class JobPanel(QWidget):
         self._stop = threading.Event()
         self._bridge = _Bridge()
         self._bridge.event.connect(self._on_event)
-        self._listeners: list[Report] = []
+        self._listeners: list[Progress] = []
         self.worker: Any = None
         self.last_error: BaseException | None = None
         self._alive = threading.Event()
@@ -69,8 +68,8 @@ class JobPanel(QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, name: str, fn: Callable[[Report, Callable[[], bool]], Any],
-              on_result: Callable[[Any], None] | None = None, on_event: Report | None = None) -> Any:
+    def start(self, name: str, fn: Callable[[Progress, StopFlag], Any],
+              on_result: Callable[[Any], None] | None = None, on_event: Progress | None = None) -> Any:
         """Run ``fn`` in a thread worker; ``on_result`` and ``on_event`` are called on the UI thread."""
         if self.running:
             notify_error(RuntimeError(f"{self.status.text()} is still running; cancel it or wait"))
@@ -95,13 +94,12 @@ class JobPanel(QWidget):
         self._stop.set()
         self.status.setText("cancelling...")
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if "total" in event and "done" in event and event["total"]:
-            total, done = int(event["total"]), int(event["done"])
+    def _on_event(self, event: Event) -> None:
+        if event.counts:
+            total, done = int(event.total), int(event.done)
             self.bar.setRange(0, total)
             self.bar.setValue(min(done, total))
-        if "message" in event:
-            self.status.setText(str(event["message"]))
+        self.status.setText(event.line())
         for listener in self._listeners:
             listener(event)
 

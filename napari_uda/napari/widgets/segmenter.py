@@ -20,6 +20,7 @@ from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
+from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.core.modalities import SOURCE
 from napari_uda.napari.widgets._common import (
     PathField,
@@ -38,20 +39,14 @@ TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "trans
                     "raw CT (no adaptation)": None}
 
 
-def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, device: str, report: Any,
-                         should_stop: Any) -> dict[str, Any]:
+def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, device: str, report: Progress,
+                         should_stop: StopFlag) -> dict[str, Any]:
     """Write ``volume`` to ``out/input``, predict it with every fold of ``model``; returns the fused
     labels, each fold's labels and the prediction record (time, GPU memory)."""
     from napari_uda.segment.segmenter import predict_folds
 
     path = write_volume(volume, out / "input" / f"{name}.nii.gz")
-    done = {"n": 0}
-
-    def progress(e: dict[str, Any]) -> None:
-        done["n"] += 1
-        report({"done": done["n"], "message": f"fold {e['fold']}: {e['seconds']:.1f} s"})
-
-    (record,) = predict_folds(model, [path], out, None, device, progress=progress, should_stop=should_stop)
+    (record,) = predict_folds(model, [path], out, None, device, progress=report, should_stop=should_stop)
     folds = sorted(record["folds"], key=int)
     pred = PredictionFolder(out)
     return {"fused": read_volume(pred.fused(name)), "record": record,

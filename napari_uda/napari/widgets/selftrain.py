@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout, QWidget
 
-from napari_uda.core.child import LineFollower, run_child
+from napari_uda.core.child import run_child
 from napari_uda.core.choices import BUDGETS
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
+from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.core.organs import ORGANS
 from napari_uda.core.workspace import Workspace
 from napari_uda.napari.widgets._common import PathField, fill_table, notify_error
@@ -121,20 +122,8 @@ class SelfTrainingWidget(QWidget):
             notify_error(exc)
             return
 
-        def work(report: Any, should_stop: Any) -> None:
-            log = ws.root / "logs" / "selftrain.log"
-            follower = LineFollower(log)
-
-            def poll() -> None:  # the console's JSON events; other lines (results, errors) stay in the log
-                for e in follower.events():
-                    if "task" not in e:
-                        continue
-                    event = {"message": f"{e['task']}: {e.get('text', '')}"}
-                    if e.get("unit") != "iterations":  # the bar counts epochs and cases, not iterations in an epoch
-                        event.update({k: e[k] for k in ("done", "total") if k in e})
-                    report(event)
-
-            run_child(cmd, dict(os.environ), log, should_stop, poll, what="self-training")
+        def work(report: Progress, should_stop: StopFlag) -> None:  # the child's --log-json events are in its log
+            run_child(cmd, dict(os.environ), ws.root / "logs" / "selftrain.log", should_stop, report, what="self-training")
 
         self.job.start("self-training", work, lambda _: self.refresh())
 

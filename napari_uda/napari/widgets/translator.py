@@ -28,12 +28,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_uda.core.child import LineFollower, run_child
+from napari_uda.core.child import run_child
 from napari_uda.core.choices import BUDGETS, VARIANTS, get_budget
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.intensity import CT_WINDOW
 from napari_uda.core.io import Volume
+from napari_uda.core.jobs import Event, within
 from napari_uda.core.modalities import SOURCE, TARGETS, get_modality
 from napari_uda.core.orientation import to_canonical
 from napari_uda.core.workspace import Workspace
@@ -165,19 +166,8 @@ class TranslatorWidget(QWidget):
 
         def work(report: Any, should_stop: Any) -> Path:
             out.mkdir(parents=True, exist_ok=True)
-            follower = LineFollower(out / "progress.jsonl")
-
-            def poll() -> None:
-                for e in follower.events():
-                    if "iteration" not in e:
-                        continue
-                    what = "pretraining S" if e.get("stage") == "pretrain_S" else "iteration"
-                    report({"done": e["iteration"], "total": e["total"], "preview": e.get("preview"),
-                            "losses": e.get("losses", {}) if what == "iteration" else {},
-                            "message": f"translator {variant}: {what} {e['iteration']}/{e['total']}"})
-
             run_child(cmd, dict(os.environ), ws.root / "logs" / f"translator_{variant}.log", should_stop,
-                      poll, what=f"translator training ({variant})")
+                      report, out / "progress.jsonl", what=f"translator training ({variant})")
             return out
 
         def done(folder: Path) -> None:
@@ -187,11 +177,11 @@ class TranslatorWidget(QWidget):
 
         self.job.start(f"training {variant}", work, done, self._on_train_event)
 
-    def _on_train_event(self, event: dict[str, Any]) -> None:
-        if event.get("losses"):
-            self.losses.add(event["done"], event["losses"])
-        if event.get("preview"):
-            with np.load(event["preview"]) as z:
+    def _on_train_event(self, event: Event) -> None:
+        if event.data.get("losses"):
+            self.losses.add(event.done, event.data["losses"])
+        if event.data.get("preview"):
+            with np.load(event.data["preview"]) as z:
                 ct, fake, att = z["ct"], z["translated"], z["attention"]
             self.thumbs[0].show_array(ct, -1, 1)
             self.thumbs[1].show_array(fake, -1, 1)
@@ -260,7 +250,7 @@ class TranslatorWidget(QWidget):
         def work(report: Any, should_stop: Any) -> dict[str, Any]:
             translated, attention = translate_volume(
                 tr, volume, should_stop=should_stop,
-                progress=lambda d, n: report({"done": d, "total": n, "message": f"translating {name}: {d}/{n} slices"}))
+                progress=within(report, name))
             layers = []
             if add_layers:
                 layers.append(layer_tuple(translated, f"{name} -> {translated.modality}", as_labels=False))

@@ -2,8 +2,9 @@
 
 Each is nnU-Net's own trainer with a smaller training budget (plain attributes set in
 ``__init__``, as nnU-Net's variants do), and each reports every training iteration and every
-finished epoch as one JSON line to the file named by ``NAPARI_UDA_PROGRESS`` (iteration lines
-carry ``iteration``, epoch lines ``epoch``) so the command line and the widgets show progress. The
+finished epoch as a :class:`~napari_uda.core.jobs.Event` JSON line to the file named by
+``NAPARI_UDA_PROGRESS`` (task ``fold K``, counting the fold's iterations over all epochs; an
+epoch's line also has its losses and pseudo Dice) so the command line and the widgets show it. The
 ``_aug`` variants add the strong intensity augmentation of a source-only baseline
 (:mod:`~napari_uda.segment.nnunet_trainers.augment`: a random contrast per organ, a random remap of all
 intensities); the ``_ft`` variants fine-tune the previous stage's weights of the same fold instead
@@ -11,7 +12,6 @@ of training from scratch.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -21,6 +21,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from napari_uda.core.device import autocast_forward, cpu_autocast_dtype
+from napari_uda.core.jobs import Event
 from napari_uda.segment.nnunet_model import save_fold_model, unwrap
 from napari_uda.segment.nnunet_trainers.augment import IntensityRemapTransform, OrganContrastTransform
 
@@ -55,32 +56,36 @@ class nnUNetTrainer_UDA_progress(nnUNetTrainer):
         save_fold_model(unwrap(self.network), self.output_folder, self.__class__.__name__, self.configuration_name, self.fold,
                         self.inference_allowed_mirroring_axes, {"epochs": self.current_epoch})
 
-    def _report(self, event: dict) -> None:
-        """One JSON line to ``NAPARI_UDA_PROGRESS`` (rank 0 only)."""
+    def _report(self, message: str = "", **data: object) -> None:
+        """One event line to ``NAPARI_UDA_PROGRESS`` (rank 0 only): the fold's iterations done of all."""
         path = os.environ.get("NAPARI_UDA_PROGRESS")
         if path and self.local_rank == 0:
+            per_epoch = self.num_iterations_per_epoch
+            done = min(self.current_epoch, self.num_epochs) * per_epoch + self._iteration
+            event = Event(f"fold {self.fold}", message, done, self.num_epochs * per_epoch, "iterations", data)
             with open(path, "a") as f:
-                f.write(json.dumps(event) + "\n")
+                f.write(event.to_json() + "\n")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self._iteration = 0
 
     def train_step(self, batch: dict) -> dict:
-        """nnU-Net's step, then an ``iteration`` line: an epoch of a real-size scan can take minutes."""
+        """nnU-Net's step, then an event: an epoch of a real-size scan can take minutes."""
         result = super().train_step(batch)
         self._iteration += 1
-        self._report({"fold": self.fold, "iteration": self._iteration, "num_iterations": self.num_iterations_per_epoch,
-                      "of_epoch": self.current_epoch + 1})
+        if self._iteration < self.num_iterations_per_epoch:  # the epoch's last one is reported with its losses
+            self._report(f"epoch {self.current_epoch + 1}/{self.num_epochs}")
         return result
 
     def on_epoch_end(self) -> None:
         super().on_epoch_end()  # advances current_epoch
-        self._report({"epoch": self.current_epoch, "num_epochs": self.num_epochs, "fold": self.fold,
-                      "train_loss": float(self.logger.get_value("train_losses", step=-1)),
-                      "val_loss": float(self.logger.get_value("val_losses", step=-1)),
-                      "pseudo_dice": [float(np.round(d, 4))
-                                      for d in self.logger.get_value("dice_per_class_or_region", step=-1)]})
+        train_loss = float(self.logger.get_value("train_losses", step=-1))
+        val_loss = float(self.logger.get_value("val_losses", step=-1))
+        self._iteration = 0
+        self._report(f"epoch {self.current_epoch}/{self.num_epochs} train_loss={train_loss:.3f} val_loss={val_loss:.3f}",
+                     fold=self.fold, epoch=self.current_epoch, num_epochs=self.num_epochs, train_loss=train_loss, val_loss=val_loss,
+                     pseudo_dice=[float(np.round(d, 4)) for d in self.logger.get_value("dice_per_class_or_region", step=-1)])
 
 
 class nnUNetTrainer_UDA_small(nnUNetTrainer_UDA_progress):

@@ -32,12 +32,13 @@ from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import Event
 from napari_uda.core.modalities import get_modality
+from napari_uda.core.records import ModelRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
 from napari_uda.pipeline.workflow import FilterSettings, run_pipeline, stage_order, train_stage_model
 from napari_uda.segment.postprocess import postprocess
-from napari_uda.segment.segmenter import predict_folds
+from napari_uda.segment.segmenter import predict_folds, training_events
 
 SHAPE = (40, 96, 96)
 N_CT, N_ADAPT, N_HELD_OUT = 8, 8, 4
@@ -73,7 +74,7 @@ def main() -> None:
         events.append((e.task.split()[0], round(time.perf_counter() - t0, 1)))
         console(e)
 
-    finished_before = "oracle" in ws.manifest["models"] and args.out.with_suffix(".json").exists()
+    finished_before = ws.model("oracle") is not None and args.out.with_suffix(".json").exists()
     settings = FilterSettings(top_k=N_ADAPT // 2, rule="consistency")
     result = run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, ablation=True,
                           device="cpu", settings=settings, progress=progress)
@@ -83,13 +84,14 @@ def main() -> None:
         train_stage_model(ws, "oracle", adapt_images, [data / f"adapt/{mod.slug}/labels" / p.name for p in adapt_images],
                           mod.key, get_budget(args.budget), "cpu", progress=progress)
     t_oracle = time.perf_counter() - t0 - t_pipeline
-    stages = stage_order(list(ws.manifest["models"]))
+    models = ws.models()
+    stages = stage_order(list(models))
     held_out = list_volumes(data / f"heldout/{mod.slug}/images")
     evaluations = {"adapted scans": {}, "held-out scans": {}}
     for stage in stages:
         out = root / "heldout_predictions" / stage
         if not (out / "predictions.json").exists():
-            predict_folds(ws.manifest["models"][stage]["path"], held_out, out, ws.manifest["models"][stage]["folds"], "cpu")
+            predict_folds(models[stage].path, held_out, out, models[stage].folds, "cpu")
         evaluations["held-out scans"][stage] = evaluate_folders(out, data / f"heldout/{mod.slug}/labels", modality_kind=mod.kind)
         if stage != "oracle":  # the oracle trained on these
             evaluations["adapted scans"][stage] = evaluate_folders(ws.predictions_dir(stage),
@@ -152,7 +154,7 @@ def learning_curves(ws: Workspace) -> dict[str, dict[str, list[float]]]:
     every epoch (from the trainers' progress lines in ``W/logs/``)."""
     curves: dict[str, dict[str, list[float]]] = {}
     for stage, info in stage_items(ws):
-        log = ws.root / "logs" / f"train_{info['dataset']:03d}_{info['budget']}.jsonl"
+        log = training_events(ws.root, info.dataset, info.budget)
         for line in log.read_text().splitlines() if log.exists() else []:
             e = Event.from_json(line)
             if e is None or "pseudo_dice" not in e.data:  # iteration lines
@@ -161,8 +163,9 @@ def learning_curves(ws: Workspace) -> dict[str, dict[str, list[float]]]:
     return curves
 
 
-def stage_items(ws: Workspace) -> list[tuple[str, dict]]:
-    return [(s, ws.manifest["models"][s]) for s in stage_order(list(ws.manifest["models"]))]
+def stage_items(ws: Workspace) -> list[tuple[str, ModelRecord]]:
+    models = ws.models()
+    return [(s, models[s]) for s in stage_order(list(models))]
 
 
 def curve_table(curves: dict[str, dict[str, list[float]]], every: int = 4) -> str:

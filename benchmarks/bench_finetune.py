@@ -35,21 +35,19 @@ def main() -> None:
     root = Path(f"benchmarks/ablation_{args.budget}_t2wi_s{args.seed}_workspace")
     out = Path(f"benchmarks/finetune_{args.budget}_t2wi_s{args.seed}")
     ws, budget = Workspace.open(root / "ws"), get_budget(args.budget)
-    base = ws.done("models", "organ_attention")
+    base = ws.model("organ_attention")
     images, labels, names = source_training_set(ws, "organ-attention", True)
     with ReviewStore.for_workspace(ws.root) as store:
         used = store.round_cases(1)
-        paths = dict(store.db.execute("SELECT id, path FROM cases").fetchall())
-    images += [Path(paths[c]) for c, _ in used]
-    labels += [Path(lab) for _, lab in used]
-    names += [stem_of(paths[c]) for c, _ in used]
+        case_images, case_labels = store.training_pairs(used)
+    images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
     nn = out.with_name(out.name + "_workspace")
     t0 = time.perf_counter()
     if not (nn / "nnunet/preprocessed/Dataset111_UDA_self_training_r1_ft").exists():
         export_dataset(nn, 111, "UDA_self_training_r1_ft", images, labels, ws.modality, budget.spacing_factor, names)
         plan_and_preprocess(nn, 111, budget.planner, budget.configuration, None, budget.base_features, budget.max_stages)
     model = train_folds(nn, 111, budget.folds, f"{budget.nnunet}-aug-ft", budget.planner, budget.configuration, "cpu",
-                        init_from=Path(base["path"]))
+                        init_from=Path(base.path))
     seconds = time.perf_counter() - t0
     held = root / "data/heldout/t2wi"
     predictions = nn / "heldout_predictions"

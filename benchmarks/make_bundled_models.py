@@ -39,7 +39,7 @@ def main() -> None:
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
     out = args.ablation_out or default_out(args.budget, "t2wi", args.seed)
     ws = phantom_workspace(workspace_root(out), args.seed, "t2wi")
-    if not ws.done("stages", "final"):
+    if not ws.stage("final"):
         run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, device="cpu",
                      settings=FilterSettings(top_k=N_ADAPT // 2, rule="consistency"),
                      progress=lambda e: print(e.line(), flush=True))

@@ -21,7 +21,7 @@ def test_bundled_model_on_the_sample_data(tmp_path):
     assert not [p for p in folder.rglob("*") if p.suffix in (".pth", ".pkl", ".pt")]
     workspace, table = run_sample_bundled(tmp_path)
     ws = Workspace.open(workspace)
-    assert ws.done("models", "organ_attention")["imported_stage"] == meta["model_stage"]
+    assert ws.model("organ_attention").imported_stage == meta["model_stage"]
     assert len(list((workspace / "translated/organ-attention").glob("*.nii.gz"))) == 3  # the sample CT, translated
     assert len(list((workspace / "translated/organ-attention_attention").glob("*.nii.gz"))) == 3
     with ReviewStore.for_workspace(workspace) as store:

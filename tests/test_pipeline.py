@@ -92,13 +92,13 @@ def test_review_then_self_training_round_and_final(run):
     assert file_hash(raw / "imagesTr" / f"{accepted}_0000.nii.gz")
     with ReviewStore.for_workspace(ws) as store:
         (r1,) = store.rounds()
-        assert r1["cases"] == sorted([accepted, edited]) and r1["settings"]["budget"] == "tiny"
-        assert set(r1["uncertainty"]) == {q["case"] for q in queue}
-        assert all(u >= 0 for u in r1["uncertainty"].values())  # inf where round 1 predicts no foreground
-        model = store.db.execute("SELECT name, round FROM models WHERE id = ?", (r1["model_id"],)).fetchone()
+        assert r1.cases == sorted([accepted, edited]) and r1.settings["budget"] == "tiny"
+        assert set(r1.uncertainty) == {q["case"] for q in queue}
+        assert all(u >= 0 for u in r1.uncertainty.values())  # inf where round 1 predicts no foreground
+        model = store.db.execute("SELECT name, round FROM models WHERE id = ?", (r1.model_id,)).fetchone()
         assert model[1] == 1 and model[0].endswith("self_training_r1")
         new_queue = store.queue("T2WI")  # refilled from the second-round model
-        assert all(q["label"].endswith(f"self_training_r1/pseudo/{q['case']}.nii.gz") for q in new_queue)
+        assert all(q.label.endswith(f"self_training_r1/pseudo/{q.case}.nii.gz") for q in new_queue)
     manifest = Workspace.open(ws).manifest
     assert manifest["rounds"][0]["accepted"] == 2 and manifest["stages"]["final"]["from_stage"] == "self_training_r1"
     # by default round 1 fine-tunes the Organ Attention folds

@@ -14,7 +14,7 @@ import pytest
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import Geometry, Volume, read_volume, write_volume
 from napari_uda.pseudo.filters import FilterResult
-from napari_uda.review.store import SCHEMA_VERSION, ReviewStore, file_hash, label_hash
+from napari_uda.review.store import SCHEMA_VERSION, FilterOutcome, ReviewStore, file_hash, label_hash
 
 
 @pytest.fixture
@@ -41,9 +41,10 @@ def test_schema_and_pragmas(store):
 
 def test_queue_ranked_with_scores_filters_and_state(store):
     q = store.queue("T2WI")
-    assert [r["case"] for r in q] == ["c1", "c2", "c0"]
-    assert q[0]["organ_consistency"] == {1: 0.9, 2: 0.45} and q[0]["state"] == "not reviewed"
-    assert q[1]["filters"] == [{"name": "organs_present", "passed": False, "reason": "missing: spleen"}]
+    assert [r.case for r in q] == ["c1", "c2", "c0"]
+    assert q[0].organ_consistency == {1: 0.9, 2: 0.45} and q[0].state == "not reviewed"
+    assert q[1].filters == (FilterOutcome("organs_present", False, "missing: spleen"),)
+    assert q[1].failed == ["organs_present: missing: spleen"] and q[0].failed == []
     assert store.queue("PET-FDG") == []
 
 
@@ -58,7 +59,7 @@ def test_training_pairs_scores_and_organ_means(store, tmp_path):
 
 def test_decisions_history_and_undo(store):
     d = store.decide("c1", "accept", "ana", note="looks right")
-    assert d.action == "accept" and d.reviewer == "ana" and d.label_hash == file_hash(store.queue()[0]["label"])
+    assert d.action == "accept" and d.reviewer == "ana" and d.label_hash == file_hash(store.queue()[0].label)
     assert store.state("c1")[0] == "accepted"
     store.decide("c1", "reject", "ben")
     assert store.state("c1")[0] == "rejected"

@@ -165,10 +165,10 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     rw.reviewer.setText("ana")
     wait_job(qtbot, rw)
     assert rw.queue.count() == 3 and rw.progress.text().startswith("0 of 3 decided")
-    first = rw.current["case"]
+    first = rw.current.case
     rw.act("accept")
     wait_job(qtbot, rw)
-    second = rw.current["case"]
+    second = rw.current.case
     assert second != first
     layer = viewer.layers[LABEL_LAYER]
     # the reviewer repaints the liver: a strict-majority pseudo-label of tiny-budget folds may hold no liver
@@ -180,7 +180,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     rw.note.setText("liver was wrong")
     assert rw.decide("accept") == "edited"
     wait_job(qtbot, rw)
-    third = rw.current["case"]
+    third = rw.current.case
     rw.decide("reject")
     rw.decide("undo")
     assert rw.progress.text().startswith("2 of 3 decided")
@@ -330,17 +330,17 @@ def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, 
     viewer.window.add_dock_widget(rw, name="Review", tabify=True)
     rw.reviewer.setText("ana")
     wait_job(qtbot, rw)
-    assert rw.current["case"] == "t2wi_000" and rw.reasons.text() == "passed every filter"
+    assert rw.current.case == "t2wi_000" and rw.reasons.text() == "passed every filter"
     QApplication.setActiveWindow(viewer.window._qt_window)  # no window manager under Xvfb to do it
     qtbot.waitUntil(lambda: QApplication.activeWindow() is viewer.window._qt_window, timeout=5000)
     QTest.keyClick(rw, Qt.Key_A, Qt.ShiftModifier)
     wait_job(qtbot, rw)
-    assert rw.current["case"] == "t2wi_001" and rw.reasons.text() == "organs_present: missing: spleen"
+    assert rw.current.case == "t2wi_001" and rw.reasons.text() == "organs_present: missing: spleen"
     QTest.keyClick(rw, Qt.Key_R, Qt.ShiftModifier)
     QTest.keyClick(rw, Qt.Key_U, Qt.ShiftModifier)
     QTest.keyClick(rw, Qt.Key_P, Qt.ShiftModifier)
     wait_job(qtbot, rw)
-    assert rw.current["case"] == "t2wi_000"
+    assert rw.current.case == "t2wi_000"
     with ReviewStore.for_workspace(ws.root) as store:
         assert store.state("t2wi_000")[0] == "accepted" and store.state("t2wi_001")[0] == "not reviewed"
         assert [d.action for d in store.history("t2wi_001")] == ["reject", "undo"]

@@ -10,6 +10,7 @@ import pytest
 from napari_uda.core.choices import get_budget, pipeline_budget
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import Geometry, Volume, write_volume
+from napari_uda.core.records import RoundRecord, StageRecord
 from napari_uda.core.workspace import MANIFEST, Workspace
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.pipeline.workflow import FilterSettings, auto_accept, dataset_id, stage_order
@@ -30,10 +31,14 @@ def test_create_reopen_and_manifest(data, tmp_path):
     manifest = json.loads((tmp_path / "w" / MANIFEST).read_text())
     assert manifest["modality"] == "T2WI" and len(manifest["data"]["target_images"]) == 2
     assert manifest["data"]["source_labels"][0].endswith("ct/labels/ct_000.nii.gz")
-    ws.record("stages", "cyclegan", status="predicted", predictions="x")
-    ws.add_round(1, accepted=2)
+    ws.record("cyclegan", StageRecord("predicted", "x"))
+    ws.add_round(RoundRecord(1, "self_training_r1", accepted=2))
     again = Workspace.open(tmp_path / "w")  # a new session sees the same state
-    assert again.done("stages", "cyclegan")["status"] == "predicted" and again.manifest["rounds"][0]["accepted"] == 2
+    stage, (r1,) = again.stage("cyclegan"), again.rounds()
+    assert stage.status == "predicted" and stage.predictions == "x" and stage.at and not again.stage_done("cyclegan")
+    assert r1.accepted == 2 and again.stage("nothing") is None and again.model("cyclegan") is None
+    on_disk = json.loads((tmp_path / "w" / MANIFEST).read_text())
+    assert on_disk["stages"]["cyclegan"] == {"status": "predicted", "predictions": "x", "round": 0, "at": stage.at}
     assert not list((tmp_path / "w").glob("*.tmp"))
     rows = dict(again.summary({"accepted": 1}))
     assert rows["stage cyclegan"] == "predicted" and rows["round 1"] == "2 accepted pseudo-labels"
@@ -115,10 +120,10 @@ def test_rounds_snapshot_uncertainty_and_new_predictions(store, tmp_path):
     store.add_prediction("a", m1, lab, {1: 0.95}, 0.95)
     store.finish_round(1, m1, {"a": 0.1, "b": 0.4})
     (r,) = store.rounds()
-    assert r["round"] == 1 and r["model_id"] == m1 and r["cases"] == ["a", "d"] and r["uncertainty"] == {"a": 0.1, "b": 0.4}
-    assert r["settings"] == {"budget": "tiny"} and r["finished"]
-    row = next(q for q in store.queue() if q["case"] == "a")
-    assert row["label"] == str(lab) and row["state"] == "accepted" and not row["decided_on_latest"]
+    assert r.round == 1 and r.model_id == m1 and r.cases == ["a", "d"] and r.uncertainty == {"a": 0.1, "b": 0.4}
+    assert r.settings == {"budget": "tiny"} and r.finished
+    row = next(q for q in store.queue() if q.case == "a")
+    assert row.label == str(lab) and row.state == "accepted" and not row.decided_on_latest
     assert store.state_counts() == {"not reviewed": 3, "accepted": 1, "rejected": 0, "edited": 0}
 
 

@@ -42,19 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from napari_uda.review.store import ReviewStore
 
     with ReviewStore.for_workspace(args.workspace) as store:
         rows = store.queue(args.modality)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     for r in rows:
-        failed = [f"{f['name']}: {f['reason']}" for f in (r["filters"] or []) if not f["passed"]]
-        score = f"{r['case_score']:.3f}" if r["case_score"] is not None else "  -  "
-        state = r["state"] + ("*" if r["state"] != "not reviewed" and not r["decided_on_latest"] else "")
-        print(f"{r['case']:<24} {r['modality']:<9} score {score}  {state:<13} {'; '.join(failed) or 'filters passed'}")
-    if any(r["state"] != "not reviewed" and not r["decided_on_latest"] for r in rows):
+        score = f"{r.case_score:.3f}" if r.case_score is not None else "  -  "
+        state = r.state + ("*" if r.state != "not reviewed" and not r.decided_on_latest else "")
+        print(f"{r.case:<24} {r.modality:<9} score {score}  {state:<13} {'; '.join(r.failed) or 'filters passed'}")
+    if any(r.state != "not reviewed" and not r.decided_on_latest for r in rows):
         print("* decided on an earlier round's prediction")
     return 0
 

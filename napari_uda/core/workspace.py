@@ -12,19 +12,21 @@ Layout (every path below is inside the workspace folder ``W``)::
     logs/                      child-process logs and JSON-lines progress
 
 The manifest lists the data (absolute paths), the translators, the segmentation models, the
-pipeline stages that finished and the self-training rounds; opening the same folder again
-(another napari session, the CLI on a cluster) restores all of it.
+pipeline stages that finished and the self-training rounds, read and written as the typed records
+of :mod:`napari_uda.core.records`; opening the same folder again (another napari session, the CLI
+on a cluster) restores all of it.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import atomic_write_text, list_volumes, pair_labels, utc_timestamp
 from napari_uda.core.modalities import get_modality
+from napari_uda.core.records import ModelRecord, PipelineRecord, R, RoundRecord, StageRecord, TranslatorRecord
 
 MANIFEST = "workspace.json"
 #: Top-level manifest entries every reader relies on, and their types.
@@ -36,7 +38,8 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Workspace:
-    """A workspace folder and its manifest (a plain dict, saved by :meth:`save`)."""
+    """A workspace folder and its manifest (the JSON object, saved by :meth:`save`; its entries are
+    read and written as records: :meth:`model`, :meth:`stage`, :meth:`record`, ...)."""
 
     root: Path
     manifest: dict[str, Any]
@@ -125,20 +128,56 @@ class Workspace:
     def reports_dir(self) -> Path:
         return self.root / "reports"
 
-    # --- what has been done ----------------------------------------------------------------------
-    def record(self, section: str, name: str, **info: Any) -> None:
-        """Record (and save) ``info`` under ``section`` (translators, models or stages) as ``name``."""
-        if section not in ("translators", "models", "stages"):
-            raise ValueError(f"unknown manifest section {section!r}")
-        self.manifest[section][name] = {**info, "at": utc_timestamp()}
+    def evaluation_prefix(self, stage: str) -> Path:
+        """``W/reports/evaluation_<stage>``: the evaluation of a stage's predictions, as .json/.csv/.md."""
+        return self.reports_dir / f"evaluation_{stage}"
+
+    # --- what has been done: typed records (napari_uda.core.records) -----------------------------
+    def record(self, name: str, rec: TranslatorRecord | ModelRecord | StageRecord) -> None:
+        """Record (and save) ``rec`` as ``name`` in its manifest section, stamped with the time."""
+        self.manifest[rec.SECTION][name] = replace(rec, at=utc_timestamp()).to_dict()
         self.save()
 
-    def done(self, section: str, name: str) -> dict[str, Any] | None:
-        return self.manifest[section].get(name)
+    def _entry(self, kind: type[R], name: str) -> R | None:
+        d = self.manifest[kind.SECTION].get(name)
+        return None if d is None else kind.from_dict(d, f"{self.root / MANIFEST}: {kind.SECTION}.{name}")
 
-    def add_round(self, number: int, **info: Any) -> None:
-        rounds = [r for r in self.manifest["rounds"] if r["round"] != number]
-        self.manifest["rounds"] = sorted([*rounds, {"round": number, **info, "at": utc_timestamp()}], key=lambda r: r["round"])
+    def translator(self, variant: str) -> TranslatorRecord | None:
+        return self._entry(TranslatorRecord, variant)
+
+    def model(self, stage: str) -> ModelRecord | None:
+        return self._entry(ModelRecord, stage)
+
+    def stage(self, name: str) -> StageRecord | None:
+        return self._entry(StageRecord, name)
+
+    def stage_done(self, name: str) -> bool:
+        """Whether stage ``name`` has been scored (or, for ``final``, written)."""
+        rec = self.stage(name)
+        return rec is not None and rec.status == "done"
+
+    def models(self) -> dict[str, ModelRecord]:
+        return {name: self.model(name) for name in self.manifest["models"]}  # type: ignore[misc]
+
+    def stages(self) -> dict[str, StageRecord]:
+        return {name: self.stage(name) for name in self.manifest["stages"]}  # type: ignore[misc]
+
+    def rounds(self) -> list[RoundRecord]:
+        return [RoundRecord.from_dict(r, f"{self.root / MANIFEST}: rounds") for r in self.manifest["rounds"]]
+
+    def add_round(self, rec: RoundRecord) -> None:
+        """Record (and save) a finished self-training round, replacing one of the same number."""
+        rounds = [r for r in self.rounds() if r.round != rec.round] + [replace(rec, at=utc_timestamp())]
+        self.manifest["rounds"] = [r.to_dict() for r in sorted(rounds, key=lambda r: r.round)]
+        self.save()
+
+    def pipeline(self) -> PipelineRecord | None:
+        """The pipeline's settings, once it has run here."""
+        d = self.manifest.get(PipelineRecord.SECTION)
+        return None if d is None else PipelineRecord.from_dict(d, f"{self.root / MANIFEST}: pipeline")
+
+    def set_pipeline(self, rec: PipelineRecord) -> None:
+        self.manifest[PipelineRecord.SECTION] = rec.to_dict()
         self.save()
 
     def summary(self, review_counts: dict[str, int] | None = None) -> list[tuple[str, str]]:
@@ -147,10 +186,10 @@ class Workspace:
         rows = [("workspace", str(self.root)), ("modality", m["modality"]),
                 ("source CT", f"{len(m['data']['source_images'])} labelled"),
                 ("target scans", str(len(m["data"]["target_images"])))]
-        rows += [(f"translator {k}", f"{v.get('iterations', '?')} iterations") for k, v in m["translators"].items()]
-        rows += [(f"model {k}", f"dataset {v['dataset']}, {v['budget']}, folds {v['folds']}") for k, v in m["models"].items()]
-        rows += [(f"stage {k}", v.get("status", "done")) for k, v in m["stages"].items()]
-        rows += [(f"round {r['round']}", f"{r.get('accepted', 0)} accepted pseudo-labels") for r in m["rounds"]]
+        rows += [(f"translator {k}", f"{self.translator(k).iterations} iterations") for k in m["translators"]]
+        rows += [(f"model {k}", f"dataset {v.dataset}, {v.budget}, folds {v.folds}") for k, v in self.models().items()]
+        rows += [(f"stage {k}", v.status) for k, v in self.stages().items()]
+        rows += [(f"round {r.round}", f"{r.accepted} accepted pseudo-labels") for r in self.rounds()]
         if review_counts:
             rows.append(("review", ", ".join(f"{n} {state}" for state, n in review_counts.items())))
         return rows

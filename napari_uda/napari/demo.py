@@ -47,22 +47,15 @@ def _sample_workspace(folder: Path) -> Any:
 
 def run_sample_bundled(out: Path, progress: Progress | None = None) -> tuple[Path, str]:
     """The bundled model on the sample data in ``out/workspace``; returns (workspace, evaluation table)."""
-    from napari_uda.core.choices import get_budget
     from napari_uda.data.sample_data import sample_data_dir
-    from napari_uda.pipeline.workflow import FilterSettings, import_model, score_stage, segment_stage, write_final
-    from napari_uda.review.store import ReviewStore
+    from napari_uda.pipeline.workflow import FilterSettings, predict_with_model
 
     folder = sample_data_dir() / "models" / BUNDLED_MODEL
     if not folder.is_dir():
         raise UdaError(f"{folder}: the bundled model is missing; make it with benchmarks/make_bundled_models.py "
                        "or run the demo with --train")
     ws = _sample_workspace(out / "workspace")
-    stage = import_model(ws, folder, "cpu", progress)
-    segment_stage(ws, stage, [], [], ws.modality, get_budget(ws.manifest["pipeline"]["budget"]), "cpu", progress=progress)
-    if ws.done("stages", stage)["status"] != "done":
-        with ReviewStore.for_workspace(ws.root) as store:
-            score_stage(ws, stage, store, FilterSettings(top_k=1, rule="consistency"), progress)
-    write_final(ws, stage)
+    predict_with_model(ws, folder, "cpu", FilterSettings(top_k=1, rule="consistency"), progress)
     return ws.root, _evaluation_table(ws)
 
 
@@ -89,7 +82,7 @@ def _evaluation_table(ws: Any) -> str:
     evaluations = evaluate_stages(ws, sample_data_dir() / "t2wi/labels")
 
     def column(stage: str) -> str:  # an imported model is named for what it is, not for the slot it fills
-        imported = (ws.done("models", stage) or {}).get("imported_stage")
+        imported = ws.model(stage).imported_stage if ws.model(stage) else None
         return f"bundled {imported}" if imported else stage
 
     evaluations = {column(stage): e for stage, e in evaluations.items()}
@@ -117,14 +110,14 @@ def _result_layers(workspace: Path) -> list[tuple]:
     from napari_uda.napari.widgets.segmenter import inference_layers
 
     ws = Workspace.open(workspace)
-    variant = ws.manifest["pipeline"]["variant"]
+    variant = ws.pipeline().variant
     ct_name, t2_name = (Path(sample_case_paths(m)[0]).name for m in ("ct", "t2wi"))
     translated = ws.translated_dir(variant) / ct_name
     layers = [layer_tuple(read_volume(translated), f"{ct_name[:-7]} -> {ws.modality}", as_labels=False)]
     attention = translated.parent.with_name(translated.parent.name + "_attention") / ct_name
     if attention.exists():
         layers.append(layer_tuple(read_volume(attention), f"{ct_name[:-7]} attention", as_labels=False, **ATTENTION_LAYER))
-    stage = ws.done("stages", "final")["from_stage"]
+    stage = ws.stage("final").from_stage
     case = stem_of(t2_name)
     folds = {str(f): read_volume(p) for f, p in PredictionFolder(ws.predictions_dir(stage)).fold_labels(case).items()}
     result = {"fused": read_volume(ws.predictions_dir("final") / t2_name), "folds": folds}

@@ -16,6 +16,7 @@ from typing import Any
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import utc_timestamp
 from napari_uda.core.model_folder import FORMAT, SEGMENTER, SIDECAR, TRANSLATOR, TRANSLATOR_FILES
+from napari_uda.core.records import ModelRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.segment.nnunet_model import FOLD_SIDECAR, FOLD_WEIGHTS, trained_folds
 
@@ -29,27 +30,28 @@ def stage_variant(ws: Workspace, stage: str) -> str | None:
     if stage in by_stage:
         return by_stage[stage]
     if stage.startswith("self_training_r"):
-        return ws.manifest.get("pipeline", {}).get("variant")
+        pipeline = ws.pipeline()
+        return pipeline.variant if pipeline else None
     return None
 
 
-def _stage_model(ws: Workspace, stage: str) -> tuple[str, dict[str, Any]]:
+def _stage_model(ws: Workspace, stage: str) -> tuple[str, ModelRecord]:
     """The stage whose nnU-Net folds ``stage`` stands for (``final`` is a post-processed earlier stage)."""
     if stage == "final":
-        final = ws.done("stages", "final")
+        final = ws.stage("final")
         if not final:
             raise UdaError(f"{ws.root}: no final stage yet (run the pipeline first)")
-        stage = final["from_stage"]
-    info = ws.done("models", stage)
+        stage = final.from_stage
+    info = ws.model(stage)
     if not info:
-        known = ", ".join(ws.manifest["models"]) or "none"
+        known = ", ".join(ws.models()) or "none"
         raise UdaError(f"{ws.root}: no trained model for stage {stage!r} (trained: {known})")
     return stage, info
 
 
 def _evaluation(ws: Workspace, stage: str) -> dict[str, Any] | None:
     """The mean DSC/NSD per organ of ``stage`` from ``W/reports/evaluation_<stage>.json``, if evaluated."""
-    path = ws.reports_dir / f"evaluation_{stage}.json"
+    path = ws.evaluation_prefix(stage).with_suffix(".json")
     if not path.exists():
         return None
     report = json.loads(path.read_text())
@@ -68,12 +70,12 @@ def export_stage(ws: Workspace, stage: str, out: str | Path) -> Path:
     if out.exists():
         raise UdaError(f"{out}: already exists; choose a new folder for the exported model")
     model_stage, info = _stage_model(ws, stage)
-    model = Path(info["path"])
-    folds = [f for f in info["folds"] if f in trained_folds(model)]
+    model = Path(info.path)
+    folds = [f for f in info.folds if f in trained_folds(model)]
     if not folds:
         raise UdaError(f"{model}: stage {model_stage!r} has no fold with safe weights ({FOLD_WEIGHTS}) to export")
     variant = stage_variant(ws, model_stage)
-    translator = ws.done("translators", variant) if variant else None
+    translator = ws.translator(variant) if variant else None
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / SEGMENTER).mkdir(parents=True)
@@ -88,20 +90,21 @@ def export_stage(ws: Workspace, stage: str, out: str | Path) -> Path:
     if translator:
         (tmp / TRANSLATOR).mkdir()
         for name in TRANSLATOR_FILES:
-            shutil.copy2(Path(translator["path"]) / name, tmp / TRANSLATOR / name)
+            shutil.copy2(Path(translator.path) / name, tmp / TRANSLATOR / name)
     import torch
 
+    pipeline = ws.pipeline()
     sidecar = {
         "format": FORMAT, "format_version": 1, "stage": stage, "model_stage": model_stage,
-        "modality": ws.modality, "channel": info.get("channel", ws.modality),
-        "translator": {"variant": variant, "iterations": translator.get("iterations"), "size": translator.get("size")}
+        "modality": ws.modality, "channel": info.channel or ws.modality,
+        "translator": {"variant": variant, "iterations": translator.iterations, "size": translator.size}
         if translator else None,
-        "segmenter": {"configuration": info["configuration"], "planner": info["planner"], "budget": info["budget"],
+        "segmenter": {"configuration": info.configuration, "planner": info.planner, "budget": info.budget,
                       "folds": folds, "trainer": next(iter(fold_meta.values()))["trainer"],
                       "epochs": {k: v.get("epochs") for k, v in fold_meta.items()}},
         "training_data": {"source_cases": len(ws.files("source_images")), "target_cases": len(ws.files("target_images")),
-                          "segmenter_cases": info.get("trained_on"), "self_training_round": info.get("round", 0),
-                          "real_ct": ws.manifest.get("pipeline", {}).get("real_ct")},
+                          "segmenter_cases": info.trained_on, "self_training_round": info.round,
+                          "real_ct": pipeline.real_ct if pipeline else None},
         "evaluation": _evaluation(ws, stage),
         "postprocessed": stage == "final",
         "versions": {"napari_uda": __version__, "torch": torch.__version__, "python": platform.python_version()},

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, pipeline_budget
+from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, get_budget, pipeline_budget
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import EventLog, Progress, StopFlag, check_stop, emit, tee, within
 from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
+from napari_uda.core.records import ModelRecord, PipelineRecord, RoundRecord, StageRecord, TranslatorRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.pseudo.consistency import fold_consistency_details
 from napari_uda.pseudo.filters import (
@@ -130,7 +131,7 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
 
     stage = BASE_STAGES[variant]
     out = ws.translated_dir(variant)
-    if ws.done("translators", variant) and out.exists():
+    if ws.translator(variant) and out.exists():
         return out
     cfg = budget_translator_config(budget, ws.modality, variant)
     folder = ws.translator_dir(variant)
@@ -139,8 +140,7 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
                      device=device, progress=tee(log, within(progress, stage)), should_stop=should_stop)
     _check_stop(should_stop)
     translate_sources(ws, variant, device, progress, should_stop)
-    ws.record("translators", variant, path=str(folder), translated=str(out), iterations=cfg.iterations,
-              size=cfg.size, config=asdict(cfg))
+    ws.record(variant, TranslatorRecord(str(folder), cfg.iterations, str(out), cfg.size, asdict(cfg)))
     return out
 
 
@@ -175,9 +175,9 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     ``init_from``: fine-tune this model folder's folds instead of training from scratch."""
     from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, train_folds
 
-    recorded = ws.done("models", stage)
+    recorded = ws.model(stage)
     if recorded:
-        return Path(recorded["path"])
+        return Path(recorded.path)
     did, folders = dataset_id(stage), NnunetFolders(ws.root)
     plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
     if not plans.exists():
@@ -191,10 +191,30 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
     model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,
                         progress=within(progress, stage), should_stop=should_stop, init_from=init_from)
-    ws.record("models", stage, dataset=did, path=str(model), budget=trainer, planner=budget.planner,
-              configuration=budget.configuration, folds=list(budget.folds), round=round_number,
-              trained_on=len(images), channel=channel, **({"fine_tuned_from": str(init_from)} if init_from else {}))
+    ws.record(stage, ModelRecord(str(model), did, trainer, budget.planner, budget.configuration, list(budget.folds),
+                                 round_number, len(images), channel, str(init_from) if init_from else None))
     return model
+
+
+def train_segmenter(ws: Workspace, variant: str | None, budget: Budget, device: str = "cpu",
+                    progress: Progress | None = None, should_stop: StopFlag | None = None) -> str:
+    """Train the stage model of one training source on its own: the source CT translated by the
+    workspace's trained ``variant`` translator (translating what is missing first), or the raw CT
+    when ``variant`` is None (``no_adaptation``). Returns the stage."""
+    ct, labels = ws.files("source_images"), ws.files("source_labels")
+    if variant is None:
+        stage, images, channel = "no_adaptation", ct, SOURCE.key
+    else:
+        if not (ws.translator_dir(variant) / "translator.json").exists():
+            raise UdaError(f"no trained {variant} translator in this workspace: train one in the Translator widget "
+                           f"or with `napari-uda translate train --out {ws.translator_dir(variant)}`")
+        folder = ws.translated_dir(variant)
+        images = [folder / f"{stem_of(p)}.nii.gz" for p in ct]
+        if not all(p.exists() for p in images):
+            translate_sources(ws, variant, device, progress, should_stop)
+        stage, channel = BASE_STAGES[variant], ws.modality
+    train_stage_model(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop)
+    return stage
 
 
 def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
@@ -206,17 +226,16 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     from napari_uda.segment.segmenter import predict_folds
 
     out = ws.predictions_dir(stage)
-    if ws.done("stages", stage):
+    if ws.stage(stage):
         return out
     model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
                               augment, names, init_from)
-    targets, folds = ws.files("target_images"), ws.done("models", stage)["folds"]
+    targets, folds = ws.files("target_images"), ws.model(stage).folds
     emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds(model, targets, out, folds, device,
                             progress=within(progress, stage),
                             should_stop=should_stop)
-    ws.record("stages", stage, status="predicted", predictions=str(out), model=str(model), round=round_number,
-              cases=len(records))
+    ws.record(stage, StageRecord("predicted", str(out), str(model), round_number, len(records)))
     return out
 
 
@@ -262,11 +281,10 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
     ``W/predictions/<stage>/pseudo/``) and the sample-wise filters on it (organs present, relative
     volume, checkpoint agreement); record the model and every pseudo-label in the review store.
     Returns one row per case."""
-    info = ws.done("stages", stage)
-    model_info = ws.done("models", stage)
+    info, model_info = ws.stage(stage), ws.model(stage)
     if info is None or model_info is None:
         raise UdaError(f"stage {stage} has no predictions to score yet")
-    out, model, folds = Path(info["predictions"]), Path(model_info["path"]), list(model_info["folds"])
+    out, model, folds = Path(info.predictions), Path(model_info.path), list(model_info.folds)
     kind = get_modality(ws.modality).kind
     expected = PET_SCORED if kind == "pet" else ORGAN_INDICES
     stats = source_stats(ws)
@@ -295,7 +313,7 @@ def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterS
         store.add_prediction(row["case"], model_id, row["label"], row["consistency"].scored,
                              row["consistency"].case_score, row["filters"])
     emit(progress, stage, f"scored {len(rows)} case(s)", len(rows), len(rows), "cases")
-    ws.record("stages", stage, **{**info, "status": "done", "scored": len(rows), "model_id": model_id})
+    ws.record(stage, replace(info, status="done", scored=len(rows), model_id=model_id))
     return [{"case": r["case"], "case_score": r["consistency"].case_score,
              "passed": all(f.passed for f in r["filters"])} for r in rows]
 
@@ -320,28 +338,41 @@ def import_model(ws: Workspace, folder: str | Path, device: str | None = None, p
     if variant not in BASE_STAGES:
         raise UdaError(f"{folder / 'model.json'}: the model has no translator the pipeline can continue from")
     stage = BASE_STAGES[variant]
-    if ws.done("models", stage):
+    if ws.model(stage):
         return stage
     ws.translator_dir(variant).mkdir(parents=True, exist_ok=True)
     for name in TRANSLATOR_FILES:
         shutil.copy2(folder / TRANSLATOR / name, ws.translator_dir(variant) / name)
     translate_sources(ws, variant, device, progress, should_stop)
-    ws.record("translators", variant, path=str(ws.translator_dir(variant)), translated=str(ws.translated_dir(variant)),
-              iterations=meta["translator"]["iterations"], size=meta["translator"]["size"], imported_from=str(folder))
+    ws.record(variant, TranslatorRecord(str(ws.translator_dir(variant)), meta["translator"]["iterations"],
+                                        str(ws.translated_dir(variant)), meta["translator"]["size"],
+                                        imported_from=str(folder)))
     model = ws.root / "models" / stage
     shutil.rmtree(model, ignore_errors=True)  # a copy interrupted before it was recorded
     shutil.copytree(folder / SEGMENTER, model, ignore=shutil.ignore_patterns("*.pth", "*.pkl", "*.pt"))
     seg = meta["segmenter"]
-    ws.record("models", stage, dataset=dataset_id(stage), path=str(model), budget=seg["budget"], planner=seg["planner"],
-              configuration=seg["configuration"], folds=list(seg["folds"]), round=0,
-              trained_on=meta["training_data"]["segmenter_cases"], channel=meta["channel"], imported_from=str(folder),
-              imported_stage=meta["model_stage"])
-    budget = pipeline_budget(seg["budget"])  # a fine-tuned (-ft) or augmented (-aug) stage's pipeline budget
-    ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget, "base_stage": stage, "rounds": 0,
-                                        "auto_accept": False, "ablation": False,
-                                        "real_ct": meta["training_data"].get("real_ct", True), "intensity_aug": True})
-    ws.save()
+    ws.record(stage, ModelRecord(str(model), dataset_id(stage), seg["budget"], seg["planner"], seg["configuration"],
+                                 list(seg["folds"]), 0, meta["training_data"]["segmenter_cases"], meta["channel"],
+                                 imported_from=str(folder), imported_stage=meta["model_stage"]))
+    if ws.pipeline() is None:  # a fine-tuned (-ft) or augmented (-aug) stage's pipeline budget
+        ws.set_pipeline(PipelineRecord(variant, pipeline_budget(seg["budget"]), stage, rounds=0,
+                                       real_ct=meta["training_data"].get("real_ct", True), intensity_aug=True))
     emit(progress, stage, f"imported {meta['model_stage']} model from {folder}")
+    return stage
+
+
+def predict_with_model(ws: Workspace, folder: str | Path, device: str = "cpu",
+                       settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
+                       should_stop: StopFlag | None = None) -> str:
+    """An exported model on this workspace's target scans, without training: import it
+    (:func:`import_model`), predict every target scan, score them into the review queue and write
+    the post-processed ``final`` predictions. Returns the model's stage; finished steps are skipped."""
+    stage = import_model(ws, folder, device, progress, should_stop)
+    segment_stage(ws, stage, [], [], ws.modality, get_budget(ws.pipeline().budget), device, 0, progress, should_stop)
+    if not ws.stage_done(stage):
+        with ReviewStore.for_workspace(ws.root) as store:
+            score_stage(ws, stage, store, settings, progress, should_stop)
+    write_final(ws, stage)
     return stage
 
 
@@ -351,11 +382,10 @@ def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu
     """Stage 3 with the ``variant`` translator's trained model: every fold predicts every target
     scan, and the cases are scored into the review queue. Self-training then starts from here."""
     stage = BASE_STAGES[variant]
-    if ws.done("models", stage) is None:
+    if ws.model(stage) is None:
         raise UdaError(f"no trained {stage} model in this workspace: train its folds first")
-    ws.manifest.setdefault("pipeline", {"variant": variant, "budget": budget.name, "base_stage": stage, "rounds": 0,
-                                        "auto_accept": False, "ablation": False})
-    ws.save()
+    if ws.pipeline() is None:
+        ws.set_pipeline(PipelineRecord(variant, budget.name, stage, rounds=0))
     segment_stage(ws, stage, [], [], ws.modality, budget, device, 0, progress, should_stop)
     with ReviewStore.for_workspace(ws.root) as store:
         return score_stage(ws, stage, store, settings, progress, should_stop)
@@ -369,34 +399,33 @@ def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = Fi
     reviewer = settings.reviewer()
     taken: dict[str, str] = {}
     queue = store.queue(get_modality(modality).key)
-    accepted, limit = 0, settings.limit(sum(row["label"] is not None for row in queue))
+    accepted, limit = 0, settings.limit(sum(row.label is not None for row in queue))
     for row in queue:  # best case score first
-        if row["label"] is None:
+        if row.label is None:
             continue
-        _, last = store.state(row["case"])
+        _, last = store.state(row.case)
         if last is not None and not last.reviewer.startswith("auto:"):
             continue  # a person's decision is never overridden
-        if last is not None and last.prediction_id == store.latest_prediction(row["case"])[0]:
+        if last is not None and last.prediction_id == store.latest_prediction(row.case)[0]:
             accepted += last.action == "accept"
             continue  # this prediction was decided already
-        failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
-        if settings.rule == "consistency":
-            failed = []
+        failed = [] if settings.rule == "consistency" else row.failed
         if not failed and accepted < limit:
-            store.decide(row["case"], "accept", reviewer, note=f"case score {row['case_score']:.3f}")
+            store.decide(row.case, "accept", reviewer, note=f"case score {row.case_score:.3f}")
             accepted += 1
-            taken[row["case"]] = "accept"
+            taken[row.case] = "accept"
         else:
-            store.decide(row["case"], "reject", reviewer, note="; ".join(failed) or f"outside the top {limit}")
-            taken[row["case"]] = "reject"
+            store.decide(row.case, "reject", reviewer, note="; ".join(failed) or f"outside the top {limit}")
+            taken[row.case] = "reject"
     return taken
 
 
 # --- 5. self-train ----------------------------------------------------------------------------------------
 def base_stage(ws: Workspace) -> str:
     """The stage self-training starts from (the chosen translator's), as recorded by the pipeline."""
-    stage = ws.manifest.get("pipeline", {}).get("base_stage")
-    if not stage or not ws.done("stages", stage):
+    pipeline = ws.pipeline()
+    stage = pipeline.base_stage if pipeline else None
+    if not stage or not ws.stage(stage):
         raise UdaError(f"{ws.root}: no scored base stage to self-train from; run `napari-uda pipeline` first")
     return stage
 
@@ -405,7 +434,7 @@ def round_stages(ws: Workspace) -> list[str]:
     """The base stage and every finished self-training round, in order."""
     stages = [base_stage(ws)]
     r = 1
-    while (ws.done("stages", stage_for_round(r)) or {}).get("status") == "done":
+    while ws.stage_done(stage_for_round(r)):
         stages.append(stage_for_round(r))
         r += 1
     return stages
@@ -422,7 +451,8 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
     previous = round_stages(ws)
     if len(previous) < r:
         raise UdaError(f"round {r} needs round {r - 1} first")
-    variant = ws.manifest["pipeline"]["variant"]
+    pipeline = ws.pipeline()
+    variant = pipeline.variant
     used = store.round_cases(r)
     if not used:
         if not store.accepted():
@@ -430,15 +460,15 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
                            "`napari-uda review decide`) or choose automatic acceptance (--auto-accept)")
         used = store.start_round(r, {"stage": stage, "budget": budget.name, "variant": variant,
                                      "filters": asdict(settings)})
-    if (ws.done("stages", stage) or {}).get("status") != "done":
-        images, labels, names = source_training_set(ws, variant, ws.manifest["pipeline"].get("real_ct", False))
+    if not ws.stage_done(stage):
+        images, labels, names = source_training_set(ws, variant, pipeline.real_ct)
         case_images, case_labels = store.training_pairs(used)
         images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
-        init_from = Path(ws.done("models", previous[-1])["path"]) if ws.manifest["pipeline"].get("finetune") else None
+        init_from = Path(ws.model(previous[-1]).path) if pipeline.finetune else None
         segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
-                      augment=ws.manifest["pipeline"].get("intensity_aug", False), names=names, init_from=init_from)
+                      augment=pipeline.intensity_aug, names=names, init_from=init_from)
         score_stage(ws, stage, store, settings, progress, should_stop)
-    model_id = ws.done("stages", stage)["model_id"]
+    model_id = ws.stage(stage).model_id
     stages = previous[:r] + [stage]
     uncertainty = {}
     for path in ws.files("target_images"):
@@ -446,8 +476,7 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         uncertainty[case] = round_uncertainty([read_volume(ws.predictions_dir(s) / f"{case}.nii.gz").array for s in stages])
     store.finish_round(r, model_id, uncertainty)
     # u is infinite where a round predicts no foreground at all: JSON gets null for it
-    ws.add_round(r, stage=stage, accepted=len(used),
-                 uncertainty={c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()})
+    ws.add_round(RoundRecord(r, stage, len(used), {c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()}))
     emit(progress, stage, f"round {r} done; uncertainty across rounds: {describe_uncertainty(uncertainty)}")
     return {"round": r, "stage": stage, "uncertainty": uncertainty}
 
@@ -468,14 +497,12 @@ def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, d
     done = []
     with ReviewStore.for_workspace(ws.root) as store:
         for r in range(1, rounds + 1):
-            if (ws.done("stages", stage_for_round(r)) or {}).get("status") == "done" and any(
-                    x["round"] == r for x in ws.manifest["rounds"]):
+            if ws.stage_done(stage_for_round(r)) and any(x.round == r for x in ws.rounds()):
                 continue
             if auto:
                 auto_accept(store, ws.modality, settings)
                 if not store.accepted() and not store.round_cases(r):
-                    reasons = [f"{q['case']}: " + "; ".join(f["reason"] for f in q["filters"] or [] if not f["passed"])
-                               for q in store.queue(ws.modality)]
+                    reasons = [f"{q.case}: " + "; ".join(q.failed) for q in store.queue(ws.modality)]
                     raise UdaError("automatic acceptance: no pseudo-label passed the filters, so there is nothing to "
                                    "self-train on; review the cases by hand (`napari-uda review queue`) or train longer. "
                                    + " | ".join(reasons[:3]))
@@ -491,7 +518,7 @@ def write_final(ws: Workspace, stage: str) -> Path:
     for path in ws.files("target_images"):
         vol = read_volume(ws.predictions_dir(stage) / f"{stem_of(path)}.nii.gz")
         write_volume(Volume(postprocess(vol.array, vol.spacing), vol.geometry), out / f"{stem_of(path)}.nii.gz")
-    ws.record("stages", "final", status="done", predictions=str(out), from_stage=stage, postprocessed=True)
+    ws.record("final", StageRecord("done", str(out), from_stage=stage, postprocessed=True))
     return out
 
 
@@ -502,11 +529,11 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
     from napari_uda.evaluate.evaluation import evaluate_folders
 
     kind = get_modality(ws.modality).kind
-    stages = stage_order(list(ws.manifest["stages"]))
+    stages = stage_order(list(ws.stages()))
     evaluations = {}
     for i, stage in enumerate(stages):
         evaluations[stage] = evaluate_folders(ws.predictions_dir(stage), gt, tolerance_mm, kind)
-        evaluations[stage].write(ws.reports_dir / f"evaluation_{stage}")
+        evaluations[stage].write(ws.evaluation_prefix(stage))
         emit(progress, stage, f"evaluated {stage}", i + 1, len(stages), "stages")
     return evaluations
 
@@ -527,15 +554,12 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
     base = BASE_STAGES[variant]
-    recorded = ws.manifest.get("pipeline")
-    if recorded and (recorded["variant"], recorded["budget"], recorded.get("real_ct", real_ct)) != (variant, budget.name, real_ct):
-        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded['variant']} / {recorded['budget']} "
-                       f"(real CT {'in' if recorded.get('real_ct', real_ct) else 'not in'} the training data); "
+    recorded = ws.pipeline()
+    if recorded and (recorded.variant, recorded.budget, recorded.real_ct) != (variant, budget.name, real_ct):
+        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded.variant} / {recorded.budget} "
+                       f"(real CT {'in' if recorded.real_ct else 'not in'} the training data); "
                        "use the same settings to continue or another workspace")
-    ws.manifest["pipeline"] = {"variant": variant, "budget": budget.name, "base_stage": base, "rounds": rounds,
-                               "auto_accept": auto, "ablation": ablation, "real_ct": real_ct,
-                               "intensity_aug": intensity_aug, "finetune": finetune}
-    ws.save()
+    ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune))
     variants = list(BASE_STAGES) if ablation else [variant]
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
@@ -546,7 +570,7 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
             images, labels, names = source_training_set(ws, v, real_ct)
             segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
                           augment=intensity_aug, names=names)
-        if ws.done("stages", base)["status"] != "done":  # the ablation stages are evaluated, not reviewed
+        if not ws.stage_done(base):  # the ablation stages are evaluated, not reviewed
             score_stage(ws, base, store, settings, progress, should_stop)
         if rounds > 0 and not auto and not store.accepted():
             waiting = len(store.queue(ws.modality))
@@ -556,4 +580,4 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     self_train(ws, rounds, budget, auto, device, settings, progress, should_stop)
     last = round_stages(ws)[-1] if rounds > 0 else base
     final = write_final(ws, last)
-    return {"status": "done", "final": str(final), "from_stage": last, "stages": stage_order(ws.manifest["stages"])}
+    return {"status": "done", "final": str(final), "from_stage": last, "stages": stage_order(list(ws.stages()))}

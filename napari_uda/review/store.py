@@ -111,6 +111,54 @@ class Decision:
     prediction_id: int | None
 
 
+@dataclass(frozen=True)
+class FilterOutcome:
+    """One sample-wise filter's verdict on a pseudo-label."""
+
+    name: str
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A case in the review queue: its image, latest pseudo-label (None before any prediction) with
+    the case score, per-organ consistency (organ index -> score) and filter outcomes, and its review
+    state (``reviewer``/``at`` of the standing decision; ``decided_on_latest``: that decision was
+    about the latest pseudo-label)."""
+
+    case: str
+    modality: str
+    image: str
+    label: str | None
+    case_score: float | None
+    organ_consistency: dict[int, float] | None
+    filters: tuple[FilterOutcome, ...] | None
+    state: str
+    reviewer: str | None
+    at: str | None
+    decided_on_latest: bool
+
+    @property
+    def failed(self) -> list[str]:
+        """``"<filter>: <reason>"`` of every filter the pseudo-label failed."""
+        return [f"{f.name}: {f.reason}" for f in self.filters or () if not f.passed]
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    """A self-training round as the store records it: settings, model, the cases it trained on and
+    each case's uncertainty across rounds."""
+
+    round: int
+    settings: dict[str, Any]
+    started: str
+    finished: str | None
+    model_id: int | None
+    cases: list[str]
+    uncertainty: dict[str, float]
+
+
 def current_state(history: Iterable[Decision]) -> tuple[str, Decision | None]:
     """State of a case from its decision history: each undo withdraws the latest standing decision."""
     standing: list[Decision] = []
@@ -314,9 +362,8 @@ class ReviewStore:
         return Decision(*row)
 
     # --- queue ---------------------------------------------------------------------------------
-    def queue(self, modality: str | None = None) -> list[dict[str, Any]]:
-        """Cases (of ``modality``) ranked by their latest prediction's case score, best first, with
-        per-organ consistency, filter outcomes and the current decision."""
+    def queue(self, modality: str | None = None) -> list[QueueRow]:
+        """Cases (of ``modality``) ranked by their latest prediction's case score, best first."""
         rows = self.db.execute("SELECT c.id, c.modality, c.path FROM cases c WHERE (? IS NULL OR c.modality = ?)",
                                (modality, modality)).fetchall()
         out = []
@@ -330,14 +377,13 @@ class ReviewStore:
                 score = self.db.execute("SELECT case_score FROM predictions WHERE id = ?", (pid,)).fetchone()[0]
                 organ = {int(o): c for o, c in self.db.execute(
                     "SELECT organ, consistency FROM organ_scores WHERE prediction_id = ? ORDER BY organ", (pid,))}
-                filters = [{"name": n, "passed": bool(p), "reason": r} for n, p, r in self.db.execute(
-                    "SELECT name, passed, reason FROM filter_results WHERE prediction_id = ? ORDER BY name", (pid,))]
+                filters = tuple(FilterOutcome(n, bool(p), r) for n, p, r in self.db.execute(
+                    "SELECT name, passed, reason FROM filter_results WHERE prediction_id = ? ORDER BY name", (pid,)))
             state, last = self.state(case_id)
-            out.append({"case": case_id, "modality": mod, "image": path, "label": label_path, "case_score": score,
-                        "organ_consistency": organ, "filters": filters, "state": state,
-                        "reviewer": last.reviewer if last else None, "at": last.at if last else None,
-                        "decided_on_latest": bool(last and pid is not None and last.prediction_id == pid)})
-        return sorted(out, key=lambda r: (-(r["case_score"] if r["case_score"] is not None else -1.0), r["case"]))
+            out.append(QueueRow(case_id, mod, path, label_path, score, organ, filters, state,
+                                last.reviewer if last else None, last.at if last else None,
+                                bool(last and pid is not None and last.prediction_id == pid)))
+        return sorted(out, key=lambda r: (-(r.case_score if r.case_score is not None else -1.0), r.case))
 
     def accepted(self) -> list[tuple[str, str]]:
         """(case id, label path) of every case whose current state is accepted or edited."""
@@ -377,15 +423,15 @@ class ReviewStore:
                            "DO UPDATE SET uncertainty = excluded.uncertainty",
                            [(number, c, float(u)) for c, u in uncertainty.items()])
 
-    def rounds(self) -> list[dict[str, Any]]:
-        """Every self-training round: settings, model, cases used and per-case uncertainty."""
+    def rounds(self) -> list[RoundRow]:
+        """Every self-training round, in order."""
         out = []
         for number, settings, started, model_id, finished in self.db.execute(
                 "SELECT number, settings, started, model_id, finished FROM rounds ORDER BY number").fetchall():
-            out.append({"round": number, "settings": json.loads(settings), "started": started, "finished": finished,
-                        "model_id": model_id, "cases": [c for c, _ in self.round_cases(number)],
-                        "uncertainty": dict(self.db.execute(
-                            "SELECT case_id, uncertainty FROM round_uncertainty WHERE round = ?", (number,)).fetchall())})
+            uncertainty = dict(self.db.execute(
+                "SELECT case_id, uncertainty FROM round_uncertainty WHERE round = ?", (number,)).fetchall())
+            out.append(RoundRow(number, json.loads(settings), started, finished, model_id,
+                                [c for c, _ in self.round_cases(number)], uncertainty))
         return out
 
     def state_counts(self) -> dict[str, int]:

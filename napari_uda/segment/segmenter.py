@@ -254,6 +254,12 @@ def _write_small_splits(preprocessed: Path, raw: Path) -> None:
         splits.write_text(json.dumps(generate_crossval_split(cases, seed=12345, n_splits=len(cases)), indent=2))
 
 
+def training_events(root: str | Path, dataset_id: int, budget: str) -> Path:
+    """``W/logs/train_<id>_<budget>.jsonl``: the progress events (:class:`~napari_uda.core.jobs.Event`)
+    of every fold trained for a dataset with a budget; epoch events hold the losses and pseudo Dice."""
+    return Path(root) / "logs" / f"train_{dataset_id:03d}_{budget}.jsonl"
+
+
 def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
                 configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
                 should_stop: StopFlag | None = None, init_from: Path | None = None) -> Path:
@@ -277,7 +283,7 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
                 raise UdaError(f"{Path(init_from) / f'fold_{fold}' / FOLD_WEIGHTS}: missing; nothing to fine-tune fold {fold} from")
         env["NAPARI_UDA_INIT_WEIGHTS"] = str(Path(init_from) / "fold_{fold}" / FOLD_WEIGHTS)
     model = folders.model_dir(dataset_id, budget, planner, configuration)
-    progress_file = Path(root) / "logs" / f"train_{dataset_id:03d}_{budget}.jsonl"
+    progress_file = training_events(root, dataset_id, budget)
     env["NAPARI_UDA_PROGRESS"] = str(progress_file)
     device_type = device.split(":")[0]
     if device_type == "cuda" and ":" in device:

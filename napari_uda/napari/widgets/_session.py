@@ -14,7 +14,7 @@ from psygnal import Signal
 
 from napari_uda.core.errors import UdaError
 from napari_uda.core.workspace import Workspace
-from napari_uda.review.store import ReviewStore
+from napari_uda.review.store import QueueRow, ReviewStore
 
 
 class WorkspaceLink:
@@ -35,11 +35,11 @@ class WorkspaceLink:
             raise UdaError("no workspace yet: open or create one in the Workspace widget")
         return Workspace.open(self.path)
 
-    def scored_queue(self) -> list[dict[str, Any]]:
+    def scored_queue(self) -> list[QueueRow]:
         """The review queue of the workspace's modality: cases that have a prediction, best score first."""
         ws = self.open()
         with ReviewStore.for_workspace(ws.root) as store:
-            return [r for r in store.queue(ws.modality) if r["label"] is not None]
+            return [r for r in store.queue(ws.modality) if r.label is not None]
 
 
 _LINKS: dict[int, WorkspaceLink] = {}

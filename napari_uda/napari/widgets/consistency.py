@@ -18,16 +18,17 @@ from napari_uda.napari.widgets._common import add_layer, disagreement_layer, fil
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._plots import BarChart, score_color
 from napari_uda.napari.widgets._session import link_for
+from napari_uda.review.store import QueueRow
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 FIXED_COLUMNS = ["case", "score", "filters", "state"]
 
 
-def case_layers(row: dict[str, Any]) -> list[tuple]:
+def case_layers(row: QueueRow) -> list[tuple]:
     """Layer data tuples of a queue row: image, its pseudo-label and, from the fold labels it was
     voted from, where the folds disagree."""
-    case, image, label = row["case"], read_volume(row["image"]), read_volume(row["label"])
-    folds = list(PredictionFolder.of_label(row["label"]).fold_labels(case).values())
+    case, image, label = row.case, read_volume(row.image), read_volume(row.label)
+    folds = list(PredictionFolder.of_label(row.label).fold_labels(case).values())
     layers = [layer_tuple(image, case, as_labels=False), layer_tuple(label, f"{case} fused", as_labels=True)]
     if len(folds) > 1:
         layers.append(disagreement_layer([read_volume(p).array for p in folds], label, f"{case} fold disagreement"))
@@ -41,7 +42,7 @@ class ConsistencyWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.link = link_for(napari_viewer)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[QueueRow] = []
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         self.summary = QLabel("")
@@ -68,30 +69,30 @@ class ConsistencyWidget(QWidget):
         except UdaError as exc:
             notify_error(exc)
             return
-        organs = sorted({o for r in self.rows for o in (r["organ_consistency"] or {})})
+        organs = sorted({o for r in self.rows for o in (r.organ_consistency or {})})
         header = FIXED_COLUMNS + [ORGAN_BY_INDEX[o].name for o in organs]
         table_rows = []
         for r in self.rows:
-            failed = [f"{f['name']}: {f['reason']}" for f in r["filters"] or [] if not f["passed"]]
-            table_rows.append([r["case"], float(r["case_score"]), f"{len(failed)} failed" if failed else "passed",
-                               r["state"]] + [r["organ_consistency"].get(o, float("nan")) for o in organs])
+            failed = r.failed
+            table_rows.append([r.case, float(r.case_score), f"{len(failed)} failed" if failed else "passed",
+                               r.state] + [r.organ_consistency.get(o, float("nan")) for o in organs])
         fill_table(self.table, header, table_rows)
         for i in range(self.table.rowCount()):  # the reasons, on hover
             case = self.table.item(i, 0).text()
-            row = next(r for r in self.rows if r["case"] == case)
-            self.table.item(i, 2).setToolTip("\n".join(f"{f['name']}: {f['reason']}" for f in row["filters"] or []))
+            row = next(r for r in self.rows if r.case == case)
+            self.table.item(i, 2).setToolTip("\n".join(f"{f.name}: {f.reason}" for f in row.filters or []))
         for i in range(self.table.rowCount()):
             for j in [1] + list(range(len(FIXED_COLUMNS), len(header))):
                 item = self.table.item(i, j)
                 item.setBackground(score_color(float(item.data(0))))
-        means = [float(np.nanmean([r["organ_consistency"].get(o, np.nan) for r in self.rows])) for o in organs]
+        means = [float(np.nanmean([r.organ_consistency.get(o, np.nan) for r in self.rows])) for o in organs]
         self.chart.set_bars([ORGAN_BY_INDEX[o].name for o in organs], means, [score_color(m) for m in means])
-        passed = sum(all(f["passed"] for f in r["filters"] or []) for r in self.rows)
+        passed = sum(all(f.passed for f in r.filters or []) for r in self.rows)
         self.summary.setText(f"{len(self.rows)} scored case(s), {passed} pass every filter; click a case to load it")
 
     def _clicked(self, row: int, column: int) -> None:
         case = self.table.item(row, 0).text()
-        entry = next(r for r in self.rows if r["case"] == case)
+        entry = next(r for r in self.rows if r.case == case)
         self.job.start(f"loading {case}", lambda report, stop: case_layers(entry), self._show)
 
     def _show(self, layers: list[tuple]) -> None:

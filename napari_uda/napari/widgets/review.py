@@ -32,7 +32,7 @@ from napari_uda.core.organs import ORGANS
 from napari_uda.napari.widgets._common import add_layer, layer_tuple, notify_error
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.review.store import ReviewStore, label_hash
+from napari_uda.review.store import QueueRow, ReviewStore, label_hash
 
 IMAGE_LAYER, LABEL_LAYER = "review image", "review label"
 SHORTCUTS = {"accept": "Shift+A", "reject": "Shift+R", "undo": "Shift+U", "next": "Shift+N", "previous": "Shift+P"}
@@ -45,8 +45,8 @@ class ReviewWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.link = link_for(napari_viewer)
-        self.rows: list[dict[str, Any]] = []
-        self.current: dict[str, Any] | None = None
+        self.rows: list[QueueRow] = []
+        self.current: QueueRow | None = None
         self.loaded_hash: str | None = None
         self.loaded_geometry: Geometry | None = None
         self.reviewer = QLineEdit(os.environ.get("USER", ""))
@@ -97,41 +97,41 @@ class ReviewWidget(QWidget):
         except UdaError as exc:
             notify_error(exc)
             return
-        stale = [r["state"] != "not reviewed" and not r["decided_on_latest"] for r in self.rows]
+        stale = [r.state != "not reviewed" and not r.decided_on_latest for r in self.rows]
         self.queue.blockSignals(True)
         self.queue.clear()
         for r, old in zip(self.rows, stale):
-            self.queue.addItem(f"{r['case']}   score {r['case_score']:.3f}   {r['state']}{'*' if old else ''}")
+            self.queue.addItem(f"{r.case}   score {r.case_score:.3f}   {r.state}{'*' if old else ''}")
         self.queue.blockSignals(False)
-        decided = sum(r["state"] != "not reviewed" for r in self.rows)
+        decided = sum(r.state != "not reviewed" for r in self.rows)
         self.progress.setText(f"{decided} of {len(self.rows)} decided"
                               + ("  (* on an earlier round's prediction)" if any(stale) else ""))
-        names = [r["case"] for r in self.rows]
-        target = select if select in names else (self.current["case"] if self.current and self.current["case"] in names else None)
+        names = [r.case for r in self.rows]
+        target = select if select in names else (self.current.case if self.current and self.current.case in names else None)
         if target is None:
-            target = next((r["case"] for r in self.rows if r["state"] == "not reviewed"), names[0] if names else None)
+            target = next((r.case for r in self.rows if r.state == "not reviewed"), names[0] if names else None)
         if target is not None:
             self.queue.setCurrentRow(names.index(target))
 
     def _row_changed(self, index: int) -> None:
-        if 0 <= index < len(self.rows) and (self.current is None or self.current["case"] != self.rows[index]["case"]):
+        if 0 <= index < len(self.rows) and (self.current is None or self.current.case != self.rows[index].case):
             self.load(self.rows[index])
 
-    def load(self, row: dict[str, Any]) -> None:
+    def load(self, row: QueueRow) -> None:
         self.current = row
-        failed = [f"{f['name']}: {f['reason']}" for f in row["filters"] or [] if not f["passed"]]
+        failed = row.failed
         self.reasons.setText("\n".join(failed) or "passed every filter")
         def work(report: Any, should_stop: Any) -> tuple:
-            label = read_volume(row["label"])
-            return (layer_tuple(read_volume(row["image"]), IMAGE_LAYER, as_labels=False),
+            label = read_volume(row.label)
+            return (layer_tuple(read_volume(row.image), IMAGE_LAYER, as_labels=False),
                     layer_tuple(label, LABEL_LAYER, as_labels=True), label_hash(label.array), label.geometry)
 
-        self.job.start(f"loading {row['case']}", work, lambda result: self._show(row, *result))
+        self.job.start(f"loading {row.case}", work, lambda result: self._show(row, *result))
 
-    def _show(self, row: dict[str, Any], image: tuple, label: tuple, digest: str, geometry: Geometry) -> None:
+    def _show(self, row: QueueRow, image: tuple, label: tuple, digest: str, geometry: Geometry) -> None:
         add_layer(self.viewer, image)
         layer = add_layer(self.viewer, label)
-        layer.metadata["case"] = row["case"]
+        layer.metadata["case"] = row.case
         self.loaded_hash, self.loaded_geometry = digest, geometry
         self._focus_organ()
         self.viewer.layers.selection.active = layer
@@ -161,7 +161,7 @@ class ReviewWidget(QWidget):
         for the current case; returns the action recorded."""
         if self.current is None:
             raise UdaError("no case loaded")
-        case = self.current["case"]
+        case = self.current.case
         edited = None
         if action == "accept" and LABEL_LAYER in self.viewer.layers:
             layer = self.viewer.layers[LABEL_LAYER]
@@ -172,8 +172,8 @@ class ReviewWidget(QWidget):
         self.note.clear()
         next_case = None
         if action != "undo":
-            names = [r["case"] for r in self.rows]
+            names = [r.case for r in self.rows]
             later = names[names.index(case) + 1:] + names[:names.index(case)]
-            next_case = next((c for c in later if next(r for r in self.rows if r["case"] == c)["state"] == "not reviewed"), case)
+            next_case = next((c for c in later if next(r for r in self.rows if r.case == c).state == "not reviewed"), case)
         self.refresh(select=next_case or case)
         return action

@@ -21,7 +21,6 @@ from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import Progress, StopFlag
-from napari_uda.core.modalities import SOURCE
 from napari_uda.napari.widgets._common import (
     PathField,
     add_layer,
@@ -32,7 +31,7 @@ from napari_uda.napari.widgets._common import (
 )
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.pipeline.workflow import pseudo_label, train_stage_model, translate_sources
+from napari_uda.pipeline.workflow import pseudo_label, train_segmenter
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
@@ -119,15 +118,16 @@ class SegmenterWidget(QWidget):
         ws = self.link.open()
         current = self.models.currentText()
         self.models.clear()
-        self.models.addItems(list(ws.manifest["models"]))
-        if current in ws.manifest["models"]:
+        models = ws.models()
+        self.models.addItems(list(models))
+        if current in models:
             self.models.setCurrentText(current)
 
     def _model_chosen(self, stage: str) -> None:
         if stage and self.link.path is not None:
-            info = self.link.open().done("models", stage)
+            info = self.link.open().model(stage)
             if info:
-                self.model.set_path(info["path"])
+                self.model.set_path(info.path)
 
     # --- training -------------------------------------------------------------------------------
     def train_clicked(self) -> None:
@@ -140,20 +140,8 @@ class SegmenterWidget(QWidget):
         stage = BASE_STAGES[variant] if variant else "no_adaptation"
         budget, device = get_budget(self.budget.currentText()), self.device.currentText()
 
-        def work(report: Any, should_stop: Any) -> str:
-            ct, labels = ws.files("source_images"), ws.files("source_labels")
-            if variant is None:
-                images, channel = ct, SOURCE.key
-            else:
-                if not (ws.translator_dir(variant) / "translator.json").exists():
-                    raise UdaError(f"no trained {variant} translator in this workspace: train one in the Translator widget")
-                folder = ws.translated_dir(variant)
-                if not all((folder / f"{stem_of(p)}.nii.gz").exists() for p in ct):
-                    translate_sources(ws, variant, device, report, should_stop)
-                images, channel = [folder / f"{stem_of(p)}.nii.gz" for p in ct], ws.modality
-
-            train_stage_model(ws, stage, images, labels, channel, budget, device, 0, report, should_stop)
-            return stage
+        def work(report: Progress, should_stop: StopFlag) -> str:
+            return train_segmenter(ws, variant, budget, device, report, should_stop)
 
         def done(stage: str) -> None:
             self.refresh_models()

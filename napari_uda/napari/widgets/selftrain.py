@@ -6,12 +6,10 @@ Start again resumes). Automatic acceptance by the filters is a checkbox that is 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout, QWidget
 
 from napari_uda.core.child import run_child
@@ -19,46 +17,18 @@ from napari_uda.core.choices import BUDGETS
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.jobs import Progress, StopFlag
-from napari_uda.core.organs import ORGANS
 from napari_uda.core.workspace import Workspace
 from napari_uda.napari.widgets._common import PathField, fill_table, notify_error
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.pipeline.workflow import evaluate_stages, round_stages, stage_order
-from napari_uda.review.store import ReviewStore
+from napari_uda.pipeline.summary import compare_rounds
+from napari_uda.pipeline.workflow import evaluate_stages, round_stages
 
 
 def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str) -> list[str]:
     """The command line the widget runs, reporting progress as JSON lines (``--log-json``)."""
     return [sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
             "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
-
-
-def compare_rounds(ws: Workspace) -> tuple[list[str], list[list[Any]]]:
-    """One row per scored stage: stage, accepted cases used, mean case score, mean uncertainty
-    across rounds, mean DSC / NSD from ``W/reports/evaluation_<stage>.json`` when present, then
-    each organ's mean fold consistency. Returns (header, rows)."""
-    header = ["stage", "accepted cases", "mean case score", "mean uncertainty", "DSC", "NSD"]
-    header += [o.name for o in ORGANS]
-    rows = []
-    with ReviewStore.for_workspace(ws.root) as store:
-        rounds = {r["round"]: r for r in store.rounds()}
-        for stage in stage_order([s for s, v in ws.manifest["stages"].items() if v.get("model_id") or s == "final"]):
-            info = ws.manifest["stages"][stage]
-            scores = store.case_scores(info.get("model_id"))
-            r = info.get("round", 0)
-            unc = list(rounds[r]["uncertainty"].values()) if r in rounds else []
-            report = ws.reports_dir / f"evaluation_{stage}.json"
-            dsc = nsd = float("nan")
-            if report.exists():
-                summary = json.loads(report.read_text())["summary"]["all"]
-                dsc, nsd = summary["dsc_mean"], summary["nsd_mean"]
-            organ = store.mean_organ_consistency(info.get("model_id"))
-            rows.append([stage, len(rounds[r]["cases"]) if r in rounds else 0,
-                         float(np.mean(scores)) if scores else float("nan"),
-                         float(np.mean(unc)) if unc else float("nan"), dsc, nsd]
-                        + [float(organ.get(o.index, float("nan"))) for o in ORGANS])
-    return header, rows
 
 
 class SelfTrainingWidget(QWidget):
@@ -105,7 +75,8 @@ class SelfTrainingWidget(QWidget):
     def refresh(self) -> None:
         try:
             ws = self.link.open()
-            if ws.manifest.get("pipeline") and ws.done("stages", ws.manifest["pipeline"]["base_stage"]):
+            pipeline = ws.pipeline()
+            if pipeline and ws.stage(pipeline.base_stage):
                 self.rounds.setValue(max(1, len(round_stages(ws))))  # the next round
             header, rows = compare_rounds(ws)
         except UdaError as exc:

@@ -37,6 +37,7 @@ from napari_uda.core.io import Volume
 from napari_uda.core.jobs import Event, within
 from napari_uda.core.modalities import SOURCE, TARGETS, get_modality
 from napari_uda.core.orientation import to_canonical
+from napari_uda.core.records import TranslatorRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.napari.widgets._common import (
     ATTENTION_LAYER,
@@ -172,7 +173,7 @@ class TranslatorWidget(QWidget):
 
         def done(folder: Path) -> None:
             self.folder.set_path(folder)
-            ws.record("translators", variant, path=str(folder), iterations=self.iterations.value(), trained_by="widget")
+            ws.record(variant, TranslatorRecord(str(folder), self.iterations.value(), trained_by="widget"))
             self.load_clicked()
 
         self.job.start(f"training {variant}", work, done, self._on_train_event)

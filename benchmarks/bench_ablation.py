@@ -38,7 +38,8 @@ from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
 from napari_uda.pipeline.workflow import FilterSettings, run_pipeline, stage_order, train_stage_model
 from napari_uda.segment.postprocess import postprocess
-from napari_uda.segment.segmenter import predict_folds, training_events
+from napari_uda.segment.prediction import predict_folds
+from napari_uda.segment.segmenter import training_events
 
 SHAPE = (40, 96, 96)
 N_CT, N_ADAPT, N_HELD_OUT = 8, 8, 4

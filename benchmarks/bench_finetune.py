@@ -23,7 +23,8 @@ from napari_uda.core.workspace import Workspace
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
 from napari_uda.pipeline.workflow import source_training_set
 from napari_uda.review.store import ReviewStore
-from napari_uda.segment.segmenter import export_dataset, plan_and_preprocess, predict_folds, train_folds
+from napari_uda.segment.prediction import predict_folds
+from napari_uda.segment.segmenter import export_dataset, plan_and_preprocess, train_folds
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.workspace import Workspace
 from napari_uda.evaluate.evaluation import evaluate_folders
 from napari_uda.pipeline.workflow import budget_translator_config, train_stage_model, translate_sources
-from napari_uda.segment.segmenter import predict_folds
+from napari_uda.segment.prediction import predict_folds
 
 HERE = Path(__file__).resolve().parent
 

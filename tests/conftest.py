@@ -1,4 +1,5 @@
-"""Shared fixtures: small phantom cases, an artefact folder for screenshots."""
+"""Shared fixtures: small phantom cases, an artefact folder for screenshots, the bundled model run
+on the sample data (what the demo does)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,15 @@ def artifact_dir() -> Path:
     path = ROOT / "test_artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def bundled_run(tmp_path_factory) -> tuple[Path, str]:
+    """(workspace, evaluation table) of the bundled model on the sample data, run serially once
+    for the tests that read it (the demo's, the cluster's)."""
+    from napari_uda.napari.demo import run_sample_bundled
+
+    return run_sample_bundled(tmp_path_factory.mktemp("bundled"))
 
 
 @pytest.fixture(scope="session")

@@ -7,19 +7,19 @@ import pytest
 
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.sample_data import sample_data_dir
-from napari_uda.napari.demo import BUNDLED_MODEL, run_sample_bundled
+from napari_uda.napari.demo import BUNDLED_MODEL
 from napari_uda.review.store import ReviewStore
 
 pytestmark = pytest.mark.slow
 
 
-def test_bundled_model_on_the_sample_data(tmp_path):
+def test_bundled_model_on_the_sample_data(bundled_run):
     folder = sample_data_dir() / "models" / BUNDLED_MODEL
     meta = json.loads((folder / "model.json").read_text())
     assert meta["format"] == "napari-uda-model" and meta["modality"] == "T2WI"
     assert sum(p.stat().st_size for p in folder.rglob("*")) < 40e6  # the bound for bundled models
     assert not [p for p in folder.rglob("*") if p.suffix in (".pth", ".pkl", ".pt")]
-    workspace, table = run_sample_bundled(tmp_path)
+    workspace, table = bundled_run
     ws = Workspace.open(workspace)
     assert ws.model("organ_attention").imported_stage == meta["model_stage"]
     assert len(list((workspace / "translated/organ-attention").glob("*.nii.gz"))) == 3  # the sample CT, translated

@@ -18,8 +18,9 @@ from napari_uda.core.io import Geometry, Volume, read_volume, write_volume
 from napari_uda.core.jobs import Event
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.pseudo.consistency import fold_consistency
+from napari_uda.segment.prediction import predict_folds
 from napari_uda.segment.probabilities import ProbabilityFile
-from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, predict_folds, train_folds
+from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, train_folds
 
 pytestmark = pytest.mark.slow
 

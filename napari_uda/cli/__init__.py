@@ -1,7 +1,7 @@
 """The ``napari-uda`` command line: every widget action has a sub-command here, on the same library
 functions; ``python -m napari_uda.cli`` runs it.
 
-May import: core, evaluate, segment, translate, pseudo, review, data, pipeline, napari.
+May import: core, evaluate, segment, translate, pseudo, review, data, pipeline, cluster, napari.
 """
 
 from napari_uda.cli.app import build_parser, main

@@ -73,6 +73,15 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
 
 
+def add_scheduler(p: argparse.ArgumentParser) -> None:
+    """``--scheduler``/``--workers``: the Dask engine batch work runs on (default: serially here)."""
+    p.add_argument("--scheduler", default=None,
+                   help="run the batch work on Dask: 'local' (a cluster of --workers processes here), a scheduler "
+                        "address (tcp://HOST:8786) or a scheduler file (scheduler.json); default: serially")
+    p.add_argument("--workers", type=COUNT, default=None,
+                   help="worker processes of --scheduler local (default: 2, or one per GPU on CUDA)")
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
     """``--json``: machine-readable output instead of lines for people."""
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -102,7 +111,8 @@ def add_segmenter_budget(p: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_run(p: argparse.ArgumentParser) -> None:
-    """``--budget``, ``--device``, ``--top-k``, ``--accept-rule`` and ``--auto-accept`` of the method's runs."""
+    """``--budget``, ``--device``, ``--top-k``, ``--accept-rule``, ``--auto-accept`` and the Dask engine of
+    the method's runs."""
     p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                    help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.core.choices.BUDGETS")
     add_device(p)
@@ -113,3 +123,4 @@ def add_pipeline_run(p: argparse.ArgumentParser) -> None:
                         "default: the budget's (consistency for tiny and small, filters for full)")
     p.add_argument("--auto-accept", action="store_true",
                    help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
+    add_scheduler(p)

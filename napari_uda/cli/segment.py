@@ -13,6 +13,7 @@ from napari_uda.cli.options import (
     add_dataset,
     add_device,
     add_nnunet_plan,
+    add_scheduler,
     add_segmenter_budget,
     add_workspace,
 )
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="coarse-to-fine: a low-resolution model (exported with --spacing-factor) finds the organs first")
     p.add_argument("--coarse-spacing-factor", type=SPACING_FACTOR, default=2.0)
     p.add_argument("--margin-mm", type=MILLIMETRES, default=10.0)
+    add_scheduler(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -100,9 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_uda.cluster.engine import dask_client
+    from napari_uda.cluster.predict import predict_folds_on
     from napari_uda.core.device import pick_device
     from napari_uda.core.files import volume_inputs
-    from napari_uda.segment.segmenter import NnunetFolders, coarse_to_fine_predict, predict_folds
+    from napari_uda.segment.segmenter import NnunetFolders, coarse_to_fine_predict
 
     if args.model is not None:
         if args.workspace is not None or args.dataset is not None or args.coarse_dataset is not None:
@@ -117,11 +121,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
 
     if args.coarse_dataset is not None:
+        if args.scheduler is not None:
+            raise UdaError("--coarse-dataset predicts serially; leave out --scheduler")
         coarse = folders.model_dir(args.coarse_dataset, args.budget, args.planner, args.configuration)
         records = coarse_to_fine_predict(coarse, model, inputs, args.out, args.coarse_spacing_factor, args.margin_mm,
                                          args.folds, device, args.console)
     else:
-        records = predict_folds(model, inputs, args.out, args.folds, device, args.save_probabilities, args.mirroring,
-                                progress=args.console)
+        with dask_client(args.scheduler, args.workers, device) as client:
+            records = predict_folds_on(client, model, inputs, args.out, args.folds, device, args.save_probabilities,
+                                       args.mirroring, progress=args.console)
     print(f"predicted {len(records)} case(s) into {args.out}")
     return 0

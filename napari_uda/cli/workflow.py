@@ -79,15 +79,17 @@ def _acceptance(args: argparse.Namespace, budget: Budget) -> FilterSettings:
 
 
 def cmd_selftrain(args: argparse.Namespace) -> int:
+    from napari_uda.cluster.engine import dask_client
     from napari_uda.core.choices import get_budget
     from napari_uda.core.device import pick_device
     from napari_uda.core.workspace import Workspace
     from napari_uda.pipeline.workflow import describe_uncertainty, self_train
 
     ws = Workspace.open(args.workspace)
-    budget = get_budget(args.budget)
-    done = self_train(ws, args.rounds, budget, args.auto_accept, str(pick_device(args.device)),
-                      _acceptance(args, budget), args.console)
+    budget, device = get_budget(args.budget), str(pick_device(args.device))
+    with dask_client(args.scheduler, args.workers, device) as client:
+        done = self_train(ws, args.rounds, budget, args.auto_accept, device, _acceptance(args, budget), args.console,
+                          client=client)
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -97,6 +99,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from napari_uda.cluster.engine import dask_client
     from napari_uda.core.choices import get_budget
     from napari_uda.core.device import pick_device
     from napari_uda.core.workspace import Workspace
@@ -104,11 +107,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from napari_uda.pipeline.workflow import evaluate_stages, run_pipeline
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
-    budget = get_budget(args.budget)
-    result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, str(pick_device(args.device)),
-                          _acceptance(args, budget), args.console,
-                          real_ct=not args.no_real_ct, intensity_aug=not args.no_intensity_aug,
-                          finetune=not args.no_finetune)
+    budget, device = get_budget(args.budget), str(pick_device(args.device))
+    with dask_client(args.scheduler, args.workers, device) as client:
+        result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, device,
+                              _acceptance(args, budget), args.console, real_ct=not args.no_real_ct,
+                              intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3

@@ -2,5 +2,5 @@
 front-ends, one module each) and the demo that opens them on the sample data. The only package
 that imports napari, Qt or magicgui.
 
-May import: core, evaluate, segment, translate, pseudo, review, data, pipeline.
+May import: core, evaluate, segment, translate, pseudo, review, data, pipeline, cluster.
 """

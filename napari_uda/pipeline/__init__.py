@@ -2,5 +2,5 @@
 post-process and evaluate (workflow); exporting a stage's models as a model folder (export); a table
 comparing the stages and rounds (summary).
 
-May import: core, evaluate, segment, translate, pseudo, review, data.
+May import: core, evaluate, segment, translate, pseudo, review, data, cluster.
 """

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_uda.cluster.engine import run_tasks
 from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, get_budget, pipeline_budget
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
@@ -220,10 +221,11 @@ def train_segmenter(ws: Workspace, variant: str | None, budget: Budget, device: 
 def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                   budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
                   should_stop: StopFlag | None = None, augment: bool = False,
-                  names: Sequence[str] | None = None, init_from: Path | None = None) -> Path:
+                  names: Sequence[str] | None = None, init_from: Path | None = None, client: Any = None) -> Path:
     """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
-    ``W/predictions/<stage>/``; returns that folder. Finished steps are skipped."""
-    from napari_uda.segment.segmenter import predict_folds
+    ``W/predictions/<stage>/`` (on ``client``'s Dask cluster if given); returns that folder.
+    Finished steps are skipped."""
+    from napari_uda.cluster.predict import predict_folds_on
 
     out = ws.predictions_dir(stage)
     if ws.stage(stage):
@@ -232,9 +234,8 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
                               augment, names, init_from)
     targets, folds = ws.files("target_images"), ws.model(stage).folds
     emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
-    records = predict_folds(model, targets, out, folds, device,
-                            progress=within(progress, stage),
-                            should_stop=should_stop)
+    records = predict_folds_on(client, model, targets, out, folds, device, progress=within(progress, stage),
+                               should_stop=should_stop)
     ws.record(stage, StageRecord("predicted", str(out), str(model), round_number, len(records)))
     return out
 
@@ -274,39 +275,43 @@ def _best_two_folds(model: Path, folds: Sequence[int]) -> list[int]:
     return sorted(folds, key=lambda f: (-val_dice(f), f))[:2]
 
 
+def score_case(out: str, path: str, folds: list[int], best: list[int], expected: Sequence[int], stats: SourceStats,
+               sigma: float) -> dict[str, Any]:
+    """One target case of a stage (a task of its own on a cluster): its fold consistency, the
+    pseudo-label (FLARE 2025's pixel-wise strict majority over the folds, disagreement as
+    background, written to ``<out>/pseudo/<case>.nii.gz``), the organs-present and relative-volume
+    filters on it, and the Dice of the two best folds (for the checkpoint-agreement filter)."""
+    pred, case = PredictionFolder(out), stem_of(path)
+    fold_vols = [read_volume(pred.fold_label(f, case)) for f in folds]
+    fold_labels = [v.array for v in fold_vols]
+    voted = strict_majority_label(fold_labels)
+    pseudo = write_volume(Volume(voted, fold_vols[0].geometry), pred.pseudo_label(case))
+    return {"case": case, "path": path, "label": str(pseudo),
+            "consistency": fold_consistency_details(fold_labels, expected),
+            "filters": [filter_organs_present(voted, expected), filter_relative_volume(voted, stats, sigma, expected)],
+            "agreement": mean_dice(fold_labels[folds.index(best[0])], fold_labels[folds.index(best[1])], expected)}
+
+
 def score_stage(ws: Workspace, stage: str, store: ReviewStore, settings: FilterSettings = FilterSettings(),
-                progress: Progress | None = None, should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
-    """Score every target case of ``stage``: per-organ fold consistency, case score, the pseudo-label
-    (FLARE 2025's pixel-wise strict majority over the folds, disagreement as background, in
-    ``W/predictions/<stage>/pseudo/``) and the sample-wise filters on it (organs present, relative
-    volume, checkpoint agreement); record the model and every pseudo-label in the review store.
-    Returns one row per case."""
+                progress: Progress | None = None, should_stop: StopFlag | None = None,
+                client: Any = None) -> list[dict[str, Any]]:
+    """Score every target case of ``stage`` (:func:`score_case`, on ``client``'s cluster if given),
+    the checkpoint-agreement filter across cases, and record the model and every pseudo-label in
+    the review store (written here only: one writer). Returns one row per case."""
     info, model_info = ws.stage(stage), ws.model(stage)
     if info is None or model_info is None:
         raise UdaError(f"stage {stage} has no predictions to score yet")
-    out, model, folds = Path(info.predictions), Path(model_info.path), list(model_info.folds)
-    kind = get_modality(ws.modality).kind
-    expected = PET_SCORED if kind == "pet" else ORGAN_INDICES
-    stats = source_stats(ws)
-    model_id = store.add_model(f"{ws.root.name}:{stage}", model, model_info["round"],
-                               {"stage": stage, "budget": model_info["budget"], "folds": folds,
-                                "dataset": model_info["dataset"], "filters": asdict(settings)})
-    best = _best_two_folds(model, folds)
-    rows, agreement, targets = [], {}, ws.files("target_images")
-    for i, path in enumerate(targets):
-        _check_stop(should_stop)
-        case = stem_of(path)
-        emit(progress, stage, f"scoring {case}", i, len(targets), "cases")
-        fold_vols = [read_volume(PredictionFolder(out).fold_label(f, case)) for f in folds]
-        fold_labels = [v.array for v in fold_vols]
-        voted = strict_majority_label(fold_labels)
-        pseudo = write_volume(Volume(voted, fold_vols[0].geometry), PredictionFolder(out).pseudo_label(case))
-        agreement[case] = mean_dice(fold_labels[folds.index(best[0])], fold_labels[folds.index(best[1])], expected)
-        rows.append({"case": case, "path": path, "label": pseudo,
-                     "consistency": fold_consistency_details(fold_labels, expected),
-                     "filters": [filter_organs_present(voted, expected),
-                                 filter_relative_volume(voted, stats, settings.sigma, expected)]})
-    checks = filter_checkpoint_agreement(agreement, settings.agreement_for(ws.modality), settings.limit(len(rows)))
+    model, folds = Path(model_info.path), list(model_info.folds)
+    expected = PET_SCORED if get_modality(ws.modality).kind == "pet" else ORGAN_INDICES
+    model_id = store.add_model(f"{ws.root.name}:{stage}", model, model_info.round,
+                               {"stage": stage, "budget": model_info.budget, "folds": folds,
+                                "dataset": model_info.dataset, "filters": asdict(settings)})
+    targets, best, stats = ws.files("target_images"), _best_two_folds(model, folds), source_stats(ws)
+    rows = run_tasks(client, score_case, [(info.predictions, str(p), folds, best, expected, stats, settings.sigma)
+                                          for p in targets], [stem_of(p) for p in targets], f"{stage} scoring",
+                     progress, should_stop)
+    checks = filter_checkpoint_agreement({r["case"]: r["agreement"] for r in rows},
+                                         settings.agreement_for(ws.modality), settings.limit(len(rows)))
     for row in rows:
         row["filters"].insert(2, checks[row["case"]])
         store.add_case(row["case"], row["path"], ws.modality)
@@ -442,7 +447,7 @@ def round_stages(ws: Workspace) -> list[str]:
 
 def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budget, device: str = "cpu",
                         settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
-                        should_stop: StopFlag | None = None) -> dict[str, Any]:
+                        should_stop: StopFlag | None = None, client: Any = None) -> dict[str, Any]:
     """Round ``r``: translated CT (+ real CT where the pipeline uses it) + the accepted pseudo-labelled
     target scans as a new nnU-Net dataset,
     train, predict every target scan, score (refilling the queue) and compute each case's
@@ -466,8 +471,8 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
         init_from = Path(ws.model(previous[-1]).path) if pipeline.finetune else None
         segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
-                      augment=pipeline.intensity_aug, names=names, init_from=init_from)
-        score_stage(ws, stage, store, settings, progress, should_stop)
+                      augment=pipeline.intensity_aug, names=names, init_from=init_from, client=client)
+        score_stage(ws, stage, store, settings, progress, should_stop, client)
     model_id = ws.stage(stage).model_id
     stages = previous[:r] + [stage]
     uncertainty = {}
@@ -491,7 +496,7 @@ def describe_uncertainty(uncertainty: dict[str, float]) -> str:
 
 def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",
                settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
-               should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+               should_stop: StopFlag | None = None, client: Any = None) -> list[dict[str, Any]]:
     """Run self-training until ``rounds`` rounds exist (finished rounds are kept). With ``auto``
     the filters accept pseudo-labels before each round (recorded as reviewer ``auto:<settings>``)."""
     done = []
@@ -506,7 +511,7 @@ def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, d
                     raise UdaError("automatic acceptance: no pseudo-label passed the filters, so there is nothing to "
                                    "self-train on; review the cases by hand (`napari-uda review queue`) or train longer. "
                                    + " | ".join(reasons[:3]))
-            done.append(self_training_round(ws, store, r, budget, device, settings, progress, should_stop))
+            done.append(self_training_round(ws, store, r, budget, device, settings, progress, should_stop, client))
     return done
 
 
@@ -541,7 +546,8 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
-                 real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True) -> dict[str, Any]:
+                 real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True,
+                 client: Any = None) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``ablation`` also the stages the variant does not need: the strong
@@ -549,7 +555,8 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     augmentation) and the other translator. ``intensity_aug`` gives every stage's segmenter that
     same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
     2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
-    fine-tunes the previous stage's folds instead of training from scratch. Returns
+    fine-tunes the previous stage's folds instead of training from scratch. With a Dask ``client``
+    prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
@@ -564,20 +571,20 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
             segment_stage(ws, "no_adaptation", ws.files("source_images"), ws.files("source_labels"), ws.modality,
-                          budget, device, 0, progress, should_stop, augment=True)
+                          budget, device, 0, progress, should_stop, augment=True, client=client)
         for v in sorted(variants, key=lambda v: v != variant):
             translate_stage(ws, v, budget, device, progress, should_stop)
             images, labels, names = source_training_set(ws, v, real_ct)
             segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
-                          augment=intensity_aug, names=names)
+                          augment=intensity_aug, names=names, client=client)
         if not ws.stage_done(base):  # the ablation stages are evaluated, not reviewed
-            score_stage(ws, base, store, settings, progress, should_stop)
+            score_stage(ws, base, store, settings, progress, should_stop, client)
         if rounds > 0 and not auto and not store.accepted():
             waiting = len(store.queue(ws.modality))
             return {"status": "awaiting review", "cases": waiting,
                     "message": f"{waiting} pseudo-label(s) await review: `napari-uda review queue --workspace {ws.root}`; "
                                "decide, then run the same command again (or pass --auto-accept)"}
-    self_train(ws, rounds, budget, auto, device, settings, progress, should_stop)
+    self_train(ws, rounds, budget, auto, device, settings, progress, should_stop, client)
     last = round_stages(ws)[-1] if rounds > 0 else base
     final = write_final(ws, last)
     return {"status": "done", "final": str(final), "from_stage": last, "stages": stage_order(list(ws.stages()))}

@@ -3,10 +3,11 @@
 nnU-Net's folders live in the workspace (``W/nnunet/{raw,preprocessed,results}``) and its
 environment variables are set here for every call, so a user never exports them. Planning,
 preprocessing and training run nnU-Net's own commands in child processes (cancel terminates
-the process group; a killed training resumes with ``--c``); prediction runs nnU-Net's
-predictor fold by fold, initialised from the network built from the plans and the fold's
-safetensors weights (nnU-Net's pickled checkpoints are never opened), and stores float16
-probabilities with the input's geometry.
+the process group; a killed training resumes with ``--c``); prediction
+(:mod:`napari_uda.segment.prediction`) runs nnU-Net's predictor fold by fold, initialised from the
+network built from the plans and the fold's safetensors weights (nnU-Net's pickled checkpoints are
+never opened); here too its coarse-to-fine form (a coarse model finds the region, a fine one
+segments inside it).
 """
 from __future__ import annotations
 
@@ -24,17 +25,17 @@ import numpy as np
 
 from napari_uda.core.child import run_child
 from napari_uda.core.choices import PLANNERS, SEGMENTER_BUDGETS as BUDGETS
-from napari_uda.core.efficiency import RunMeter
 from napari_uda.core.errors import UdaError, safe_name
-from napari_uda.core.files import read_json, stem_of
-from napari_uda.core.io import Volume, read_volume, require_finite, resample, write_volume
-from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
+from napari_uda.core.files import stem_of
+from napari_uda.core.io import Volume, read_volume, resample, write_volume
+from napari_uda.core.jobs import Progress, StopFlag, emit
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import nnunet_labels
-from napari_uda.core.orientation import channels_from_canonical, from_canonical, read_canonical, to_canonical
+from napari_uda.core.orientation import read_canonical
 from napari_uda.core.roi import Box, crop, foreground_box, paste
-from napari_uda.segment.ensemble import fuse_probabilities, majority_vote
-from napari_uda.segment.nnunet_model import FOLD_WEIGHTS, check_fold, load_fold, pickle_hint, trained_folds
+from napari_uda.segment.ensemble import fuse_probabilities
+from napari_uda.segment.nnunet_model import FOLD_WEIGHTS
+from napari_uda.segment.prediction import predict_folds
 from napari_uda.segment.prediction_folder import PredictionFolder
 from napari_uda.segment.probabilities import ProbabilityFile, save_probabilities
 
@@ -321,77 +322,6 @@ def _check_resume_checkpoints(fold_dir: Path) -> None:
             fallback = "checkpoint_best.pth" if name == "checkpoint_latest.pth" else "the start of the fold"
             raise UdaError(f"{path}: damaged checkpoint ({damaged}); delete it and run the same command again "
                            f"to continue from {fallback}")
-
-
-def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path, folds: Sequence[int] | None = None,
-                  device: str = "cpu", save_probabilities_files: bool = True, mirroring: bool = False,
-                  progress: Progress | None = None, should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
-    """Predict every input with every fold; per fold the probabilities (float16, input geometry)
-    go to ``out/fold_<k>/<case>.npz`` and labels to ``out/fold_<k>/<case>.nii.gz``; the fused label
-    (mean of fold probabilities, streamed; a majority vote of fold labels when probabilities are
-    not saved) to ``out/<case>.nii.gz``. Returns one record per case
-    with per-fold running time and, on CUDA, GPU memory peak and area under the curve.
-    ``model_dir`` is an nnU-Net model folder or an exported model folder (its ``segmenter/``)."""
-    import torch
-
-    from napari_uda.core.model_folder import SEGMENTER, part_folder
-
-    model_dir, out = part_folder(model_dir, SEGMENTER), PredictionFolder(out)
-    folds = list(trained_folds(model_dir) if folds is None else folds)
-    if not folds:
-        raise UdaError(f"{model_dir}: no trained folds ({FOLD_WEIGHTS}) to predict with"
-                       + pickle_hint(model_dir, "fold_*/*.pth"))
-    for fold in folds:  # every fold's files before any prediction is written
-        check_fold(model_dir, fold)
-    dataset = read_json(model_dir / "dataset.json")
-    n_channels = len(dataset["channel_names"])
-    if n_channels != 1:
-        raise UdaError(f"{model_dir}: the model expects {n_channels} input channels; napari-uda predicts single-channel volumes")
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    dev = torch.device(device)
-    records: dict[str, dict[str, Any]] = {}
-    volumes, canonical = {}, {}  # as stored; as nnU-Net sees them
-    for path in inputs:
-        vol = read_volume(path)
-        require_finite(vol, str(path))
-        volumes[stem_of(path)] = vol
-        canonical[stem_of(path)] = to_canonical(vol)
-        records[stem_of(path)] = {"case": stem_of(path), "input": str(path), "folds": {}}
-    for fold in folds:
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
-                                    perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
-                                    allow_tqdm=False)
-        m = load_fold(model_dir, fold)  # built from the plans, weights from safetensors: nothing unpickled
-        predictor.manual_initialization(m["network"], m["plans_manager"], m["configuration_manager"], [m["state"]],
-                                        m["dataset_json"], m["trainer"], m["mirror_axes"])
-        for i, (case, vol) in enumerate(volumes.items()):
-            check_stop(should_stop, "prediction")
-            canon = canonical[case]
-            with RunMeter(dev) as meter:
-                seg, probs = predictor.predict_single_npy_array(canon.array[None].astype(np.float32),
-                                                                {"spacing": list(canon.spacing)}, None, None, True)
-            if canon is not vol:  # back onto the input's own axes
-                seg = from_canonical(Volume(seg, canon.geometry), vol.geometry).array
-                probs = channels_from_canonical(probs, canon.geometry, vol.geometry)
-            if save_probabilities_files:
-                save_probabilities(out.fold_probabilities(fold, case), probs, vol.geometry)
-            write_volume(Volume(seg.astype(np.uint8), vol.geometry), out.fold_label(fold, case))
-            records[case]["folds"][str(fold)] = meter.result
-            emit(progress, f"predict fold {fold}", f"{case} {meter.result['seconds']:.1f} s", i + 1, len(volumes), "cases",
-                 case=case, **meter.result)
-        del predictor
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-    for case, vol in volumes.items():
-        if save_probabilities_files:  # eq. 9: argmax of the mean fold probabilities
-            fused = fuse_probabilities([out.fold_probabilities(f, case) for f in folds])
-        else:
-            fused = majority_vote([read_volume(out.fold_label(f, case)).array for f in folds])
-        write_volume(Volume(fused, vol.geometry), out.fused(case))
-        records[case]["fused"] = str(out.fused(case))
-    out.records.write_text(json.dumps(list(records.values()), indent=2))
-    return list(records.values())
 
 
 def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str | Path, coarse_spacing_factor: float,

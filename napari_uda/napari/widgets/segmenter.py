@@ -42,7 +42,7 @@ def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, devi
                          should_stop: StopFlag) -> dict[str, Any]:
     """Write ``volume`` to ``out/input``, predict it with every fold of ``model``; returns the fused
     labels, each fold's labels and the prediction record (time, GPU memory)."""
-    from napari_uda.segment.segmenter import predict_folds
+    from napari_uda.segment.prediction import predict_folds
 
     path = write_volume(volume, out / "input" / f"{name}.nii.gz")
     (record,) = predict_folds(model, [path], out, None, device, progress=report, should_stop=should_stop)

@@ -2,7 +2,8 @@
 cases, mean case score, uncertainty across rounds, and DSC/NSD where evaluation labels exist).
 
 A round runs ``napari-uda selftrain`` in a child process (Cancel terminates its process tree;
-Start again resumes). Automatic acceptance by the filters is a checkbox that is off by default.
+Start again resumes), serially or, given a Dask scheduler, with its prediction and scoring as
+tasks on that cluster (progress per task). Automatic acceptance by the filters is a checkbox that is off by default.
 """
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ import os
 import sys
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
+from napari_uda.cluster.engine import check_scheduler
 from napari_uda.core.child import run_child
 from napari_uda.core.choices import BUDGETS
 from napari_uda.core.device import available_devices
@@ -25,10 +37,13 @@ from napari_uda.pipeline.summary import compare_rounds
 from napari_uda.pipeline.workflow import evaluate_stages, round_stages
 
 
-def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str) -> list[str]:
-    """The command line the widget runs, reporting progress as JSON lines (``--log-json``)."""
-    return [sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
-            "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
+def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str, scheduler: str = "") -> list[str]:
+    """The command line the widget runs, reporting progress as JSON lines (``--log-json``); with a Dask
+    ``scheduler`` (``local``, an address or a scheduler file) prediction and scoring run on its cluster."""
+    check_scheduler(scheduler or None, None)
+    return ([sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
+             "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
+            + (["--scheduler", scheduler] if scheduler else []))
 
 
 class SelfTrainingWidget(QWidget):
@@ -47,6 +62,8 @@ class SelfTrainingWidget(QWidget):
         self.device.addItems(available_devices())
         self.auto = QCheckBox("accept the better half automatically, by the budget's rule (recorded as auto:<settings>)")
         self.auto.setChecked(False)
+        self.scheduler = QLineEdit()
+        self.scheduler.setPlaceholderText("this machine, serially; or local, tcp://HOST:8786, scheduler.json")
         start = QPushButton("Start rounds")
         start.clicked.connect(self.start_clicked)
         self.labels = PathField("target labels for evaluation only (optional)")
@@ -56,6 +73,7 @@ class SelfTrainingWidget(QWidget):
         form.addRow("Rounds (in all)", self.rounds)
         form.addRow("Budget", self.budget)
         form.addRow("Device", self.device)
+        form.addRow("Dask scheduler", self.scheduler)
         form.addRow(self.auto)
         form.addRow(start)
         form.addRow("Evaluation labels", self.labels)
@@ -88,12 +106,14 @@ class SelfTrainingWidget(QWidget):
         try:
             ws = self.link.open()
             cmd = selftrain_command(ws, self.rounds.value(), self.budget.currentText(), self.auto.isChecked(),
-                                    self.device.currentText())
+                                    self.device.currentText(), self.scheduler.text().strip())
         except UdaError as exc:
             notify_error(exc)
             return
 
-        def work(report: Progress, should_stop: StopFlag) -> None:  # the child's --log-json events are in its log
+        # the child's --log-json events are in its log; Cancel ends its process group (a local cluster's
+        # workers with it) and with its client the tasks it had asked a remote scheduler for
+        def work(report: Progress, should_stop: StopFlag) -> None:
             run_child(cmd, dict(os.environ), ws.root / "logs" / "selftrain.log", should_stop, report, what="self-training")
 
         self.job.start("self-training", work, lambda _: self.refresh())

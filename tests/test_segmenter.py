@@ -385,3 +385,31 @@ def test_a_channels_last_network_with_shared_tensors_saves_and_loads(tmp_path):
         torch.nn.init.zeros_(p)
     load_model(loaded, str(tmp_path / FOLD_WEIGHTS), strict=False)
     assert all(torch.equal(a, b) for a, b in zip(loaded.encoder.parameters(), trained.encoder.parameters()))
+
+
+def test_folds_train_in_parallel_on_a_cluster_and_stop_when_asked(trained):
+    """Two folds as tasks of a LocalCluster of 2 worker processes: a stop reaches the nnU-Net
+    processes on the workers (not only the tasks), and the next run resumes and finishes both."""
+    from napari_uda.cluster.engine import dask_client
+    from napari_uda.cluster.train import train_folds_on
+    from napari_uda.core.jobs import Cancelled
+
+    ws, model = trained["ws"], trained["model"]
+
+    def trainers() -> list[str]:
+        return subprocess.run(["pgrep", "-f", "napari_uda.segment.nnunet_train 7 3d_fullres [34]"], capture_output=True,
+                              text=True).stdout.split()
+
+    with dask_client("local", 2) as client:
+        seen: list[Event] = []
+        with pytest.raises(Cancelled, match="cancelled"):
+            train_folds_on(client, ws, 7, [3, 4], "tiny", progress=seen.append, should_stop=lambda: bool(seen))
+        deadline = time.time() + 60
+        while trainers() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not trainers(), "a fold kept training after the stop"
+        events: list[Event] = []
+        assert train_folds_on(client, ws, 7, [3, 4], "tiny", progress=events.append) == model
+    assert all((model / f"fold_{f}" / "model.safetensors").exists() for f in (3, 4))
+    finished = {e.data["fold"] for e in events if "epoch" in e.data and e.data["epoch"] == e.data["num_epochs"]}
+    assert finished == {3, 4} and [e.done for e in events if e.task == "train"] == [1, 2]

@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=FOLD, nargs="+", default=[0, 1, 2, 3, 4])
     add_segmenter_budget(p)
     add_device(p)
+    add_scheduler(p)
     p.set_defaults(func=cmd_train)
 
     p = sp.add_parser("predict", help="predict with every fold; per-fold probabilities and fused labels")
@@ -90,13 +91,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from napari_uda.cluster.engine import dask_client
+    from napari_uda.cluster.train import train_folds_on
     from napari_uda.core.device import pick_device
-    from napari_uda.segment.segmenter import train_folds
 
     device = str(pick_device(args.device))
-
-    model = train_folds(args.workspace, args.dataset, args.folds, args.budget, args.planner, args.configuration, device,
-                        args.console)
+    with dask_client(args.scheduler, args.workers, device) as client:
+        model = train_folds_on(client, args.workspace, args.dataset, args.folds, args.budget, args.planner,
+                               args.configuration, device, args.console)
     print(f"trained folds {' '.join(map(str, args.folds))} in {model}")
     return 0
 

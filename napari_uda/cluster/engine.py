@@ -109,10 +109,10 @@ def run_tasks(client: Any, fn: Callable[..., T], calls: Sequence[tuple], names: 
 
 
 def follow(client: Any, task: str, futures: dict[str, Any], progress: Progress | None,
-           should_stop: StopFlag | None) -> None:
-    """Wait for ``futures`` (name -> future), reporting each finished one as an event of ``task``; the
-    first failure is raised (its message names the file); a stop, or any error, cancels every task
-    still queued or running."""
+           should_stop: StopFlag | None, on_poll: Callable[[], None] | None = None) -> None:
+    """Wait for ``futures`` (name -> future), reporting each finished one as an event of ``task``
+    (``on_poll`` runs while waiting); the first failure is raised (its message names the file); a
+    stop, or any error, cancels every task still queued or running."""
     from distributed import as_completed
 
     names = {fut.key: name for name, fut in futures.items()}
@@ -120,6 +120,8 @@ def follow(client: Any, task: str, futures: dict[str, Any], progress: Progress |
     try:
         while not pending.is_empty():
             check_stop(should_stop, task, "the cluster's tasks were cancelled")
+            if on_poll is not None:
+                on_poll()
             if not pending.has_ready():
                 time.sleep(0.2)
                 continue

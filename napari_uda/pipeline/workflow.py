@@ -168,13 +168,15 @@ def translate_sources(ws: Workspace, variant: str, device: str | None = None, pr
 def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                       budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
                       should_stop: StopFlag | None = None, augment: bool = False,
-                      names: Sequence[str] | None = None, init_from: Path | None = None) -> Path:
+                      names: Sequence[str] | None = None, init_from: Path | None = None, client: Any = None) -> Path:
     """Export ``images``/``labels`` (channel named ``channel``) as the stage's nnU-Net dataset, plan,
-    train the budget's folds (resuming) and record the model; returns the model folder.
+    train the budget's folds (resuming; in parallel on ``client``'s Dask cluster if given) and record
+    the model; returns the model folder.
     ``augment``: the budget's trainer with strong intensity augmentation (source-only baseline);
     ``names``: nnU-Net case names when image file names repeat (real and translated CT);
     ``init_from``: fine-tune this model folder's folds instead of training from scratch."""
-    from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess, train_folds
+    from napari_uda.cluster.train import train_folds_on
+    from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess
 
     recorded = ws.model(stage)
     if recorded:
@@ -190,8 +192,8 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
                             budget.max_stages)
 
     trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
-    model = train_folds(ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device=device,
-                        progress=within(progress, stage), should_stop=should_stop, init_from=init_from)
+    model = train_folds_on(client, ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device,
+                           within(progress, stage), should_stop, init_from)
     ws.record(stage, ModelRecord(str(model), did, trainer, budget.planner, budget.configuration, list(budget.folds),
                                  round_number, len(images), channel, str(init_from) if init_from else None))
     return model
@@ -223,7 +225,8 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
                   should_stop: StopFlag | None = None, augment: bool = False,
                   names: Sequence[str] | None = None, init_from: Path | None = None, client: Any = None) -> Path:
     """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
-    ``W/predictions/<stage>/`` (on ``client``'s Dask cluster if given); returns that folder.
+    ``W/predictions/<stage>/`` (training and prediction on ``client``'s Dask cluster if given);
+    returns that folder.
     Finished steps are skipped."""
     from napari_uda.cluster.predict import predict_folds_on
 
@@ -231,7 +234,7 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     if ws.stage(stage):
         return out
     model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
-                              augment, names, init_from)
+                              augment, names, init_from, client)
     targets, folds = ws.files("target_images"), ws.model(stage).folds
     emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds_on(client, model, targets, out, folds, device, progress=within(progress, stage),
@@ -556,7 +559,7 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
     2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
     fine-tunes the previous stage's folds instead of training from scratch. With a Dask ``client``
-    prediction and scoring run as tasks on its cluster. Returns
+    the folds train in parallel and prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")

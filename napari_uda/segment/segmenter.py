@@ -261,34 +261,49 @@ def training_events(root: str | Path, dataset_id: int, budget: str) -> Path:
     return Path(root) / "logs" / f"train_{dataset_id:03d}_{budget}.jsonl"
 
 
-def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
-                configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
-                should_stop: StopFlag | None = None, init_from: Path | None = None) -> Path:
-    """Train ``folds`` with nnU-Net's own trainer under ``budget``; a fold already finished (its
-    safetensors weights written) is skipped and an interrupted one continues from its latest
-    checkpoint. A ``-ft`` budget fine-tunes the same folds of the model folder ``init_from`` (their
-    safetensors weights). Returns the model folder."""
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold's nnU-Net training: ``napari_uda.segment.nnunet_train ARGS`` with ``env`` set on top
+    of the environment it runs in (this process's, or a cluster worker's: its own GPU, its own
+    Python), output to ``log``; progress events go to the file ``env`` names."""
+
+    fold: int
+    args: tuple[str, ...]
+    env: dict[str, str]
+    log: Path
+
+    def run(self, should_stop: StopFlag | None = None, report: Progress | None = None) -> None:
+        """Train in a child process (cancel ends its process group; a non-zero exit is an error)."""
+        run_child([sys.executable, "-m", "napari_uda.segment.nnunet_train", *self.args], {**os.environ, **self.env},
+                  self.log, should_stop, report, Path(self.env["NAPARI_UDA_PROGRESS"]),
+                  what=f"nnU-Net training of fold {self.fold}")
+
+
+def fold_jobs(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
+              configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
+              init_from: Path | None = None) -> tuple[Path, list[FoldJob]]:
+    """The model folder and the training of each of ``folds`` not finished yet (a finished fold has
+    its safetensors weights; it is reported as already trained), after checking the plans, the
+    weights to fine-tune from and the resume checkpoints."""
     if budget not in BUDGETS:
         raise UdaError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     if budget.endswith("-ft") != (init_from is not None):
         raise UdaError(f"budget {budget!r}: fine-tuning budgets (-ft) need the model to start from, and only they take one")
     folders = NnunetFolders(Path(root))
-    env = folders.env()
     plans = folders.preprocessed / folders.dataset_dir(dataset_id).name / f"{PLANNERS[planner][1]}.json"
     if not plans.exists():
         raise UdaError(f"{plans}: missing; plan dataset {dataset_id} first: "
                        f"napari-uda segment plan --workspace {root} --dataset {dataset_id} --planner {planner}")
+    env = {k: v for k, v in folders.env().items() if k.startswith("nnUNet_") or os.environ.get(k) != v}  # what training sets
     if init_from is not None:
         for fold in folds:
             if not (Path(init_from) / f"fold_{fold}" / FOLD_WEIGHTS).exists():
                 raise UdaError(f"{Path(init_from) / f'fold_{fold}' / FOLD_WEIGHTS}: missing; nothing to fine-tune fold {fold} from")
         env["NAPARI_UDA_INIT_WEIGHTS"] = str(Path(init_from) / "fold_{fold}" / FOLD_WEIGHTS)
-    model = folders.model_dir(dataset_id, budget, planner, configuration)
-    progress_file = training_events(root, dataset_id, budget)
-    env["NAPARI_UDA_PROGRESS"] = str(progress_file)
-    device_type = device.split(":")[0]
-    if device_type == "cuda" and ":" in device:
+    env["NAPARI_UDA_PROGRESS"] = str(training_events(root, dataset_id, budget))
+    if device.startswith("cuda:"):
         env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+    model, jobs = folders.model_dir(dataset_id, budget, planner, configuration), []
     for fold in folds:
         # finished = safe weights written; nnU-Net's final checkpoint comes first, and a fold stopped
         # between the two is resumed from it, which trains no more and writes the weights
@@ -296,10 +311,22 @@ def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget:
             emit(progress, f"fold {fold}", "already trained")
             continue
         _check_resume_checkpoints(model / f"fold_{fold}")
-        cmd = [sys.executable, "-m", "napari_uda.segment.nnunet_train", str(dataset_id), configuration, str(fold), "-tr", BUDGETS[budget],
-               "-p", PLANNERS[planner][1], "-device", device_type, "--c"]
-        run_child(cmd, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log", should_stop, progress,
-                  progress_file, what=f"nnU-Net training of fold {fold}")
+        args = (str(dataset_id), configuration, str(fold), "-tr", BUDGETS[budget], "-p", PLANNERS[planner][1],
+                "-device", device.split(":")[0], "--c")
+        jobs.append(FoldJob(fold, args, env, Path(root) / "logs" / f"train_{dataset_id:03d}_fold{fold}.log"))
+    return model, jobs
+
+
+def train_folds(root: str | Path, dataset_id: int, folds: Sequence[int], budget: str = "tiny", planner: str = "resenc-m",
+                configuration: str = "3d_fullres", device: str = "cpu", progress: Progress | None = None,
+                should_stop: StopFlag | None = None, init_from: Path | None = None) -> Path:
+    """Train ``folds`` one after another with nnU-Net's own trainer under ``budget``
+    (:func:`fold_jobs`: finished folds are skipped, an interrupted one continues from its latest
+    checkpoint; a ``-ft`` budget fine-tunes the same folds of the model folder ``init_from``).
+    Returns the model folder."""
+    model, jobs = fold_jobs(root, dataset_id, folds, budget, planner, configuration, device, progress, init_from)
+    for job in jobs:
+        job.run(should_stop, progress)
     return model
 
 

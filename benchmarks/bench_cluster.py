@@ -5,7 +5,7 @@ folds, once serially (``predict_folds``: one fold loaded at a time) and once on 
 (``napari_uda.cluster``: one task per scan and fold, models kept on the workers). Scans per
 minute of each, the cluster's start-up apart, and whether the two wrote the same labels.
 
-    .venv/bin/python benchmarks/bench_cluster.py [--scans 8] [--workers 2]
+    .venv/bin/python benchmarks/bench_cluster.py [--scans 8] [--workers 2] [--device cuda]
 
 Writes benchmarks/cluster_throughput.json.
 """
@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (one worker per --workers, each a GPU resource)")
     args = parser.parse_args()
     model = sample_data_dir() / "models" / BUNDLED_MODEL
     folds = sorted(int(p.name.split("_")[1]) for p in (model / "segmenter").glob("fold_*"))
@@ -46,18 +47,18 @@ def main() -> None:
         write_phantom_dataset(root / "data", {"t2wi": args.scans}, seed=4242, shape=shape)
         scans = list_volumes(root / "data" / "t2wi" / "images")
         t0 = time.perf_counter()
-        predict_folds_on(None, model, scans, root / "serial", folds)
+        predict_folds_on(None, model, scans, root / "serial", folds, args.device)
         serial_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with dask_client("local", args.workers) as client:
+        with dask_client("local", args.workers, args.device) as client:
             start_s = time.perf_counter() - t0
             t1 = time.perf_counter()
-            predict_folds_on(client, model, scans, root / "cluster", folds)
+            predict_folds_on(client, model, scans, root / "cluster", folds, args.device)
             cluster_s = time.perf_counter() - t1
         a, b = PredictionFolder(root / "serial"), PredictionFolder(root / "cluster")
         differing = max(float(np.mean(read_volume(a.fused(p.name[:-7])).array != read_volume(b.fused(p.name[:-7])).array))
                         for p in scans)
-    report = {"scans": args.scans, "folds": folds, "shape_zyx": list(shape), "workers": args.workers,
+    report = {"scans": args.scans, "folds": folds, "shape_zyx": list(shape), "workers": args.workers, "device": args.device,
               "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
               "serial_seconds": round(serial_s, 1), "cluster_start_seconds": round(start_s, 1),
               "cluster_seconds": round(cluster_s, 1),

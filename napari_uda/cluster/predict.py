@@ -34,19 +34,26 @@ except ImportError:  # no Dask installed: serial prediction only
 
 class ModelCache(WorkerPlugin):
     """On a worker: the folds it has loaded, by (model, fold, device, mirroring); torch limited to
-    the worker's threads, so worker processes do not oversubscribe the cores."""
+    the worker's threads, so worker processes do not oversubscribe the cores; the workers of a local
+    cluster on a machine with several GPUs take one each (a remote worker sees the GPU its
+    ``CUDA_VISIBLE_DEVICES`` gives it)."""
 
     name = "napari-uda-models"
 
     def __init__(self) -> None:
         self.models: dict[tuple[str, int, str, bool], FoldPredictor] = {}
+        self.gpu = 0
 
     def setup(self, worker: Any) -> None:
         import torch
 
         torch.set_num_threads(max(1, worker.state.nthreads))
+        if isinstance(worker.name, int) and torch.cuda.is_available():  # a local cluster's workers: one GPU each
+            self.gpu = worker.name % torch.cuda.device_count()
 
     def get(self, model_dir: str, fold: int, device: str, mirroring: bool) -> FoldPredictor:
+        """The fold, loaded on first use; plain ``cuda`` is this worker's GPU."""
+        device = f"cuda:{self.gpu}" if device == "cuda" else device
         key = (model_dir, fold, device, mirroring)
         if key not in self.models:
             self.models[key] = FoldPredictor(model_dir, fold, device, mirroring)

@@ -8,8 +8,10 @@ event can, and a stopped fold resumes from its checkpoint on the next run.
 """
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,16 @@ from napari_uda.segment.segmenter import FoldJob, fold_jobs, train_folds
 
 
 def fold_task(job: FoldJob, stop_event: str) -> int:
-    """On a worker: train one fold until it is done or the client sets ``stop_event``."""
-    from distributed import Event
+    """On a worker: train one fold until it is done or the client sets ``stop_event``. On CUDA the
+    workers of a local cluster take one GPU each; a remote worker keeps its ``CUDA_VISIBLE_DEVICES``."""
+    from distributed import Event, get_worker
 
-    stop = Event(stop_event)
-    job.run(stop.is_set)
+    name = get_worker().name
+    if "cuda" in job.args and isinstance(name, int) and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        import torch
+
+        job = replace(job, env={**job.env, "CUDA_VISIBLE_DEVICES": str(name % max(1, torch.cuda.device_count()))})
+    job.run(Event(stop_event).is_set)
     return job.fold
 
 

@@ -25,9 +25,15 @@ T = TypeVar("T")
 GPU = "GPU"  # the worker resource a CUDA task asks for
 
 
-def task_resources(device: str) -> dict[str, int] | None:
-    """What one task on ``device`` needs from a worker: a GPU for CUDA, nothing else for the CPU."""
-    return {GPU: 1} if device.startswith("cuda") else None
+def task_resources(device: str, client: Any = None) -> dict[str, int] | None:
+    """What one task on ``device`` needs from a worker: a GPU for CUDA, nothing else for the CPU.
+    Given the ``client``, an error now if its cluster has no worker with that GPU resource (CUDA
+    tasks would wait for one for ever)."""
+    if not device.startswith("cuda"):
+        return None
+    if client is not None:
+        require_gpu_workers(client)
+    return {GPU: 1}
 
 
 def check_scheduler(scheduler: str | None, workers: int | None) -> None:

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_uda.cluster.engine import follow, require_gpu_workers, task_resources
+from napari_uda.cluster.engine import follow, task_resources
 from napari_uda.core.files import stem_of
+from napari_uda.core.io import Geometry
 from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.segment.prediction import (
     FoldPredictor,
@@ -66,18 +67,20 @@ class ModelCache(WorkerPlugin):
 
 
 def predict_task(model_dir: str, fold: int, path: str, out: str, device: str, mirroring: bool,
-                 probabilities: bool) -> dict[str, Any]:
-    """On a worker: predict one case with one fold into ``out``; returns the run record."""
+                 probabilities: bool) -> tuple[dict[str, Any], Geometry]:
+    """On a worker: predict one case with one fold into ``out``; returns the run record and the
+    input's geometry (what the fusion task needs, so it does not read the scan again)."""
     from distributed import get_worker
 
     predictor = get_worker().plugins[ModelCache.name].get(model_dir, fold, device, mirroring)
-    return predictor.predict(read_input(path), PredictionFolder(out), stem_of(path), probabilities)
+    vol = read_input(path)
+    return predictor.predict(vol, PredictionFolder(out), stem_of(path), probabilities), vol.geometry
 
 
-def fuse_task(out: str, path: str, folds: list[int], probabilities: bool, *fold_runs: dict[str, Any]) -> str:
+def fuse_task(out: str, case: str, folds: list[int], probabilities: bool,
+              *fold_runs: tuple[dict[str, Any], Geometry]) -> str:
     """On a worker, once the case's folds are done: the fused labels of one case."""
-    case = stem_of(path)
-    return str(fuse_case(PredictionFolder(out), case, folds, read_input(path).geometry, probabilities))
+    return str(fuse_case(PredictionFolder(out), case, folds, fold_runs[0][1], probabilities))
 
 
 def predict_folds_on(client: Any, model_dir: str | Path, inputs: Sequence[Path], out: str | Path,
@@ -90,9 +93,7 @@ def predict_folds_on(client: Any, model_dir: str | Path, inputs: Sequence[Path],
         return predict_folds(model_dir, inputs, out, folds, device, save_probabilities_files, mirroring,
                              progress, should_stop)
     model_dir, folds = check_model(model_dir, folds)
-    resources = task_resources(device)
-    if resources:
-        require_gpu_workers(client)
+    resources = task_resources(device, client)
     client.register_plugin(ModelCache(), name=ModelCache.name)
     runs, fused, token = {}, {}, uuid.uuid4().hex[:12]
     for path in inputs:
@@ -101,12 +102,12 @@ def predict_folds_on(client: Any, model_dir: str | Path, inputs: Sequence[Path],
             runs[case, fold] = client.submit(predict_task, str(model_dir), fold, str(path), str(out), device, mirroring,
                                              save_probabilities_files, resources=resources, pure=False,
                                              key=f"napari-uda-predict-{token}-{case}-fold{fold}")
-        fused[case] = client.submit(fuse_task, str(out), str(path), folds, save_probabilities_files,
+        fused[case] = client.submit(fuse_task, str(out), case, folds, save_probabilities_files,
                                     *[runs[case, f] for f in folds], pure=False,
                                     key=f"napari-uda-fuse-{token}-{case}")
     follow(client, "predict", {**{f"{c} fold {f}": fut for (c, f), fut in runs.items()},
                      **{f"{c} fused": fut for c, fut in fused.items()}}, progress, should_stop)
     records = [{"case": stem_of(p), "input": str(p),
-                "folds": {str(f): runs[stem_of(p), f].result() for f in folds}, "fused": fused[stem_of(p)].result()}
+                "folds": {str(f): runs[stem_of(p), f].result()[0] for f in folds}, "fused": fused[stem_of(p)].result()}
                for p in inputs]
     return write_records(PredictionFolder(out), records)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from napari_uda.cluster.engine import follow, require_gpu_workers, task_resources
+from napari_uda.cluster.engine import follow, task_resources
 from napari_uda.core.child import LineFollower
 from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.segment.segmenter import FoldJob, fold_jobs, train_folds
@@ -49,9 +49,7 @@ def train_folds_on(client: Any, root: str | Path, dataset_id: int, folds: Sequen
     model, jobs = fold_jobs(root, dataset_id, folds, budget, planner, configuration, device, progress, init_from)
     if not jobs:
         return model
-    resources = task_resources(device)
-    if resources:
-        require_gpu_workers(client)
+    resources = task_resources(device, client)
     token = uuid.uuid4().hex[:12]
     stop = Event(f"napari-uda-stop-{token}", client=client)
     jobs = [FoldJob(j.fold, j.args, {k: v for k, v in j.env.items() if k != "CUDA_VISIBLE_DEVICES"}, j.log)

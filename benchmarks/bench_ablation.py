@@ -6,10 +6,12 @@ to held-out target scans (seed S+300) that no stage used. Stages: the strong sou
 (``no_adaptation``: real CT normalised as the targets, strong intensity augmentation), CycleGAN,
 Organ Attention CycleGAN, Organ Attention + one self-training round on consistency-selected
 pseudo-labels (top half by fold consistency, FLARE 2024's rule), and the oracle (the budget's
-nnU-Net trained on the labelled adaptation scans: an upper bound). Per-organ DSC/NSD of every
-stage, wall time of every step.
+nnU-Net trained on the labelled adaptation scans: an upper bound), and the other translators
+(ASIT's Sobel-space stage among them). Per-organ DSC/NSD of every stage, wall time of every step.
+One translator's row alone on the same data: ``--variant asit --no-ablation --rounds 0 --skip-oracle``.
 
     .venv/bin/python benchmarks/bench_ablation.py [--budget small] [--seed 0] [--modality t2wi] [--phantom independent]
+        [--variant organ-attention] [--ablation-variants cyclegan,asit | --no-ablation] [--rounds 1]
 
 Writes OUT.json (everything) and OUT.md (tables); the workspace stays in OUT_workspace/.
 """
@@ -36,7 +38,7 @@ from napari_uda.core.records import ModelRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
-from napari_uda.pipeline.workflow import FilterSettings, run_pipeline, stage_order, train_stage_model
+from napari_uda.pipeline.workflow import FilterSettings, run_pipeline, stage_order, stage_volume, train_stage_model
 from napari_uda.segment.postprocess import postprocess
 from napari_uda.segment.prediction import predict_folds
 from napari_uda.segment.segmenter import training_events
@@ -56,6 +58,10 @@ def main() -> None:
                         help="the project's phantom, or benchmarks/independent_phantom.py's (T2WI only)")
     parser.add_argument("--skip-oracle", action="store_true",
                         help="evaluate the pipeline's stages without training the oracle (its recipe and data are the seed's)")
+    parser.add_argument("--variant", default="organ-attention", help="the pipeline's translator")
+    parser.add_argument("--ablation-variants", default=None, help="the other translators, comma-separated (default: all)")
+    parser.add_argument("--no-ablation", action="store_true", help="the variant's stages alone")
+    parser.add_argument("--rounds", type=int, default=1, help="self-training rounds")
     args = parser.parse_args()
     mod = get_modality(args.modality)
     if args.phantom == "independent" and mod.slug != "t2wi":
@@ -77,8 +83,10 @@ def main() -> None:
 
     finished_before = ws.model("oracle") is not None and args.out.with_suffix(".json").exists()
     settings = FilterSettings(top_k=N_ADAPT // 2, rule="consistency")
-    result = run_pipeline(ws, get_budget(args.budget), "organ-attention", rounds=1, auto=True, ablation=True,
-                          device="cpu", settings=settings, progress=progress)
+    others = args.ablation_variants.split(",") if args.ablation_variants else None
+    result = run_pipeline(ws, get_budget(args.budget), args.variant, rounds=args.rounds, auto=True,
+                          ablation=not args.no_ablation, device="cpu", settings=settings, progress=progress,
+                          ablation_variants=others)
     t_pipeline = time.perf_counter() - t0
     adapt_images = list_volumes(data / f"adapt/{mod.slug}/images")
     if not args.skip_oracle:
@@ -91,8 +99,10 @@ def main() -> None:
     evaluations = {"adapted scans": {}, "held-out scans": {}}
     for stage in stages:
         out = root / "heldout_predictions" / stage
-        if not (out / "predictions.json").exists():
-            predict_folds(models[stage].path, held_out, out, models[stage].folds, "cpu")
+        if not (out / "predictions.json").exists():  # each scan as the stage's segmenter reads it (ASIT: Sobel maps)
+            inputs = [write_volume(stage_volume(ws, stage, read_volume(p, mod.key)),
+                                   root / "heldout_inputs" / stage / p.name) for p in held_out]
+            predict_folds(models[stage].path, inputs, out, models[stage].folds, "cpu")
         evaluations["held-out scans"][stage] = evaluate_folders(out, data / f"heldout/{mod.slug}/labels", modality_kind=mod.kind)
         if stage != "oracle":  # the oracle trained on these
             evaluations["adapted scans"][stage] = evaluate_folders(ws.predictions_dir(stage),
@@ -109,6 +119,7 @@ def main() -> None:
     for stage, t in events:  # first and last event of each stage
         timeline.setdefault(stage, [t, t])[1] = t
     report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "phantom": args.phantom,
+              "variant": args.variant, "ablation": None if args.no_ablation else (others or "all"), "rounds": args.rounds,
               "oracle_trained": not args.skip_oracle,
               "oracle_seconds": round(t_oracle, 1),
               "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,

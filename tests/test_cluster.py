@@ -144,3 +144,49 @@ def test_cli_predicts_on_a_local_cluster_and_refuses_a_bad_scheduler(tmp_path):
         bad = cli(*extra)
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode != 0 and len(lines) == 1 and lines[0].startswith(f"napari-uda: error: {message}"), bad.stderr
+
+
+@pytest.mark.gui
+def test_segmenter_widget_segments_on_the_cluster_and_cancel_stops_its_tasks(client, bundled_run, make_napari_viewer,
+                                                                           qtbot):
+    """The Segmenter widget given a scheduler's address: one task per fold and a fusion task, the
+    organs layer equal to the serial prediction; Cancel while the tasks run ends the job and leaves
+    the scheduler with none of them."""
+    from napari_uda.napari.layers import volume_to_layer_data
+    from napari_uda.napari.widgets.segmenter import SegmenterWidget
+
+    workspace, _ = bundled_run
+    ws = Workspace.open(workspace)
+    target, folds = ws.files("target_images")[0], ws.model("organ_attention").folds
+    case = target.name[:-7]
+    viewer = make_napari_viewer()
+    widget = SegmenterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    data, kwargs, kind = volume_to_layer_data(read_volume(target), case)
+    viewer.layers.selection.active = getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget.model.set_path(MODEL)
+    widget.device.setCurrentText("cpu")
+    widget.scheduler.setText(client.scheduler.address)
+    seen = []
+    widget.job._bridge.event.connect(seen.append)
+    widget.segment_clicked()
+    qtbot.waitUntil(lambda: not widget.job.running, timeout=240_000)
+    assert widget.job.last_error is None, widget.job.last_error
+    assert {e.total for e in seen if e.task == "predict"} == {len(folds) + 1}
+    serial = read_volume(ws.predictions_dir("organ_attention") / f"{case}.nii.gz").array
+    assert np.mean(viewer.layers[f"{case} organs"].data != serial) <= 1e-4
+
+    def ours() -> list[str]:
+        return client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks
+                                                               if "predict" in str(k) or "fuse" in str(k)])
+
+    widget.segment_clicked()
+    qtbot.waitUntil(lambda: any("predict" in str(k) for keys in client.processing().values() for k in keys),
+                    timeout=60_000)
+    widget.job.cancel()
+    qtbot.waitUntil(lambda: not widget.job.running, timeout=120_000)
+    assert widget.job.status.text().endswith("cancelled")
+    qtbot.waitUntil(lambda: not ours(), timeout=60_000)
+    widget.scheduler.setText("nowhere")
+    widget.segment_clicked()
+    assert not widget.job.running

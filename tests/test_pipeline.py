@@ -1,5 +1,6 @@
-"""The whole method end to end with the tiny budget: pipeline (with the ablation stages), review,
-self-training round, final predictions, evaluation. Real translators, real nnU-Net."""
+"""The whole method end to end with the tiny budget: pipeline (with the ablation stages: the
+source-only baseline and ASIT's Sobel-space stage), review, self-training round, final predictions,
+evaluation. Real translators, real nnU-Net."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.review.store import ReviewStore, file_hash, label_hash
 
 pytestmark = pytest.mark.slow
-STAGES = ["no_adaptation", "cyclegan", "organ_attention"]
+STAGES = ["no_adaptation", "organ_attention", "asit"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -30,7 +31,7 @@ def run(tmp_path_factory):
     ws = root / "ws"
     args = ["pipeline", "--source-images", str(root / "data/ct/images"), "--source-labels", str(root / "data/ct/labels"),
             "--target-images", str(root / "data/t2wi/images"), "--modality", "T2WI", "--workspace", str(ws),
-            "--budget", "tiny", "--ablation", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
+            "--budget", "tiny", "--ablation", "--ablation-variants", "asit", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
     first = cli(*args)
     return {"root": root, "ws": ws, "args": args, "first": first}
 
@@ -47,20 +48,42 @@ def test_pipeline_stops_for_review_with_every_stage_predicted(run):
             assert fused.shape == image.shape and fused.geometry.matches(image.geometry)
             assert (folder / "fold_0" / t.name).exists() and (folder / "fold_1" / t.name).exists()
         assert len(json.loads((folder / "predictions.json").read_text())) == 3
-    for variant in ("cyclegan", "organ-attention"):
+    for variant in ("asit", "organ-attention"):
         assert (ws / "translators" / variant / "translator.safetensors").exists()
         assert len(list((ws / "translated" / variant).glob("*.nii.gz"))) == 3
     assert len(list((ws / "translated" / "organ-attention_attention").glob("*.nii.gz"))) == 3
     manifest = Workspace.open(ws).manifest
     assert manifest["stages"]["organ_attention"]["status"] == "done"  # scored: the queue is filled
     # the source-only baseline sees CT normalised as the targets are; every segmenter gets strong intensity augmentation
-    assert manifest["models"]["no_adaptation"]["channel"] == "T2WI" and manifest["models"]["cyclegan"]["channel"] == "T2WI"
-    assert manifest["models"]["no_adaptation"]["budget"] == "tiny-aug" and manifest["models"]["cyclegan"]["budget"] == "tiny-aug"
+    assert manifest["models"]["no_adaptation"]["channel"] == "T2WI" and manifest["models"]["asit"]["channel"] == "T2WI"
+    assert manifest["models"]["no_adaptation"]["budget"] == "tiny-aug" and manifest["models"]["asit"]["budget"] == "tiny-aug"
+    assert manifest["pipeline"]["ablation_variants"] == ["asit"] and not (ws / "translators" / "cyclegan").exists()
     queue = json.loads(cli("review", "queue", "--workspace", str(ws), "--json").stdout)
     assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 3 for q in queue)
     assert all(0 <= q["case_score"] <= 1 and len(q["organ_consistency"]) == 13 for q in queue)
     for q in queue:  # the panel's per-organ figures average to the case score (absent organs are 0, not 1)
         assert np.mean(list(q["organ_consistency"].values())) == pytest.approx(q["case_score"])
+
+
+def test_the_asit_stage_trains_and_predicts_in_sobel_space(run):
+    """ASIT's segmenter trains on its Sobel-space translations alone (no real CT: it is not in that
+    space) and predicts the targets' Sobel maps, which are the targets' own (``sobel_volume``) with
+    their geometry; its predictions are on the targets' grid like every stage's."""
+    from napari_uda.translate.translator import load_translator, sobel_volume
+
+    ws = run["ws"]
+    raw = ws / "nnunet/raw/Dataset104_UDA_asit/imagesTr"
+    assert sorted(p.name for p in raw.iterdir()) == [f"ct_00{i}_0000.nii.gz" for i in range(3)]
+    for p in raw.iterdir():
+        a = read_volume(p).array
+        assert -1.0 - 1e-4 <= a.min() < a.max() <= 1.0 + 1e-4
+    spacing = load_translator(ws / "translators" / "asit").config.spacing_mm
+    records = json.loads((ws / "predictions" / "asit" / "predictions.json").read_text())
+    for t, record in zip(sorted((run["root"] / "data/t2wi/images").iterdir()), records):
+        assert record["input"] == str(ws / "sobel" / t.name)
+        stored, image = read_volume(ws / "sobel" / t.name), read_volume(t, "T2WI")
+        assert stored.geometry.matches(image.geometry)
+        np.testing.assert_allclose(stored.array, sobel_volume(image, "T2WI", spacing).array, atol=1e-6)
 
 
 def test_review_then_self_training_round_and_final(run):
@@ -110,7 +133,7 @@ def test_review_then_self_training_round_and_final(run):
         assert report["n_cases"] == 3 and not report["missing"]
         for organ in report["summary"].values():
             assert all(0.0 <= v <= 1.0 for v in organ.values())
-    assert "| organ (DSC mean) | no_adaptation | cyclegan | organ_attention | self_training_r1 | final |" in second.stdout
+    assert "| organ (DSC mean) | no_adaptation | organ_attention | asit | self_training_r1 | final |" in second.stdout
 
     third = cli(*run["args"])  # everything is done: nothing is trained again
     assert third.returncode == 0 and "fold 0 epoch" not in third.stderr

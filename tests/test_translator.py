@@ -74,6 +74,65 @@ def test_fusions_pool_sobel():
     assert sobel(step)[0, 0, 4, 3] > -0.5 > sobel(step)[0, 0, 4, 0]  # edge bright, flat region at -1
 
 
+def test_asit_generators_see_sobel_maps_and_learn_with_identity_loss(data, tmp_path):
+    """ASIT: both domains' training crops are the Sobel maps of the crops the bank samples, every
+    loss (adversarial, cycle, identity) is computed there, finite, and cycle and identity fall."""
+    from napari_uda.translate.training import TranslatorTrainer
+
+    cfg = TranslatorConfig("T2WI", variant="asit", iterations=100, checkpoint_every=1000, batch_size=2, **TINY)
+    trainer = TranslatorTrainer(cfg, data["ct"], None, data["t2"], tmp_path)
+    state = trainer.gen.get_state()
+    raw, _ = trainer.bank_b.sample(cfg.batch_size, cfg.size, trainer.gen)
+    trainer.gen.set_state(state)
+    torch.testing.assert_close(trainer._batch(trainer.bank_b)[0], sobel(raw))
+    hist = []
+    trainer.run(progress=hist.append)
+    losses = [e.data["losses"] for e in hist]
+    assert {"identity", "cycle", "G_adv", "D_A", "D_B"} <= set(losses[0])
+    assert all(np.isfinite(v) for step in losses for v in step.values())
+    for term in ("cycle", "identity"):
+        curve = [step[term] for step in losses]
+        assert np.mean(curve[-20:]) < 0.8 * np.mean(curve[:10]), term
+
+
+def test_asit_translates_the_ct_sobel_map_and_sobel_volume_is_its_target_twin(data, tmp_path):
+    """At inference ASIT's generator reads the CT's Sobel map (the translation is G(sobel(CT)) in
+    [-1, 1]); the real targets' Sobel maps (what its segmenter reads) are computed the same way
+    from the target's normalised intensities, with the target's geometry."""
+    from napari_uda.core.intensity import CT_WINDOW, intensity_window, to_unit_range
+    from napari_uda.core.modalities import get_modality
+    from napari_uda.core.orientation import to_canonical
+    from napari_uda.translate.translator import sobel_volume
+
+    cfg = TranslatorConfig("T2WI", variant="asit", iterations=2, checkpoint_every=1000, **TINY)
+    train_translator(cfg, data["ct"][:1], None, data["t2"], tmp_path)  # the working pixel size: this CT's
+    tr = load_translator(tmp_path)
+    ct = read_volume(data["ct"][0])
+    assert tr.config.spacing_mm == pytest.approx(float(np.mean(ct.spacing[1:])))  # the phantoms' pixels: no resampling
+    translated, attention = translate_volume(tr, ct)
+    x = torch.from_numpy(to_unit_range(to_canonical(ct).array.astype(np.float32), CT_WINDOW))[:, None]
+    with torch.no_grad():  # slices are axial slices of the canonical orientation
+        by_hand = tr.generator(sobel(x))[:, 0].numpy()
+    assert attention is None and translated.geometry == ct.geometry
+    np.testing.assert_allclose(to_canonical(translated).array, by_hand, atol=1e-5)
+    mri = read_volume(data["t2"][0], "T2WI")
+    a = to_canonical(mri).array.astype(np.float32)
+    unit = torch.from_numpy(to_unit_range(a, intensity_window(a, get_modality("T2WI"))))[:, None]
+    own = float(np.mean(to_canonical(mri).spacing[1:]))  # at its own pixel size: nothing to resample
+    edges = sobel_volume(mri, "T2WI", own)
+    assert edges.geometry == mri.geometry and edges.array.dtype == np.float32
+    np.testing.assert_allclose(to_canonical(edges).array, sobel(unit)[:, 0].numpy(), atol=1e-6)
+    coarse = sobel_volume(mri, "T2WI", 2 * own)  # at twice the pixel size, then back onto the scan's grid
+    assert coarse.geometry == mri.geometry and not np.allclose(coarse.array, edges.array)
+    flat = sobel_volume(mri.with_array(np.zeros_like(mri.array)), "T2WI", tr.config.spacing_mm).array
+    assert np.allclose(flat, -1.0, atol=1e-3)  # no edge anywhere: the bottom of Sobel space
+
+
+def test_the_old_sobel_variant_is_refused_in_one_line():
+    with pytest.raises(UdaError, match="replaced by 'asit'"):
+        TranslatorConfig("T2WI", variant="sobel")
+
+
 def test_losses_fall(data, tmp_path):
     cfg = TranslatorConfig("T2WI", variant="cyclegan", iterations=120, checkpoint_every=1000, batch_size=2, **TINY)
     hist = []
@@ -113,10 +172,10 @@ def test_mixed_precision_training_with_previews(data, tmp_path, monkeypatch):
                        for k in z.files)
 
 
-@pytest.mark.parametrize("variant", ["organ-attention", "sobel"])
+@pytest.mark.parametrize("variant", ["organ-attention", "asit"])
 def test_reload_identical_and_geometry(data, tmp_path, variant):
-    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "sobel",
-                           skips=variant == "sobel", **TINY)
+    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "asit",
+                           skips=variant == "asit", **TINY)
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
     ct = read_volume(data["ct"][1])
     a1, att1 = translate_volume(load_translator(tmp_path), ct)
@@ -127,8 +186,9 @@ def test_reload_identical_and_geometry(data, tmp_path, variant):
     assert sidecar["modality"] == "C+V" and sidecar["variant"] == variant
     assert sidecar["intensity"]["source"]["window"] == [-600.0, 600.0]
     lo, hi = sidecar["intensity"]["output_window"]
-    assert 0 <= lo < hi and lo - 1e-3 <= a1.array.min() and a1.array.max() <= hi + 1e-3
-    assert (att1 is None) == (variant == "sobel")
+    assert (lo, hi) == (-1.0, 1.0) if variant == "asit" else 0 <= lo < hi  # a Sobel-space translation stays there
+    assert lo - 1e-3 <= a1.array.min() and a1.array.max() <= hi + 1e-3
+    assert (att1 is None) == (variant == "asit")
     assert sidecar["training"]["spacing_mm"] == pytest.approx(float(np.mean(ct.spacing[1:])), rel=0.2)
     if variant == "organ-attention":  # how well S finds organs is reported, on CT and on translated CT
         assert set(sidecar["training"]["s_dice"]) == {"ct", "translated_ct"}

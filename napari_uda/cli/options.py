@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_uda.core.choices import ACCEPT_RULES, BUDGETS as PIPELINE_BUDGETS, PLANNERS, SEGMENTER_BUDGETS
+from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS, PLANNERS, SEGMENTER_BUDGETS
 
 
 def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
@@ -53,7 +53,17 @@ def _output_prefix(text: str) -> Path:
 
 
 
-OUTPUT_FOLDER, OUTPUT_PREFIX = _output_folder, _output_prefix
+def _variants(text: str) -> list[str]:
+    """An argparse type: pipeline translator variants separated by commas."""
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    wrong = [v for v in variants if v not in BASE_STAGES]
+    if wrong or not variants:
+        raise argparse.ArgumentTypeError(f"{text}: give translator variants among {', '.join(BASE_STAGES)}, "
+                                         "separated by commas")
+    return variants
+
+
+OUTPUT_FOLDER, OUTPUT_PREFIX, VARIANT_LIST = _output_folder, _output_prefix, _variants
 COUNT = bounded(int, 1)  # at least one
 NON_NEGATIVE = bounded(int, 0)
 DATASET_ID = bounded(int, 1, 999)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from napari_uda.cli.options import (
     NON_NEGATIVE,
     OUTPUT_FOLDER,
+    VARIANT_LIST,
     add_json,
     add_pipeline_run,
     add_target_modality,
@@ -37,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="organ-attention", choices=list(BASE_STAGES))
     p.add_argument("--rounds", type=NON_NEGATIVE, default=1, help="self-training rounds (0: none)")
     p.add_argument("--ablation", action="store_true",
-                   help="also the strong source-only baseline (no_adaptation) and the other translator")
+                   help="also the strong source-only baseline (no_adaptation) and the other translators")
+    p.add_argument("--ablation-variants", type=VARIANT_LIST, default=None, metavar="V1,V2",
+                   help=f"the other translators --ablation trains, of {', '.join(BASE_STAGES)} (default: every one)")
     p.add_argument("--no-real-ct", action="store_true",
                    help="train the segmenters on translated CT only (default: translated + real CT, FLARE 2025's RCT+FI)")
     p.add_argument("--no-intensity-aug", action="store_true",
@@ -111,7 +114,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     with dask_client(args.scheduler, args.workers, device) as client:
         result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, device,
                               _acceptance(args, budget), args.console, real_ct=not args.no_real_ct,
-                              intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client)
+                              intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client,
+                              ablation_variants=args.ablation_variants)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from napari_uda.core.errors import UdaError
 
 # --- translators (napari_uda.translate.translator) ----------------------------------------------------------------
-VARIANTS = ("cyclegan", "organ-attention", "sobel")
+#: ``asit``: Sobel-space translation (ASIT): translator and segmenter work on Sobel edge maps of CT and target
+VARIANTS = ("cyclegan", "organ-attention", "asit")
+SOBEL_SPACE_VARIANTS = ("asit",)
 FUSIONS = ("additive", "multiplicative", "concat")
 S_REGIMES = ("joint", "pretrained", "invariant")
 
@@ -30,7 +32,7 @@ def pipeline_budget(segmenter_budget: str) -> str:
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 
 # --- the pipeline (napari_uda.pipeline.workflow) -----------------------------------------------------------------
-BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention"}  # translator variant -> stage
+BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention", "asit": "asit"}  # translator variant -> stage
 ACCEPT_RULES = ("filters", "consistency")
 
 

@@ -117,3 +117,4 @@ class PipelineRecord(Record):
     real_ct: bool = False
     intensity_aug: bool = False
     finetune: bool = False
+    ablation_variants: list[str] | None = None  # the other translators an ablation trains; None: every one

@@ -6,6 +6,7 @@ Layout (every path below is inside the workspace folder ``W``)::
     review.sqlite              the review store (:mod:`napari_uda.review.store`)
     translators/<variant>/     trained translators (:mod:`napari_uda.translate.translator`)
     translated/<variant>/      the source CT translated to the target modality, CT geometry
+    sobel/<case>.nii.gz        the target scans in Sobel space, as an ASIT stage's segmenter reads them
     nnunet/{raw,preprocessed,results}/   nnU-Net's folders (:mod:`napari_uda.segment.segmenter`)
     predictions/<stage>/       each stage's predictions (fold_<k>/ and the fused <case>.nii.gz)
     reports/                   evaluation tables, source statistics
@@ -120,6 +121,10 @@ class Workspace:
 
     def translated_dir(self, variant: str) -> Path:
         return self.root / "translated" / variant
+
+    @property
+    def sobel_dir(self) -> Path:
+        return self.root / "sobel"
 
     def predictions_dir(self, stage: str) -> Path:
         return self.root / "predictions" / stage

@@ -5,7 +5,8 @@ manifest says is finished and resumes what was interrupted (translator checkpoin
 ``--c``), so rerunning a command continues where it stopped. Stage names (also the folders
 under ``W/predictions/``): ``no_adaptation`` (the strong source-only baseline: nnU-Net on real
 CT normalised as the targets are, with strong intensity augmentation), ``cyclegan``,
-``organ_attention``, ``self_training_r1`` (r2, ...) and ``final``.
+``organ_attention``, ``asit`` (Sobel space: its segmenter reads the targets' Sobel maps, as do the
+rounds of an ASIT pipeline), ``self_training_r1`` (r2, ...) and ``final``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_uda.cluster.engine import run_tasks
-from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, PLANNERS, Budget, get_budget, pipeline_budget
+from napari_uda.core.choices import (
+    ACCEPT_RULES,
+    BASE_STAGES,
+    PLANNERS,
+    SOBEL_SPACE_VARIANTS,
+    Budget,
+    get_budget,
+    pipeline_budget,
+)
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
@@ -45,7 +54,8 @@ if TYPE_CHECKING:  # torch is imported only when a translator trains
     from napari_uda.translate.translator import TranslatorConfig
 
 
-DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "oracle": 109}  # self_training_rN: 110 + N
+DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "asit": 104,
+               "oracle": 109}  # self_training_rN: 110 + N
 
 
 
@@ -96,7 +106,7 @@ def dataset_id(stage: str) -> int:
 
 def stage_order(stages: Sequence[str]) -> list[str]:
     """Stages in the order of the method: no_adaptation, cyclegan, organ_attention, rounds, final."""
-    fixed = ["no_adaptation", "cyclegan", "organ_attention"]
+    fixed = ["no_adaptation", "cyclegan", "organ_attention", "asit"]
 
     def key(s: str) -> tuple[int, int]:
         if s in fixed:
@@ -200,10 +210,11 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
 
 
 def train_segmenter(ws: Workspace, variant: str | None, budget: Budget, device: str = "cpu",
-                    progress: Progress | None = None, should_stop: StopFlag | None = None) -> str:
+                    progress: Progress | None = None, should_stop: StopFlag | None = None, client: Any = None) -> str:
     """Train the stage model of one training source on its own: the source CT translated by the
     workspace's trained ``variant`` translator (translating what is missing first), or the raw CT
-    when ``variant`` is None (``no_adaptation``). Returns the stage."""
+    when ``variant`` is None (``no_adaptation``); the folds in parallel on ``client``'s cluster if
+    given. Returns the stage."""
     ct, labels = ws.files("source_images"), ws.files("source_labels")
     if variant is None:
         stage, images, channel = "no_adaptation", ct, SOURCE.key
@@ -216,7 +227,7 @@ def train_segmenter(ws: Workspace, variant: str | None, budget: Budget, device: 
         if not all(p.exists() for p in images):
             translate_sources(ws, variant, device, progress, should_stop)
         stage, channel = BASE_STAGES[variant], ws.modality
-    train_stage_model(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop)
+    train_stage_model(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop, client=client)
     return stage
 
 
@@ -235,7 +246,7 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
         return out
     model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
                               augment, names, init_from, client)
-    targets, folds = ws.files("target_images"), ws.model(stage).folds
+    targets, folds = stage_inputs(ws, stage), ws.model(stage).folds
     emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
     records = predict_folds_on(client, model, targets, out, folds, device, progress=within(progress, stage),
                                should_stop=should_stop)
@@ -243,14 +254,49 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
     return out
 
 
+def sobel_space(ws: Workspace, stage: str) -> bool:
+    """Whether ``stage``'s segmenter reads Sobel-space images: ASIT's stage, and the self-training
+    rounds of a pipeline whose translator is ASIT."""
+    if stage in DATASET_IDS:
+        return stage in {BASE_STAGES[v] for v in SOBEL_SPACE_VARIANTS}
+    pipeline = ws.pipeline()
+    return pipeline is not None and pipeline.variant in SOBEL_SPACE_VARIANTS
+
+
+def stage_volume(ws: Workspace, stage: str, volume: Volume) -> Volume:
+    """A target scan as ``stage``'s segmenter reads it: itself, or for a Sobel-space stage its
+    Sobel map at the working pixel size of the workspace's ASIT translator."""
+    from napari_uda.translate.translator import load_translator, sobel_volume
+
+    if not sobel_space(ws, stage):
+        return volume
+    spacing = load_translator(ws.translator_dir(SOBEL_SPACE_VARIANTS[0]), "cpu").config.spacing_mm
+    return sobel_volume(volume, ws.modality, spacing)
+
+
+def stage_inputs(ws: Workspace, stage: str, paths: Sequence[Path] | None = None) -> list[Path]:
+    """The images ``stage``'s segmenter reads for the target scans ``paths`` (default: all of
+    them): the scans, or for a Sobel-space stage their Sobel maps ``W/sobel/<case>.nii.gz``
+    (:func:`stage_volume`, written once)."""
+    paths = ws.files("target_images") if paths is None else list(paths)
+    if not sobel_space(ws, stage):
+        return paths
+    maps = [ws.sobel_dir / f"{stem_of(p)}.nii.gz" for p in paths]
+    for path, out in zip(paths, maps):
+        if not out.exists():
+            write_volume(stage_volume(ws, stage, read_volume(path, ws.modality)), out)
+    return maps
+
+
 def source_training_set(ws: Workspace, variant: str, real_ct: bool) -> tuple[list[Path], list[Path], list[str]]:
     """The labelled source half of a segmenter's training data: every source CT translated by
-    ``variant``, plus (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``.
-    Returns (images, labels, nnU-Net case names)."""
+    ``variant``, plus (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``;
+    a Sobel-space translator's segmenter trains on its translations alone (real CT is not in its
+    space). Returns (images, labels, nnU-Net case names)."""
     ct, ct_labels = ws.files("source_images"), ws.files("source_labels")
     images = [ws.translated_dir(variant) / f"{stem_of(p)}.nii.gz" for p in ct]
     names = [stem_of(p) for p in ct]
-    if real_ct:
+    if real_ct and variant not in SOBEL_SPACE_VARIANTS:
         return images + list(ct), list(ct_labels) * 2, names + [f"real_{n}" for n in names]
     return images, list(ct_labels), names
 
@@ -380,23 +426,24 @@ def predict_with_model(ws: Workspace, folder: str | Path, device: str = "cpu",
     if not ws.stage_done(stage):
         with ReviewStore.for_workspace(ws.root) as store:
             score_stage(ws, stage, store, settings, progress, should_stop)
-    write_final(ws, stage)
+    write_final(ws, stage, progress, should_stop)
     return stage
 
 
 def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu",
                  settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
-                 should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+                 should_stop: StopFlag | None = None, client: Any = None) -> list[dict[str, Any]]:
     """Stage 3 with the ``variant`` translator's trained model: every fold predicts every target
-    scan, and the cases are scored into the review queue. Self-training then starts from here."""
+    scan, and the cases are scored into the review queue (both as tasks on ``client``'s cluster if
+    given). Self-training then starts from here."""
     stage = BASE_STAGES[variant]
     if ws.model(stage) is None:
         raise UdaError(f"no trained {stage} model in this workspace: train its folds first")
     if ws.pipeline() is None:
         ws.set_pipeline(PipelineRecord(variant, budget.name, stage, rounds=0))
-    segment_stage(ws, stage, [], [], ws.modality, budget, device, 0, progress, should_stop)
+    segment_stage(ws, stage, [], [], ws.modality, budget, device, 0, progress, should_stop, client=client)
     with ReviewStore.for_workspace(ws.root) as store:
-        return score_stage(ws, stage, store, settings, progress, should_stop)
+        return score_stage(ws, stage, store, settings, progress, should_stop, client)
 
 
 # --- 4. accept ------------------------------------------------------------------------------------------
@@ -471,6 +518,7 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
     if not ws.stage_done(stage):
         images, labels, names = source_training_set(ws, variant, pipeline.real_ct)
         case_images, case_labels = store.training_pairs(used)
+        case_images = stage_inputs(ws, stage, case_images)
         images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
         init_from = Path(ws.model(previous[-1]).path) if pipeline.finetune else None
         segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
@@ -519,13 +567,20 @@ def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, d
 
 
 # --- 6. the whole pipeline ------------------------------------------------------------------------------
-def write_final(ws: Workspace, stage: str) -> Path:
-    """Post-process the fused labels of ``stage`` (largest components, holes, small fragments) into
-    ``W/predictions/final/<case>.nii.gz`` with each input's geometry."""
-    out = ws.predictions_dir("final")
-    for path in ws.files("target_images"):
-        vol = read_volume(ws.predictions_dir(stage) / f"{stem_of(path)}.nii.gz")
-        write_volume(Volume(postprocess(vol.array, vol.spacing), vol.geometry), out / f"{stem_of(path)}.nii.gz")
+def postprocess_case(src: str, dst: str) -> str:
+    """One case's final labels (a task of its own on a cluster): the fused labels at ``src``
+    post-processed (largest components, holes, small fragments), written to ``dst`` with their geometry."""
+    vol = read_volume(src)
+    return str(write_volume(Volume(postprocess(vol.array, vol.spacing), vol.geometry), dst))
+
+
+def write_final(ws: Workspace, stage: str, progress: Progress | None = None, should_stop: StopFlag | None = None,
+                client: Any = None) -> Path:
+    """Post-process the fused labels of ``stage`` (:func:`postprocess_case`, on ``client``'s cluster
+    if given) into ``W/predictions/final/<case>.nii.gz``."""
+    out, cases = ws.predictions_dir("final"), [stem_of(p) for p in ws.files("target_images")]
+    run_tasks(client, postprocess_case, [(str(ws.predictions_dir(stage) / f"{c}.nii.gz"), str(out / f"{c}.nii.gz"))
+                                         for c in cases], cases, "final", progress, should_stop)
     ws.record("final", StageRecord("done", str(out), from_stage=stage, postprocessed=True))
     return out
 
@@ -550,12 +605,12 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
                  real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True,
-                 client: Any = None) -> dict[str, Any]:
+                 client: Any = None, ablation_variants: Sequence[str] | None = None) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``ablation`` also the stages the variant does not need: the strong
     source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
-    augmentation) and the other translator. ``intensity_aug`` gives every stage's segmenter that
+    augmentation) and the other translators (``ablation_variants``; None: every one). ``intensity_aug`` gives every stage's segmenter that
     same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
     2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
     fine-tunes the previous stage's folds instead of training from scratch. With a Dask ``client``
@@ -569,13 +624,18 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
         raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded.variant} / {recorded.budget} "
                        f"(real CT {'in' if recorded.real_ct else 'not in'} the training data); "
                        "use the same settings to continue or another workspace")
-    ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune))
-    variants = list(BASE_STAGES) if ablation else [variant]
+    others = [v for v in (BASE_STAGES if ablation_variants is None else ablation_variants) if v != variant]
+    unknown = [v for v in others if v not in BASE_STAGES]
+    if unknown:
+        raise UdaError(f"ablation variants {', '.join(unknown)}: choose among {', '.join(BASE_STAGES)}")
+    ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune,
+                                   list(others) if ablation else None))
+    variants = [variant] + (others if ablation else [])
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
             segment_stage(ws, "no_adaptation", ws.files("source_images"), ws.files("source_labels"), ws.modality,
                           budget, device, 0, progress, should_stop, augment=True, client=client)
-        for v in sorted(variants, key=lambda v: v != variant):
+        for v in variants:
             translate_stage(ws, v, budget, device, progress, should_stop)
             images, labels, names = source_training_set(ws, v, real_ct)
             segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
@@ -589,5 +649,5 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                                "decide, then run the same command again (or pass --auto-accept)"}
     self_train(ws, rounds, budget, auto, device, settings, progress, should_stop, client)
     last = round_stages(ws)[-1] if rounds > 0 else base
-    final = write_final(ws, last)
+    final = write_final(ws, last, progress, should_stop, client)
     return {"status": "done", "final": str(final), "from_stage": last, "stages": stage_order(list(ws.stages()))}

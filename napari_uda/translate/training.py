@@ -1,10 +1,11 @@
-"""Training a CT-to-target translator (CycleGAN, Organ Attention CycleGAN, Sobel-space) into a folder,
+"""Training a CT-to-target translator (CycleGAN, Organ Attention CycleGAN, Sobel-space ASIT) into a folder,
 in nnU-Net's trainer style: :class:`TranslatorTrainer` sets a run up (or resumes it from its
 tensor-only state), and each step of an iteration is one method: learning rates, the generators,
 the discriminators, the jointly trained S, the progress event, the checkpoint.
 
 Losses follow the reference CycleGAN (LSGAN, cycle, identity) and FLARE 2024/2025's Organ
-Attention (a local discriminator on translations fused with S's organ attention, eq. 7).
+Attention (a local discriminator on translations fused with S's organ attention, eq. 7). ASIT
+samples both domains as Sobel edge maps, so every loss (adversarial, cycle, identity) is in Sobel space.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from napari_uda.translate.translator import (
     TranslatorConfig,
     attention_input,
     fuse,
-    generator_input,
+    to_space,
 )
 
 
@@ -126,10 +127,9 @@ def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.T
     from napari_uda.evaluate.metrics import dice
 
     dev = next(nets.S.parameters()).device
-    src = generator_input(cfg)
     with torch.no_grad():
         x = ct.to(dev)
-        fake = nets.G_AB(src(x))
+        fake = nets.G_AB(to_space(cfg)(x))
         out = {}
         for name, images in (("ct", x), ("translated_ct", fake)):
             pred = nets.S(images).argmax(1).cpu().numpy()
@@ -201,8 +201,9 @@ class TranslatorTrainer:
         self.bank_a = load_slice_bank(ct_images, SOURCE, cfg.spacing_mm, ct_labels)
         self.cfg = cfg = replace(cfg, spacing_mm=self.bank_a.spacing_mm)  # both domains share one pixel size: the CT's
         self.bank_b = load_slice_bank(target_images, get_modality(cfg.modality), cfg.spacing_mm)
-        windows = self.bank_b.windows
-        self.output_window = (float(np.mean([w[0] for w in windows])), float(np.mean([w[1] for w in windows])))
+        windows = self.bank_b.windows  # a Sobel-space translation stays in Sobel space's [-1, 1]
+        self.output_window = (-1.0, 1.0) if cfg.sobel_space else (float(np.mean([w[0] for w in windows])),
+                                                                   float(np.mean([w[1] for w in windows])))
         self._build_networks()
         self.start, self.s_pretrained = 0, False
         self.state_path = self.out / STATE
@@ -210,7 +211,7 @@ class TranslatorTrainer:
             self._resume()
         self.eval_a, self.eval_lab = self.bank_a.sample(16, cfg.size, torch.Generator().manual_seed(cfg.seed + 1))
         self.mse, self.l1 = nn.MSELoss(), nn.L1Loss()
-        self.src = generator_input(cfg)
+        self.space = to_space(cfg)
 
     def _build_networks(self) -> None:
         cfg, nets = self.cfg, _Nets(self.cfg).to(self.dev)
@@ -260,7 +261,7 @@ class TranslatorTrainer:
 
     def _batch(self, bank: SliceBank) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = bank.sample(self.cfg.batch_size, self.cfg.size, self.gen)  # random crops, as the reference CycleGAN trains
-        return x.to(self.dev), (y.to(self.dev) if y is not None else None)
+        return self.space(x.to(self.dev)), (y.to(self.dev) if y is not None else None)
 
     def _autocast(self) -> Any:
         return torch.autocast(self.dev.type, dtype=self.amp, enabled=self.amp is not None)
@@ -294,19 +295,19 @@ class TranslatorTrainer:
         """Both generators: LSGAN, cycle and identity losses, the local discriminator's on the
         attention-fused translation, S's and the segmentation head's where configured. Returns the
         translations (``fake_b``, ``fake_a``, and ``fused_fake`` for attention variants)."""
-        cfg, nets, src, mse, l1 = self.cfg, self.nets, self.src, self.mse, self.l1
+        cfg, nets, mse, l1 = self.cfg, self.nets, self.mse, self.l1
         for d in (nets.D_A, nets.D_B) + ((nets.D_L,) if cfg.attention else ()):
             d.requires_grad_(False)
         with self._autocast():
-            fake_b, seg_logits = nets.G_AB.forward_with_seg(src(real_a))
-            rec_a = nets.G_BA(src(fake_b))
-            fake_a = nets.G_BA(src(real_b))
-            rec_b = nets.G_AB(src(fake_a))
+            fake_b, seg_logits = nets.G_AB.forward_with_seg(real_a)
+            rec_a = nets.G_BA(fake_b)
+            fake_a = nets.G_BA(real_b)
+            rec_b = nets.G_AB(fake_a)
             pred_fb, pred_fa = nets.D_B(fake_b), nets.D_A(fake_a)
             loss_adv = mse(pred_fb, torch.ones_like(pred_fb)) + mse(pred_fa, torch.ones_like(pred_fa))
             loss_cyc = cfg.lambda_cycle * (l1(rec_a, real_a) + l1(rec_b, real_b))
             terms = {}
-            if cfg.variant != "sobel" and cfg.lambda_identity > 0:
+            if cfg.lambda_identity > 0:
                 terms["identity"] = cfg.lambda_cycle * cfg.lambda_identity * (
                     l1(nets.G_AB(real_b), real_b) + l1(nets.G_BA(real_a), real_a))
             out = {"fake_b": fake_b, "fake_a": fake_a}

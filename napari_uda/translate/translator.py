@@ -1,5 +1,9 @@
 """CT-to-target translators: CycleGAN, Organ Attention CycleGAN and Sobel-space (ASIT) CycleGAN.
 
+ASIT translates between Sobel edge maps: both domains are mapped into Sobel space before the
+generators see them, the translation stays there (in [-1, 1]), and the segmenter later reads
+Sobel maps of the real targets (:func:`sobel_volume`).
+
 One translator per target modality. Training is resumable (``train_state.pt``, loaded
 with ``weights_only=True``), checkpoints every ``checkpoint_every`` iterations and on
 cancel; the deliverable is ``translator.safetensors`` (generator CT->target, and S for
@@ -21,7 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from napari_uda.core.choices import FUSIONS, S_REGIMES, VARIANTS
+from napari_uda.core.choices import FUSIONS, S_REGIMES, SOBEL_SPACE_VARIANTS, VARIANTS
 from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.intensity import CT_WINDOW, from_unit_range, to_unit_range
@@ -78,6 +82,9 @@ class TranslatorConfig:
 
     def __post_init__(self) -> None:
         self.modality = get_modality(self.modality).key
+        if self.variant == "sobel":
+            raise UdaError("the 'sobel' variant (Sobel input only) was replaced by 'asit' (translation, losses and "
+                           "segmentation in Sobel space): retrain with --variant asit")
         if not get_modality(self.modality).is_target:
             raise UdaError("the translation target must be an MRI or PET modality, not CT")
         for name, value, allowed in (("variant", self.variant, VARIANTS), ("fusion", self.fusion, FUSIONS),
@@ -94,13 +101,18 @@ class TranslatorConfig:
         return self.variant == "organ-attention"
 
     @property
+    def sobel_space(self) -> bool:
+        """Whether translation (and the segmenter after it) works on Sobel edge maps (ASIT)."""
+        return self.variant in SOBEL_SPACE_VARIANTS
+
+    @property
     def s_on_translation(self) -> bool:
         """Whether S looks at the translation (and G learns through it) rather than at the CT."""
         return self.s_regime in ("joint", "invariant")
 
     def architecture(self) -> dict[str, Any]:
         return {"generator": "resnet", "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
-                "sobel_input": self.variant == "sobel", "seg_head": self.seg_head, "skips": self.skips,
+                "sobel_input": self.sobel_space, "seg_head": self.seg_head, "skips": self.skips,
                 "segmenter": {"type": "unet2d", "base": self.s_base, "classes": N_CLASSES} if self.attention else None}
 
     @classmethod
@@ -138,9 +150,10 @@ def _same_image(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def generator_input(cfg: TranslatorConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What the generators see of an image: its Sobel edge map for the ``sobel`` variant, else the image."""
-    return sobel if cfg.variant == "sobel" else _same_image
+def to_space(cfg: TranslatorConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The space a translator works in, as a map of (N, 1, H, W) slices in [-1, 1] at the working
+    pixel size: their Sobel edge maps for ASIT, the images themselves otherwise."""
+    return sobel if cfg.sobel_space else _same_image
 
 
 def attention_input(cfg: TranslatorConfig, ct: torch.Tensor, translated: torch.Tensor) -> torch.Tensor:
@@ -215,7 +228,7 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     out = np.empty_like(a)
     att = np.empty_like(a) if tr.segmenter is not None else None
     amp = amp_dtype(tr.device)
-    src = generator_input(tr.config)
+    src = to_space(tr.config)
     for z0 in range(0, z, batch):
         check_stop(should_stop, "translation")
         x = unit[z0:z0 + batch].to(tr.device)
@@ -242,7 +255,26 @@ def _generate(generator: nn.Module, x: torch.Tensor, multiple: int = 4) -> torch
 
 
 def translate_slices(tr: Translator, ct_slices: torch.Tensor) -> torch.Tensor:
-    """Translate normalised (N, 1, size, size) CT slices to normalised target slices (for evaluation)."""
-    src = generator_input(tr.config)
+    """Translate normalised (N, 1, size, size) CT slices to normalised target slices (in Sobel space
+    for ASIT), for evaluation."""
+    src = to_space(tr.config)
     with torch.no_grad():
         return tr.generator(src(ct_slices.to(tr.device))).float().cpu()
+
+
+def sobel_volume(volume: Volume, modality: str, spacing_mm: float) -> Volume:
+    """An MRI/PET volume of ``modality`` in ASIT's Sobel space, as its segmenter reads it: each axial
+    slice of the canonical orientation normalised by the modality's intensity rule (as the
+    translator's training slices were), resampled to the
+    translator's working pixel size ``spacing_mm``, Sobel edge map (in [-1, 1]), resampled back;
+    the volume's own geometry (float32)."""
+    from napari_uda.core.intensity import intensity_window
+
+    require_finite(volume, "the volume")
+    mod = get_modality(modality)
+    canon = to_canonical(volume)
+    a = canon.array.astype(np.float32)
+    work = working_size(a.shape[1:], canon.spacing[1:], spacing_mm)
+    x = torch.from_numpy(to_unit_range(a, intensity_window(a, mod)))[:, None]
+    edges = resize_slices(sobel(resize_slices(x, work)), a.shape[1:])[:, 0].numpy()
+    return from_canonical(canon.with_array(edges, mod.key), volume.geometry)

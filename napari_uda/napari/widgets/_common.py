@@ -9,6 +9,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QWidget
 
+from napari_uda.cluster.engine import check_scheduler
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import Volume
 from napari_uda.napari.layers import geometry_from_layer_meta, volume_to_layer_data
@@ -60,6 +61,21 @@ class PathField(QWidget):
 
     def set_path(self, path: str | Path) -> None:
         self.edit.setText(str(path))
+
+
+class SchedulerField(QLineEdit):
+    """Where a widget's batch work runs: empty for serially in this process, else a Dask scheduler
+    (``local``, ``tcp://HOST:8786`` or a ``scheduler.json`` file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setPlaceholderText("this machine, serially; or local, tcp://HOST:8786, scheduler.json")
+
+    def scheduler(self) -> str | None:
+        """The scheduler typed in (None: serially); a one-line :class:`UdaError` for anything else."""
+        text = self.text().strip() or None
+        check_scheduler(text, None)
+        return text
 
 
 def fill_table(table: QTableWidget, header: list[str], rows: list[list[Any]]) -> None:

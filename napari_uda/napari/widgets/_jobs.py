@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
@@ -25,6 +25,22 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from napari_uda.core.jobs import Event, Progress, StopFlag
 from napari_uda.napari.widgets._common import notify_error
+
+T = TypeVar("T")
+
+
+def on_cluster(scheduler: str | None, device: str,
+               fn: Callable[[Progress, StopFlag, Any], T]) -> Callable[[Progress, StopFlag], T]:
+    """A job for :meth:`JobPanel.start` that runs ``fn(report, should_stop, client)`` with a Dask
+    client for ``scheduler`` (None: serially, client None). A local cluster starts and shuts down
+    with the job; Cancel cancels the cluster's tasks (the library's ``follow`` does)."""
+    from napari_uda.cluster.engine import dask_client
+
+    def job(report: Progress, should_stop: StopFlag) -> T:
+        with dask_client(scheduler, None, device) as client:
+            return fn(report, should_stop, client)
+
+    return job
 
 
 class _Bridge(QObject):

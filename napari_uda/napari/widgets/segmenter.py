@@ -4,6 +4,8 @@ fold-disagreement layer), with running time and GPU memory.
 
 Training runs nnU-Net in child processes supervised by a thread worker (Cancel terminates them;
 Train again resumes); inference runs in a thread worker that checks Cancel between folds and cases.
+Given a Dask scheduler (``local``, an address or a scheduler file) the folds train in parallel and
+prediction and scoring run as tasks on its cluster, with progress per task; Cancel cancels them.
 CLI equivalents: ``napari-uda segment export|plan|train|predict`` and ``napari-uda pipeline``.
 """
 from __future__ import annotations
@@ -23,15 +25,16 @@ from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.napari.widgets._common import (
     PathField,
+    SchedulerField,
     add_layer,
     disagreement_layer,
     layer_tuple,
     layer_volume,
     notify_error,
 )
-from napari_uda.napari.widgets._jobs import JobPanel
+from napari_uda.napari.widgets._jobs import JobPanel, on_cluster
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.pipeline.workflow import pseudo_label, train_segmenter
+from napari_uda.pipeline.workflow import pseudo_label, stage_volume, train_segmenter
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
@@ -39,13 +42,14 @@ TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "trans
 
 
 def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, device: str, report: Progress,
-                         should_stop: StopFlag) -> dict[str, Any]:
-    """Write ``volume`` to ``out/input``, predict it with every fold of ``model``; returns the fused
-    labels, each fold's labels and the prediction record (time, GPU memory)."""
-    from napari_uda.segment.prediction import predict_folds
+                         should_stop: StopFlag, client: Any = None) -> dict[str, Any]:
+    """Write ``volume`` to ``out/input``, predict it with every fold of ``model`` (one task per fold
+    on ``client``'s cluster if given); returns the fused labels, each fold's labels and the
+    prediction record (time, GPU memory)."""
+    from napari_uda.cluster.predict import predict_folds_on
 
     path = write_volume(volume, out / "input" / f"{name}.nii.gz")
-    (record,) = predict_folds(model, [path], out, None, device, progress=report, should_stop=should_stop)
+    (record,) = predict_folds_on(client, model, [path], out, None, device, progress=report, should_stop=should_stop)
     folds = sorted(record["folds"], key=int)
     pred = PredictionFolder(out)
     return {"fused": read_volume(pred.fused(name)), "record": record,
@@ -77,6 +81,7 @@ class SegmenterWidget(QWidget):
         self.budget.setCurrentText("small")
         self.device = QComboBox()
         self.device.addItems(available_devices())
+        self.scheduler = SchedulerField()
         train = QPushButton("Export and train folds")
         train.clicked.connect(self.train_clicked)
         self.models = QComboBox()
@@ -96,6 +101,7 @@ class SegmenterWidget(QWidget):
         form.addRow("Train on", self.source)
         form.addRow("Budget", self.budget)
         form.addRow("Device", self.device)
+        form.addRow("Dask scheduler", self.scheduler)
         form.addRow(train)
         form.addRow("Workspace models", self.models)
         form.addRow("Model", self.model)
@@ -132,7 +138,7 @@ class SegmenterWidget(QWidget):
     # --- training -------------------------------------------------------------------------------
     def train_clicked(self) -> None:
         try:
-            ws = self.link.open()
+            ws, scheduler = self.link.open(), self.scheduler.scheduler()
         except UdaError as exc:
             notify_error(exc)
             return
@@ -140,20 +146,20 @@ class SegmenterWidget(QWidget):
         stage = BASE_STAGES[variant] if variant else "no_adaptation"
         budget, device = get_budget(self.budget.currentText()), self.device.currentText()
 
-        def work(report: Progress, should_stop: StopFlag) -> str:
-            return train_segmenter(ws, variant, budget, device, report, should_stop)
+        def work(report: Progress, should_stop: StopFlag, client: Any) -> str:
+            return train_segmenter(ws, variant, budget, device, report, should_stop, client)
 
         def done(stage: str) -> None:
             self.refresh_models()
             self.models.setCurrentText(stage)
 
-        self.job.start(f"training {stage}", work, done)
+        self.job.start(f"training {stage}", on_cluster(scheduler, device, work), done)
 
     def pseudo_label_clicked(self) -> None:
         stage = self.models.currentText()
         variant = next((v for v, s in BASE_STAGES.items() if s == stage), None)
         try:
-            ws = self.link.open()
+            ws, scheduler = self.link.open(), self.scheduler.scheduler()
             if variant is None:
                 raise UdaError("pseudo-labels come from a translated-CT model: pick cyclegan or organ_attention")
         except UdaError as exc:
@@ -161,7 +167,8 @@ class SegmenterWidget(QWidget):
             return
         budget, device = get_budget(self.budget.currentText()), self.device.currentText()
         self.job.start(f"pseudo-labelling with {stage}",
-                       lambda report, stop: pseudo_label(ws, variant, budget, device, progress=report, should_stop=stop),
+                       on_cluster(scheduler, device, lambda report, stop, client: pseudo_label(
+                           ws, variant, budget, device, progress=report, should_stop=stop, client=client)),
                        lambda rows: self.stats.setText(f"{len(rows)} case(s) scored; "
                                                        f"{sum(r['passed'] for r in rows)} pass every filter"))
 
@@ -174,6 +181,8 @@ class SegmenterWidget(QWidget):
                 raise UdaError("choose a trained model (workspace models, or a model folder)")
             if not isinstance(layer, Image):
                 raise UdaError("select an Image layer to segment")
+            scheduler = self.scheduler.scheduler()
+            ws = self.link.open() if self.link.path else None
             volume = layer_volume(layer)
             # into the workspace, or a temporary folder: never into the model folder (shared, maybe read-only)
             root = self.link.path / "predictions" / "viewer" if self.link.path else Path(tempfile.mkdtemp(prefix="napari-uda-"))
@@ -183,12 +192,15 @@ class SegmenterWidget(QWidget):
             return
         device, name = self.device.currentText(), stem_of(f"{layer.name.replace(' ', '_')}.nii.gz")
         per_fold, disagreement, title = self.per_fold.isChecked(), self.disagreement.isChecked(), layer.name
+        stage = self.models.currentText()
+        recorded = ws.model(stage) if ws is not None and stage else None
 
-        def work(report: Any, should_stop: Any) -> dict[str, Any]:
-            result = predict_layer_volume(model, volume, name, out, device, report, should_stop)
+        def work(report: Progress, should_stop: StopFlag, client: Any) -> dict[str, Any]:
+            seen = stage_volume(ws, stage, volume) if recorded and Path(recorded.path) == model else volume
+            result = predict_layer_volume(model, seen, name, out, device, report, should_stop, client)
             return {"record": result["record"], "layers": inference_layers(title, result, per_fold, disagreement)}
 
-        self.job.start(f"segmenting {layer.name}", work, self._show)
+        self.job.start(f"segmenting {layer.name}", on_cluster(scheduler, device, work), self._show)
 
     def _show(self, result: dict[str, Any]) -> None:
         for t in result["layers"]:

@@ -11,36 +11,25 @@ import os
 import sys
 from typing import Any
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QTableWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout, QWidget
 
-from napari_uda.cluster.engine import check_scheduler
 from napari_uda.core.child import run_child
 from napari_uda.core.choices import BUDGETS
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.core.workspace import Workspace
-from napari_uda.napari.widgets._common import PathField, fill_table, notify_error
+from napari_uda.napari.widgets._common import PathField, SchedulerField, fill_table, notify_error
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
 from napari_uda.pipeline.summary import compare_rounds
 from napari_uda.pipeline.workflow import evaluate_stages, round_stages
 
 
-def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str, scheduler: str = "") -> list[str]:
+def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str,
+                      scheduler: str | None = None) -> list[str]:
     """The command line the widget runs, reporting progress as JSON lines (``--log-json``); with a Dask
     ``scheduler`` (``local``, an address or a scheduler file) prediction and scoring run on its cluster."""
-    check_scheduler(scheduler or None, None)
     return ([sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
              "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
             + (["--scheduler", scheduler] if scheduler else []))
@@ -62,8 +51,7 @@ class SelfTrainingWidget(QWidget):
         self.device.addItems(available_devices())
         self.auto = QCheckBox("accept the better half automatically, by the budget's rule (recorded as auto:<settings>)")
         self.auto.setChecked(False)
-        self.scheduler = QLineEdit()
-        self.scheduler.setPlaceholderText("this machine, serially; or local, tcp://HOST:8786, scheduler.json")
+        self.scheduler = SchedulerField()
         start = QPushButton("Start rounds")
         start.clicked.connect(self.start_clicked)
         self.labels = PathField("target labels for evaluation only (optional)")
@@ -106,7 +94,7 @@ class SelfTrainingWidget(QWidget):
         try:
             ws = self.link.open()
             cmd = selftrain_command(ws, self.rounds.value(), self.budget.currentText(), self.auto.isChecked(),
-                                    self.device.currentText(), self.scheduler.text().strip())
+                                    self.device.currentText(), self.scheduler.scheduler())
         except UdaError as exc:
             notify_error(exc)
             return

@@ -247,8 +247,9 @@ def test_bad_checkpoints_are_clear_errors(data, tmp_path):
         load_translator(tmp_path / "nowhere")
 
 
-def test_resume_continues_iteration_count(data, tmp_path):
-    cfg = TranslatorConfig("T2WI", variant="organ-attention", iterations=12, checkpoint_every=100, **TINY)
+@pytest.mark.parametrize("variant", ["organ-attention", "asit"])
+def test_resume_continues_iteration_count(data, tmp_path, variant):
+    cfg = TranslatorConfig("T2WI", variant=variant, iterations=12, checkpoint_every=100, **TINY)
     first = []
     with pytest.raises(Cancelled, match="cancelled at iteration 7; its checkpoint is in"):
         train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path, progress=first.append,

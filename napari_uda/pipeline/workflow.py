@@ -263,15 +263,21 @@ def sobel_space(ws: Workspace, stage: str) -> bool:
     return pipeline is not None and pipeline.variant in SOBEL_SPACE_VARIANTS
 
 
-def stage_volume(ws: Workspace, stage: str, volume: Volume) -> Volume:
+def _sobel_spacing(ws: Workspace) -> float:
+    """The working pixel size (mm) of the workspace's ASIT translator: where Sobel maps are taken."""
+    from napari_uda.translate.translator import load_translator
+
+    return load_translator(ws.translator_dir(SOBEL_SPACE_VARIANTS[0]), "cpu").config.spacing_mm
+
+
+def stage_volume(ws: Workspace, stage: str, volume: Volume, spacing: float | None = None) -> Volume:
     """A target scan as ``stage``'s segmenter reads it: itself, or for a Sobel-space stage its
-    Sobel map at the working pixel size of the workspace's ASIT translator."""
-    from napari_uda.translate.translator import load_translator, sobel_volume
+    Sobel map at the working pixel size of the workspace's ASIT translator (``spacing``, if known)."""
+    from napari_uda.translate.translator import sobel_volume
 
     if not sobel_space(ws, stage):
         return volume
-    spacing = load_translator(ws.translator_dir(SOBEL_SPACE_VARIANTS[0]), "cpu").config.spacing_mm
-    return sobel_volume(volume, ws.modality, spacing)
+    return sobel_volume(volume, ws.modality, spacing or _sobel_spacing(ws))
 
 
 def stage_inputs(ws: Workspace, stage: str, paths: Sequence[Path] | None = None) -> list[Path]:
@@ -282,9 +288,10 @@ def stage_inputs(ws: Workspace, stage: str, paths: Sequence[Path] | None = None)
     if not sobel_space(ws, stage):
         return paths
     maps = [ws.sobel_dir / f"{stem_of(p)}.nii.gz" for p in paths]
-    for path, out in zip(paths, maps):
-        if not out.exists():
-            write_volume(stage_volume(ws, stage, read_volume(path, ws.modality)), out)
+    missing = [(p, out) for p, out in zip(paths, maps) if not out.exists()]
+    spacing = _sobel_spacing(ws) if missing else None
+    for path, out in missing:
+        write_volume(stage_volume(ws, stage, read_volume(path, ws.modality), spacing), out)
     return maps
 
 

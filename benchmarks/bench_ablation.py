@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--variant", default="organ-attention", help="the pipeline's translator")
     parser.add_argument("--ablation-variants", default=None, help="the other translators, comma-separated (default: all)")
     parser.add_argument("--no-ablation", action="store_true", help="the variant's stages alone")
+    parser.add_argument("--pool-variants", default=None, help="multi-view pooling: translators, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="self-training rounds")
     args = parser.parse_args()
     mod = get_modality(args.modality)
@@ -86,7 +87,8 @@ def main() -> None:
     others = args.ablation_variants.split(",") if args.ablation_variants else None
     result = run_pipeline(ws, get_budget(args.budget), args.variant, rounds=args.rounds, auto=True,
                           ablation=not args.no_ablation, device="cpu", settings=settings, progress=progress,
-                          ablation_variants=others)
+                          ablation_variants=others,
+                          pool_variants=args.pool_variants.split(",") if args.pool_variants else None)
     t_pipeline = time.perf_counter() - t0
     adapt_images = list_volumes(data / f"adapt/{mod.slug}/images")
     if not args.skip_oracle:
@@ -120,6 +122,7 @@ def main() -> None:
         timeline.setdefault(stage, [t, t])[1] = t
     report = {"budget": args.budget, "modality": mod.key, "seed": args.seed, "phantom": args.phantom,
               "variant": args.variant, "ablation": None if args.no_ablation else (others or "all"), "rounds": args.rounds,
+              "pool_variants": args.pool_variants,
               "oracle_trained": not args.skip_oracle,
               "oracle_seconds": round(t_oracle, 1),
               "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,

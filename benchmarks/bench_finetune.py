@@ -37,7 +37,7 @@ def main() -> None:
     out = Path(f"benchmarks/finetune_{args.budget}_t2wi_s{args.seed}")
     ws, budget = Workspace.open(root / "ws"), get_budget(args.budget)
     base = ws.model("organ_attention")
-    images, labels, names = source_training_set(ws, "organ-attention", True)
+    images, labels, names = source_training_set(ws, ["organ-attention"], True)
     with ReviewStore.for_workspace(ws.root) as store:
         used = store.round_cases(1)
         case_images, case_labels = store.training_pairs(used)

@@ -1,6 +1,6 @@
-"""The whole method end to end with the tiny budget: pipeline (with the ablation stages: the
-source-only baseline and ASIT's Sobel-space stage), review, self-training round, final predictions,
-evaluation. Real translators, real nnU-Net."""
+"""The whole method end to end with the tiny budget: pipeline (multi-view pooling of Organ Attention
+and TANQ translations, with the ablation stages: the source-only baseline and ASIT's Sobel-space
+stage), review, self-training round, final predictions, evaluation. Real translators, real nnU-Net."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,8 @@ from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.review.store import ReviewStore, file_hash, label_hash
 
 pytestmark = pytest.mark.slow
-STAGES = ["no_adaptation", "organ_attention", "asit"]
+STAGES = ["no_adaptation", "asit", "pooled"]
+CTS = ["ct_000", "ct_001", "ct_002"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -31,7 +32,8 @@ def run(tmp_path_factory):
     ws = root / "ws"
     args = ["pipeline", "--source-images", str(root / "data/ct/images"), "--source-labels", str(root / "data/ct/labels"),
             "--target-images", str(root / "data/t2wi/images"), "--modality", "T2WI", "--workspace", str(ws),
-            "--budget", "tiny", "--ablation", "--ablation-variants", "asit", "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
+            "--budget", "tiny", "--pool-variants", "organ-attention,tanq", "--ablation", "--ablation-variants", "asit",
+            "--device", "cpu", "--eval-labels", str(root / "data/t2wi/labels")]
     first = cli(*args)
     return {"root": root, "ws": ws, "args": args, "first": first}
 
@@ -48,16 +50,18 @@ def test_pipeline_stops_for_review_with_every_stage_predicted(run):
             assert fused.shape == image.shape and fused.geometry.matches(image.geometry)
             assert (folder / "fold_0" / t.name).exists() and (folder / "fold_1" / t.name).exists()
         assert len(json.loads((folder / "predictions.json").read_text())) == 3
-    for variant in ("asit", "organ-attention"):
+    for variant in ("asit", "organ-attention", "tanq"):
         assert (ws / "translators" / variant / "translator.safetensors").exists()
         assert len(list((ws / "translated" / variant).glob("*.nii.gz"))) == 3
     assert len(list((ws / "translated" / "organ-attention_attention").glob("*.nii.gz"))) == 3
     manifest = Workspace.open(ws).manifest
-    assert manifest["stages"]["organ_attention"]["status"] == "done"  # scored: the queue is filled
+    assert manifest["stages"]["pooled"]["status"] == "done"  # scored: the queue is filled
+    assert "organ_attention" not in manifest["models"] and "tanq" not in manifest["models"]  # pooled, not alone
     # the source-only baseline sees CT normalised as the targets are; every segmenter gets strong intensity augmentation
     assert manifest["models"]["no_adaptation"]["channel"] == "T2WI" and manifest["models"]["asit"]["channel"] == "T2WI"
     assert manifest["models"]["no_adaptation"]["budget"] == "tiny-aug" and manifest["models"]["asit"]["budget"] == "tiny-aug"
     assert manifest["pipeline"]["ablation_variants"] == ["asit"] and not (ws / "translators" / "cyclegan").exists()
+    assert manifest["pipeline"]["pool_variants"] == ["organ-attention", "tanq"]
     queue = json.loads(cli("review", "queue", "--workspace", str(ws), "--json").stdout)
     assert len(queue) == 3 and all(q["state"] == "not reviewed" and len(q["filters"]) == 3 for q in queue)
     assert all(0 <= q["case_score"] <= 1 and len(q["organ_consistency"]) == 13 for q in queue)
@@ -86,6 +90,28 @@ def test_the_asit_stage_trains_and_predicts_in_sobel_space(run):
         np.testing.assert_allclose(stored.array, sobel_volume(image, "T2WI", spacing).array, atol=1e-6)
 
 
+def test_the_pooled_stage_trains_on_both_translators_and_tanq_translates_by_the_ct_labels(run):
+    """Multi-view pooling: one nnU-Net dataset holds every CT translated by Organ Attention and by
+    TANQ (+ the real CT), each with the CT's labels; TANQ's translations are its generator's with
+    the CT's own organ map as regions (not those its segmentation decoder would give)."""
+    from napari_uda.translate.translator import load_translator, translate_volume
+
+    ws, data = run["ws"], run["root"] / "data"
+    raw = ws / "nnunet/raw/Dataset106_UDA_pooled"
+    names = [f"{v}_{c}" for v in ("organ_attention", "tanq", "real") for c in CTS]
+    assert sorted(p.name for p in (raw / "imagesTr").iterdir()) == sorted(f"{n}_0000.nii.gz" for n in names)
+    for c in CTS:
+        labels = {v: read_volume(raw / "labelsTr" / f"{v}_{c}.nii.gz").array for v in ("organ_attention", "tanq", "real")}
+        np.testing.assert_array_equal(labels["tanq"], labels["organ_attention"])
+        np.testing.assert_array_equal(labels["tanq"], read_volume(data / "ct/labels" / f"{c}.nii.gz").array)
+    tanq = load_translator(ws / "translators" / "tanq")
+    ct, organs = read_volume(data / "ct/images/ct_000.nii.gz", "CT"), read_volume(data / "ct/labels/ct_000.nii.gz")
+    stored = read_volume(ws / "translated" / "tanq" / "ct_000.nii.gz").array
+    by_labels, by_decoder = (translate_volume(tanq, ct, labels=lab)[0].array for lab in (organs, None))
+    np.testing.assert_allclose(stored, by_labels, rtol=1e-5, atol=1e-3)
+    assert np.abs(stored - by_decoder).max() > 1e-2
+
+
 def test_review_then_self_training_round_and_final(run):
     ws, queue = run["ws"], json.loads(cli("review", "queue", "--workspace", str(run["ws"]), "--json").stdout)
     accepted, edited, rejected = (q["case"] for q in queue)
@@ -105,12 +131,12 @@ def test_review_then_self_training_round_and_final(run):
     final = ws / "predictions" / "final"
     for t in sorted((run["root"] / "data/t2wi/images").iterdir()):
         assert read_volume(final / t.name).geometry.matches(read_volume(t).geometry)
-    # the round's dataset: translated CT + real CT (RCT+FI) + exactly the accepted cases, the edited label where edited
+    # the round's dataset: both pooled translations + real CT (RCT+FI) + exactly the accepted cases, the edited label
     raw = ws / "nnunet/raw/Dataset111_UDA_self_training_r1"
-    cts = ["ct_000", "ct_001", "ct_002"]
     assert sorted(p.name for p in (raw / "labelsTr").iterdir()) == sorted(
-        [f"{c}.nii.gz" for c in cts] + [f"real_{c}.nii.gz" for c in cts] + [f"{accepted}.nii.gz", f"{edited}.nii.gz"])
-    assert file_hash(raw / "imagesTr" / "real_ct_000_0000.nii.gz") != file_hash(raw / "imagesTr" / "ct_000_0000.nii.gz")
+        [f"{v}_{c}.nii.gz" for v in ("organ_attention", "tanq", "real") for c in CTS]
+        + [f"{accepted}.nii.gz", f"{edited}.nii.gz"])
+    assert file_hash(raw / "imagesTr" / "real_ct_000_0000.nii.gz") != file_hash(raw / "imagesTr" / "tanq_ct_000_0000.nii.gz")
     assert label_hash(read_volume(raw / "labelsTr" / f"{edited}.nii.gz").array) == label_hash(label.array)
     assert file_hash(raw / "imagesTr" / f"{accepted}_0000.nii.gz")
     with ReviewStore.for_workspace(ws) as store:
@@ -124,16 +150,16 @@ def test_review_then_self_training_round_and_final(run):
         assert all(q.label.endswith(f"self_training_r1/pseudo/{q.case}.nii.gz") for q in new_queue)
     manifest = Workspace.open(ws).manifest
     assert manifest["rounds"][0]["accepted"] == 2 and manifest["stages"]["final"]["from_stage"] == "self_training_r1"
-    # by default round 1 fine-tunes the Organ Attention folds
+    # by default round 1 fine-tunes the pooled stage's folds
     r1_model = manifest["models"]["self_training_r1"]
-    assert r1_model["budget"] == "tiny-aug-ft" and r1_model["fine_tuned_from"] == manifest["models"]["organ_attention"]["path"]
+    assert r1_model["budget"] == "tiny-aug-ft" and r1_model["fine_tuned_from"] == manifest["models"]["pooled"]["path"]
     # the evaluation of every stage: valid numbers
     for stage in [*STAGES, "self_training_r1", "final"]:
         report = json.loads((ws / "reports" / f"evaluation_{stage}.json").read_text())
         assert report["n_cases"] == 3 and not report["missing"]
         for organ in report["summary"].values():
             assert all(0.0 <= v <= 1.0 for v in organ.values())
-    assert "| organ (DSC mean) | no_adaptation | organ_attention | asit | self_training_r1 | final |" in second.stdout
+    assert "| organ (DSC mean) | no_adaptation | asit | pooled | self_training_r1 | final |" in second.stdout
 
     third = cli(*run["args"])  # everything is done: nothing is trained again
     assert third.returncode == 0 and "fold 0 epoch" not in third.stderr

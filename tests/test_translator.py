@@ -172,9 +172,9 @@ def test_mixed_precision_training_with_previews(data, tmp_path, monkeypatch):
                        for k in z.files)
 
 
-@pytest.mark.parametrize("variant", ["organ-attention", "asit"])
+@pytest.mark.parametrize("variant", ["organ-attention", "asit", "tanq"])
 def test_reload_identical_and_geometry(data, tmp_path, variant):
-    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant != "asit",
+    cfg = TranslatorConfig("C+V", variant=variant, iterations=4, checkpoint_every=1000, seg_head=variant == "organ-attention",
                            skips=variant == "asit", **TINY)
     train_translator(cfg, data["ct"], data["labels"], data["t2"], tmp_path)
     ct = read_volume(data["ct"][1])
@@ -188,10 +188,12 @@ def test_reload_identical_and_geometry(data, tmp_path, variant):
     lo, hi = sidecar["intensity"]["output_window"]
     assert (lo, hi) == (-1.0, 1.0) if variant == "asit" else 0 <= lo < hi  # a Sobel-space translation stays there
     assert lo - 1e-3 <= a1.array.min() and a1.array.max() <= hi + 1e-3
-    assert (att1 is None) == (variant == "asit")
+    assert (att1 is None) == (variant != "organ-attention")
     assert sidecar["training"]["spacing_mm"] == pytest.approx(float(np.mean(ct.spacing[1:])), rel=0.2)
     if variant == "organ-attention":  # how well S finds organs is reported, on CT and on translated CT
         assert set(sidecar["training"]["s_dice"]) == {"ct", "translated_ct"}
+    if variant == "tanq":  # how well its segmentation decoder finds the organs it gives unlabelled CT
+        assert 0.0 <= sidecar["training"]["seg_decoder_dice"] <= 1.0
 
 
 def test_generator_skips_add_no_weights_but_change_the_output():
@@ -247,7 +249,7 @@ def test_bad_checkpoints_are_clear_errors(data, tmp_path):
         load_translator(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("variant", ["organ-attention", "asit"])
+@pytest.mark.parametrize("variant", ["organ-attention", "asit", "tanq"])
 def test_resume_continues_iteration_count(data, tmp_path, variant):
     cfg = TranslatorConfig("T2WI", variant=variant, iterations=12, checkpoint_every=100, **TINY)
     first = []

@@ -35,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_target_modality(p)
     add_workspace(p, kind=OUTPUT_FOLDER)
     add_pipeline_run(p)
-    p.add_argument("--variant", default="organ-attention", choices=list(BASE_STAGES))
+    p.add_argument("--variant", default=None, choices=list(BASE_STAGES),
+                   help="the pipeline's translator (default: organ-attention, or the first of --pool-variants)")
+    p.add_argument("--pool-variants", type=VARIANT_LIST, default=None, metavar="V1,V2",
+                   help="multi-view pooling (TANQ): one segmenter trained on the translations of these translators")
     p.add_argument("--rounds", type=NON_NEGATIVE, default=1, help="self-training rounds (0: none)")
     p.add_argument("--ablation", action="store_true",
                    help="also the strong source-only baseline (no_adaptation) and the other translators")
@@ -112,10 +115,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
     budget, device = get_budget(args.budget), str(pick_device(args.device))
     with dask_client(args.scheduler, args.workers, device) as client:
-        result = run_pipeline(ws, budget, args.variant, args.rounds, args.auto_accept, args.ablation, device,
+        variant = args.variant or (args.pool_variants[0] if args.pool_variants else "organ-attention")
+        result = run_pipeline(ws, budget, variant, args.rounds, args.auto_accept, args.ablation, device,
                               _acceptance(args, budget), args.console, real_ct=not args.no_real_ct,
                               intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client,
-                              ablation_variants=args.ablation_variants)
+                              ablation_variants=args.ablation_variants, pool_variants=args.pool_variants)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from napari_uda.core.errors import UdaError
 
 # --- translators (napari_uda.translate.translator) ----------------------------------------------------------------
-#: ``asit``: Sobel-space translation (ASIT): translator and segmenter work on Sobel edge maps of CT and target
-VARIANTS = ("cyclegan", "organ-attention", "asit")
+#: ``asit``: Sobel-space translation (ASIT): translator and segmenter work on Sobel edge maps of CT and target;
+#: ``tanq``: target-aware normalisation (TANQ): region-wise normalisation by the CT's organ masks in the generator
+VARIANTS = ("cyclegan", "organ-attention", "asit", "tanq")
 SOBEL_SPACE_VARIANTS = ("asit",)
+TARGET_AWARE_VARIANTS = ("tanq",)
 FUSIONS = ("additive", "multiplicative", "concat")
 S_REGIMES = ("joint", "pretrained", "invariant")
 
@@ -32,7 +34,8 @@ def pipeline_budget(segmenter_budget: str) -> str:
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 
 # --- the pipeline (napari_uda.pipeline.workflow) -----------------------------------------------------------------
-BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention", "asit": "asit"}  # translator variant -> stage
+BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention", "asit": "asit", "tanq": "tanq"}  # translator variant -> stage
+POOLED = "pooled"  # multi-view pooling (TANQ): one segmenter trained on the translations of several translators
 ACCEPT_RULES = ("filters", "consistency")
 
 

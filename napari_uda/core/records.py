@@ -118,3 +118,8 @@ class PipelineRecord(Record):
     intensity_aug: bool = False
     finetune: bool = False
     ablation_variants: list[str] | None = None  # the other translators an ablation trains; None: every one
+    pool_variants: list[str] | None = None  # multi-view pooling: the base stage trains on these translators' translations
+
+    def training_variants(self) -> list[str]:
+        """The translators whose translations train the base stage and the self-training rounds."""
+        return list(self.pool_variants) if self.pool_variants else [self.variant]

@@ -24,12 +24,12 @@ from napari_uda.segment.nnunet_model import FOLD_SIDECAR, FOLD_WEIGHTS, trained_
 def stage_variant(ws: Workspace, stage: str) -> str | None:
     """The translator variant whose translations trained ``stage`` (None for models trained on
     real scans only: the source-only baseline and the oracle)."""
-    from napari_uda.core.choices import BASE_STAGES
+    from napari_uda.core.choices import BASE_STAGES, POOLED
 
     by_stage = {s: v for v, s in BASE_STAGES.items()}
     if stage in by_stage:
         return by_stage[stage]
-    if stage.startswith("self_training_r"):
+    if stage.startswith("self_training_r") or stage == POOLED:
         pipeline = ws.pipeline()
         return pipeline.variant if pipeline else None
     return None

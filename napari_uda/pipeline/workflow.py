@@ -6,7 +6,8 @@ manifest says is finished and resumes what was interrupted (translator checkpoin
 under ``W/predictions/``): ``no_adaptation`` (the strong source-only baseline: nnU-Net on real
 CT normalised as the targets are, with strong intensity augmentation), ``cyclegan``,
 ``organ_attention``, ``asit`` (Sobel space: its segmenter reads the targets' Sobel maps, as do the
-rounds of an ASIT pipeline), ``self_training_r1`` (r2, ...) and ``final``.
+rounds of an ASIT pipeline), ``tanq`` (target-aware normalisation), ``pooled`` (multi-view pooling:
+one segmenter on several translators' translations), ``self_training_r1`` (r2, ...) and ``final``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from napari_uda.core.choices import (
     ACCEPT_RULES,
     BASE_STAGES,
     PLANNERS,
+    POOLED,
     SOBEL_SPACE_VARIANTS,
     Budget,
     get_budget,
@@ -54,8 +56,8 @@ if TYPE_CHECKING:  # torch is imported only when a translator trains
     from napari_uda.translate.translator import TranslatorConfig
 
 
-DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "asit": 104,
-               "oracle": 109}  # self_training_rN: 110 + N
+DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "asit": 104, "tanq": 105,
+               POOLED: 106, "oracle": 109}  # self_training_rN: 110 + N
 
 
 
@@ -106,7 +108,7 @@ def dataset_id(stage: str) -> int:
 
 def stage_order(stages: Sequence[str]) -> list[str]:
     """Stages in the order of the method: no_adaptation, cyclegan, organ_attention, rounds, final."""
-    fixed = ["no_adaptation", "cyclegan", "organ_attention", "asit"]
+    fixed = ["no_adaptation", *BASE_STAGES.values(), POOLED]
 
     def key(s: str) -> tuple[int, int]:
         if s in fixed:
@@ -158,15 +160,18 @@ def translate_stage(ws: Workspace, variant: str, budget: Budget, device: str | N
 def translate_sources(ws: Workspace, variant: str, device: str | None = None, progress: Progress | None = None,
                       should_stop: StopFlag | None = None) -> Path:
     """Translate every source CT with the workspace's trained ``variant`` translator into
-    ``W/translated/<variant>/`` (attention maps in ``<variant>_attention/``)."""
+    ``W/translated/<variant>/`` (attention maps in ``<variant>_attention/``); a target-aware
+    translator (TANQ) translates each CT by the regions of its organ labels."""
     from napari_uda.translate.translator import load_translator, translate_volume
 
     out, stage = ws.translated_dir(variant), BASE_STAGES.get(variant, variant)
     tr = load_translator(ws.translator_dir(variant), device=device)
-    sources = ws.files("source_images")
-    for i, path in enumerate(sources):
+    sources, labels = ws.files("source_images"), ws.files("source_labels")
+    for i, (path, label) in enumerate(zip(sources, labels)):
         _check_stop(should_stop)
-        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop)
+        regions = read_volume(label) if tr.config.target_aware else None
+        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop,
+                                                 labels=regions)
         write_volume(translated, out / f"{stem_of(path)}.nii.gz")
         if attention is not None:
             write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
@@ -295,17 +300,22 @@ def stage_inputs(ws: Workspace, stage: str, paths: Sequence[Path] | None = None)
     return maps
 
 
-def source_training_set(ws: Workspace, variant: str, real_ct: bool) -> tuple[list[Path], list[Path], list[str]]:
-    """The labelled source half of a segmenter's training data: every source CT translated by
-    ``variant``, plus (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``;
-    a Sobel-space translator's segmenter trains on its translations alone (real CT is not in its
-    space). Returns (images, labels, nnU-Net case names)."""
-    ct, ct_labels = ws.files("source_images"), ws.files("source_labels")
-    images = [ws.translated_dir(variant) / f"{stem_of(p)}.nii.gz" for p in ct]
-    names = [stem_of(p) for p in ct]
-    if real_ct and variant not in SOBEL_SPACE_VARIANTS:
-        return images + list(ct), list(ct_labels) * 2, names + [f"real_{n}" for n in names]
-    return images, list(ct_labels), names
+def source_training_set(ws: Workspace, variants: Sequence[str], real_ct: bool) -> tuple[list[Path], list[Path], list[str]]:
+    """The labelled source half of a segmenter's training data: every source CT translated by each
+    of ``variants`` (several: TANQ's multi-view pooling, cases named ``<stage>_<case>``), plus
+    (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``; a Sobel-space
+    translator's segmenter trains on its translations alone (real CT is not in its space).
+    Returns (images, labels, nnU-Net case names)."""
+    ct, ct_labels = ws.files("source_images"), list(ws.files("source_labels"))
+    stems = [stem_of(p) for p in ct]
+    images, labels, names = [], [], []
+    for v in variants:
+        images += [ws.translated_dir(v) / f"{n}.nii.gz" for n in stems]
+        labels += ct_labels
+        names += stems if len(variants) == 1 else [f"{BASE_STAGES[v]}_{n}" for n in stems]
+    if real_ct and not set(variants) & set(SOBEL_SPACE_VARIANTS):
+        return images + list(ct), labels + ct_labels, names + [f"real_{n}" for n in stems]
+    return images, labels, names
 
 
 # --- 3. score: fold consistency and the dual-stage filters, into the review store -----------------------
@@ -523,7 +533,7 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         used = store.start_round(r, {"stage": stage, "budget": budget.name, "variant": variant,
                                      "filters": asdict(settings)})
     if not ws.stage_done(stage):
-        images, labels, names = source_training_set(ws, variant, pipeline.real_ct)
+        images, labels, names = source_training_set(ws, pipeline.training_variants(), pipeline.real_ct)
         case_images, case_labels = store.training_pairs(used)
         case_images = stage_inputs(ws, stage, case_images)
         images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
@@ -608,14 +618,44 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
     return evaluations
 
 
+def _pipeline_settings(ws: Workspace, budget: Budget, variant: str, ablation_variants: Sequence[str] | None,
+                       pool_variants: Sequence[str] | None, real_ct: bool) -> tuple[str, list[str]]:
+    """Check a pipeline's translator choices against each other and against what the workspace
+    already ran; returns (base stage, the other translators of the ablation)."""
+    if variant not in BASE_STAGES:
+        raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
+    others = [v for v in (BASE_STAGES if ablation_variants is None else ablation_variants) if v != variant]
+    unknown = [v for v in [*others, *(pool_variants or [])] if v not in BASE_STAGES]
+    if unknown:
+        raise UdaError(f"translator variants {', '.join(unknown)}: choose among {', '.join(BASE_STAGES)}")
+    if pool_variants is not None:
+        if len(set(pool_variants)) < 2 or variant not in pool_variants:
+            raise UdaError(f"pooling needs two or more translators, among them the pipeline's variant {variant}")
+        if set(pool_variants) & set(SOBEL_SPACE_VARIANTS):
+            raise UdaError("a Sobel-space translator (asit) cannot be pooled with translations in intensity space")
+    recorded = ws.pipeline()
+    pool = list(pool_variants) if pool_variants else None
+    if recorded and (recorded.variant, recorded.budget, recorded.real_ct, recorded.pool_variants) != (
+            variant, budget.name, real_ct, pool):
+        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded.variant} / {recorded.budget} "
+                       f"(real CT {'in' if recorded.real_ct else 'not in'} the training data, pooling "
+                       f"{','.join(recorded.pool_variants or []) or 'none'}); "
+                       "use the same settings to continue or another workspace")
+    return (POOLED if pool else BASE_STAGES[variant]), others
+
+
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
                  ablation: bool = False, device: str = "cpu", settings: FilterSettings = FilterSettings(),
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
                  real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True,
-                 client: Any = None, ablation_variants: Sequence[str] | None = None) -> dict[str, Any]:
+                 client: Any = None, ablation_variants: Sequence[str] | None = None,
+                 pool_variants: Sequence[str] | None = None) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
-    the real CT. With ``ablation`` also the stages the variant does not need: the strong
+    the real CT. With ``pool_variants`` (TANQ's multi-view pooling; ``variant`` among them) the
+    base stage ``pooled`` trains one segmenter on the translations of each of these translators
+    (a pooled translator's own stage is trained only as an ablation variant).
+    With ``ablation`` also the stages the variant does not need: the strong
     source-only baseline ``no_adaptation`` (real CT normalised as the targets are, strong intensity
     augmentation) and the other translators (``ablation_variants``; None: every one). ``intensity_aug`` gives every stage's segmenter that
     same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
@@ -623,30 +663,26 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     fine-tunes the previous stage's folds instead of training from scratch. With a Dask ``client``
     the folds train in parallel and prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
-    if variant not in BASE_STAGES:
-        raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
-    base = BASE_STAGES[variant]
-    recorded = ws.pipeline()
-    if recorded and (recorded.variant, recorded.budget, recorded.real_ct) != (variant, budget.name, real_ct):
-        raise UdaError(f"{ws.root}: this workspace ran the pipeline with {recorded.variant} / {recorded.budget} "
-                       f"(real CT {'in' if recorded.real_ct else 'not in'} the training data); "
-                       "use the same settings to continue or another workspace")
-    others = [v for v in (BASE_STAGES if ablation_variants is None else ablation_variants) if v != variant]
-    unknown = [v for v in others if v not in BASE_STAGES]
-    if unknown:
-        raise UdaError(f"ablation variants {', '.join(unknown)}: choose among {', '.join(BASE_STAGES)}")
+    base, others = _pipeline_settings(ws, budget, variant, ablation_variants, pool_variants, real_ct)
+    pool = list(pool_variants) if pool_variants else None
     ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune,
-                                   list(others) if ablation else None))
-    variants = [variant] + (others if ablation else [])
+                                   list(others) if ablation else None, pool))
+    segmented = ([] if pool else [variant]) + (others if ablation else [])  # translators with a stage of their own
+    aug = {"augment": intensity_aug, "client": client}
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
             segment_stage(ws, "no_adaptation", ws.files("source_images"), ws.files("source_labels"), ws.modality,
                           budget, device, 0, progress, should_stop, augment=True, client=client)
-        for v in variants:
+        for v in dict.fromkeys([*(pool or []), *segmented]):
             translate_stage(ws, v, budget, device, progress, should_stop)
-            images, labels, names = source_training_set(ws, v, real_ct)
+        for v in segmented:
+            images, labels, names = source_training_set(ws, [v], real_ct)
             segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
-                          augment=intensity_aug, names=names, client=client)
+                          names=names, **aug)
+        if pool:
+            images, labels, names = source_training_set(ws, pool, real_ct)
+            segment_stage(ws, POOLED, images, labels, ws.modality, budget, device, 0, progress, should_stop,
+                          names=names, **aug)
         if not ws.stage_done(base):  # the ablation stages are evaluated, not reviewed
             score_stage(ws, base, store, settings, progress, should_stop, client)
         if rounds > 0 and not auto and not store.accepted():

@@ -1,4 +1,5 @@
-"""Training a CT-to-target translator (CycleGAN, Organ Attention CycleGAN, Sobel-space ASIT) into a folder,
+"""Training a CT-to-target translator (CycleGAN, Organ Attention CycleGAN, Sobel-space ASIT, target-aware
+TANQ) into a folder,
 in nnU-Net's trainer style: :class:`TranslatorTrainer` sets a run up (or resumes it from its
 tensor-only state), and each step of an iteration is one method: learning rates, the generators,
 the discriminators, the jointly trained S, the progress event, the checkpoint.
@@ -6,6 +7,8 @@ the discriminators, the jointly trained S, the progress event, the checkpoint.
 Losses follow the reference CycleGAN (LSGAN, cycle, identity) and FLARE 2024/2025's Organ
 Attention (a local discriminator on translations fused with S's organ attention, eq. 7). ASIT
 samples both domains as Sobel edge maps, so every loss (adversarial, cycle, identity) is in Sobel space.
+TANQ's generator translates CT by the regions of its label map and learns its segmentation decoder
+with cross-entropy on the same CT.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 
 from napari_uda import __version__
 from napari_uda.core.device import amp_dtype, pick_device
@@ -39,6 +43,7 @@ from napari_uda.translate.translator import (
     WEIGHTS,
     TranslatorConfig,
     attention_input,
+    build_generator,
     fuse,
     to_space,
 )
@@ -90,8 +95,7 @@ class _Nets(nn.Module):
 
     def __init__(self, cfg: TranslatorConfig) -> None:
         super().__init__()
-        seg = N_CLASSES if cfg.seg_head else 0
-        self.G_AB = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=seg, skips=cfg.skips)
+        self.G_AB = build_generator(cfg)
         self.G_BA = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, skips=cfg.skips)
         self.D_A = PatchDiscriminator(1, cfg.ndf, cfg.d_layers)
         self.D_B = PatchDiscriminator(1, cfg.ndf, cfg.d_layers)
@@ -120,25 +124,34 @@ def _fused_for_local_d(nets: _Nets, cfg: TranslatorConfig, real_a: torch.Tensor,
     return fuse(fake_b, att, cfg.fusion), None
 
 
+def _mean_dice(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean Dice over the organs present in ``labels`` (N, H, W) of the class map ``pred`` (N, H, W)."""
+    from napari_uda.evaluate.metrics import dice
+
+    gt = labels.numpy()
+    present = [int(c) for c in np.unique(gt) if c > 0]
+    return round(float(np.mean(list(dice(pred.cpu().numpy(), gt, present).values()))) if present else 0.0, 4)
+
+
 def s_dice(nets: _Nets, cfg: TranslatorConfig, ct: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """How well S finds the organs its attention stands for: mean Dice over the organs present of
     S's argmax on CT slices (``ct``: (N, 1, H, W) in [-1, 1], ``labels``: (N, H, W)) and on their
     translations. Attention from an S near 0 here is noise, not organs."""
-    from napari_uda.evaluate.metrics import dice
-
     dev = next(nets.S.parameters()).device
     with torch.no_grad():
         x = ct.to(dev)
         fake = nets.G_AB(to_space(cfg)(x))
-        out = {}
-        for name, images in (("ct", x), ("translated_ct", fake)):
-            pred = nets.S(images).argmax(1).cpu().numpy()
-            gt = labels.numpy()
-            present = [int(c) for c in np.unique(gt) if c > 0]
-            out[name] = round(float(np.mean(list(dice(pred, gt, present).values()))) if present else 0.0, 4)
-    return out
+        return {name: _mean_dice(nets.S(images).argmax(1), labels) for name, images in (("ct", x), ("translated_ct", fake))}
 
 
+def decoder_dice(nets: _Nets, ct: torch.Tensor, labels: torch.Tensor) -> float:
+    """How well TANQ's segmentation decoder finds the organs of CT slices ``ct`` (N, 1, H, W) whose
+    labels are ``labels`` (N, H, W): the regions it gives a translation when no labels come with it."""
+    with torch.no_grad():
+        return _mean_dice(nets.G_AB.segment(ct.to(next(nets.G_AB.parameters()).device)).argmax(1), labels)
+
+
+SEGMENTER_LR = 1e-3  # Adam's rate for S and for TANQ's segmentation decoder
 S_PRETRAIN_BATCH = 8  # CT crops per step while the contrast-invariant S is pretrained
 
 
@@ -194,6 +207,8 @@ class TranslatorTrainer:
             raise UdaError("the organ-attention variant needs CT labels (--ct-labels) to train S")
         if cfg.seg_head and ct_labels is None:
             raise UdaError("the segmentation head needs CT labels (--ct-labels)")
+        if cfg.target_aware and ct_labels is None:
+            raise UdaError("the tanq variant needs CT labels (--ct-labels): its regions are the CT's organs")
         self.dev = pick_device(device)
         self.amp = amp_dtype(self.dev)
         torch.manual_seed(cfg.seed)
@@ -216,12 +231,19 @@ class TranslatorTrainer:
     def _build_networks(self) -> None:
         cfg, nets = self.cfg, _Nets(self.cfg).to(self.dev)
         self.nets = nets
-        g_params = list(nets.G_AB.parameters()) + list(nets.G_BA.parameters())
+        seg = {id(q) for q in nets.G_AB.seg_decoder.parameters()} if cfg.target_aware else set()
+        g_params: list[dict[str, Any]] = [{"params": [q for q in list(nets.G_AB.parameters()) + list(nets.G_BA.parameters())
+                                                      if id(q) not in seg]}]
+        if seg:  # TANQ's segmentation decoder learns at S's rate: at the generators' it barely moves in a CPU budget
+            g_params.append({"params": list(nets.G_AB.seg_decoder.parameters()), "lr": SEGMENTER_LR})
         d_params = (list(nets.D_A.parameters()) + list(nets.D_B.parameters())
                     + (list(nets.D_L.parameters()) if cfg.attention else []))
         self.opt_G = torch.optim.Adam(g_params, lr=cfg.lr, betas=(cfg.beta1, 0.999))
         self.opt_D = torch.optim.Adam(d_params, lr=cfg.lr, betas=(cfg.beta1, 0.999))
-        self.opt_S = torch.optim.Adam(nets.S.parameters(), lr=1e-3) if cfg.attention else None
+        self.opt_S = torch.optim.Adam(nets.S.parameters(), lr=SEGMENTER_LR) if cfg.attention else None
+        # each optimizer's parameter groups and their learning rates before decay (a resumed state keeps the groups)
+        self.base_lrs = [(self.opt_G, [cfg.lr, SEGMENTER_LR][:len(g_params)]), (self.opt_D, [cfg.lr])]
+        self.base_lrs += [(self.opt_S, [SEGMENTER_LR])] if self.opt_S else []
         self.pools = {k: ImagePool(cfg.pool_size, self.gen) for k in (("A", "B", "L") if cfg.attention else ("A", "B"))}
 
     def _resume(self) -> None:
@@ -257,6 +279,8 @@ class TranslatorTrainer:
         extra: dict[str, Any] = {"device": str(self.dev), "amp": str(self.amp)}
         if self.cfg.attention:
             extra["s_dice"] = s_dice(self.nets, self.cfg, self.eval_a, self.eval_lab)
+        elif self.cfg.target_aware:
+            extra["seg_decoder_dice"] = decoder_dice(self.nets, self.eval_a, self.eval_lab)
         _write_translator(self.out, self.cfg, self.nets, self.output_window, iteration, extra)
 
     def _batch(self, bank: SliceBank) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -286,9 +310,9 @@ class TranslatorTrainer:
         self.nets.S.requires_grad_(False)
 
     def set_learning_rates(self, iteration: int) -> None:
-        for opt in (self.opt_G, self.opt_D) + ((self.opt_S,) if self.opt_S else ()):
-            for g in opt.param_groups:
-                g["lr"] = (self.cfg.lr if opt is not self.opt_S else 1e-3) * lr_factor(iteration, self.cfg)
+        for opt, base in self.base_lrs:
+            for group, lr in zip(opt.param_groups, base):
+                group["lr"] = lr * lr_factor(iteration, self.cfg)
 
     def generator_step(self, real_a: torch.Tensor, lab_a: torch.Tensor | None, real_b: torch.Tensor,
                        losses: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -299,7 +323,8 @@ class TranslatorTrainer:
         for d in (nets.D_A, nets.D_B) + ((nets.D_L,) if cfg.attention else ()):
             d.requires_grad_(False)
         with self._autocast():
-            fake_b, seg_logits = nets.G_AB.forward_with_seg(real_a)
+            fake_b, seg_logits = (nets.G_AB.forward_with_seg(real_a, lab_a) if cfg.target_aware
+                                  else nets.G_AB.forward_with_seg(real_a))
             rec_a = nets.G_BA(fake_b)
             fake_a = nets.G_BA(real_b)
             rec_b = nets.G_AB(fake_a)
@@ -317,7 +342,9 @@ class TranslatorTrainer:
                 terms["local"] = cfg.lambda_local * mse(pred_l, torch.ones_like(pred_l))
                 if cfg.s_on_translation:  # G also learns through S: its translation must stay segmentable
                     terms["G_seg"] = cfg.lambda_seg * seg_loss(s_logits, lab_a)
-            if seg_logits is not None:
+            if cfg.target_aware:  # TANQ's segmentation decoder: cross-entropy
+                terms["seg_decoder"] = cfg.lambda_seg * F.cross_entropy(seg_logits.float(), lab_a)
+            elif seg_logits is not None:
                 terms["seg_head"] = cfg.lambda_seg * seg_loss(seg_logits, lab_a)
             loss_g = loss_adv + loss_cyc
             for term in terms.values():  # in this order, as the losses were always summed
@@ -369,8 +396,9 @@ class TranslatorTrainer:
     def progress_event(self, done: int, real_a: torch.Tensor, fake_b: torch.Tensor, losses: dict[str, float],
                        seconds: float) -> Event:
         """The iteration's event (data: ``losses``, ``seconds``); every ``preview_every`` iterations
-        and at the end also S's Dice and ``preview``, an ``.npz`` of one slice's ``ct``,
-        ``translated`` and ``attention`` (zeros without S) in ``out/previews/``."""
+        and at the end also S's (or TANQ's segmentation decoder's) Dice and ``preview``, an ``.npz`` of
+        one slice's ``ct``, ``translated`` and ``attention`` (TANQ: one minus its decoder's background
+        probability; zeros without S) in ``out/previews/``."""
         cfg = self.cfg
         data: dict[str, Any] = {"losses": losses, "seconds": round(seconds, 3)}
         if cfg.preview_every and (done % cfg.preview_every == 0 or done == cfg.iterations):
@@ -378,6 +406,10 @@ class TranslatorTrainer:
                 with torch.no_grad(), self._autocast():  # fake_b is in the autocast dtype
                     att = attention_map(self.nets.S(attention_input(cfg, real_a[:1], fake_b[:1])))
                 data["s_dice"] = s_dice(self.nets, cfg, self.eval_a, self.eval_lab)
+            elif cfg.target_aware:  # the organs its segmentation decoder finds in the CT
+                with torch.no_grad(), self._autocast():
+                    att = attention_map(self.nets.G_AB.segment(real_a[:1]))
+                data["seg_decoder_dice"] = decoder_dice(self.nets, self.eval_a, self.eval_lab)
             else:
                 att = torch.zeros_like(real_a[:1])
             ct, translated, attention = (t[0, 0].detach().float().cpu().numpy() for t in (real_a[:1], fake_b[:1], att))

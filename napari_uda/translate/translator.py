@@ -1,8 +1,11 @@
-"""CT-to-target translators: CycleGAN, Organ Attention CycleGAN and Sobel-space (ASIT) CycleGAN.
+"""CT-to-target translators: CycleGAN, Organ Attention CycleGAN, Sobel-space (ASIT) CycleGAN and
+target-aware (TANQ) CycleGAN.
 
 ASIT translates between Sobel edge maps: both domains are mapped into Sobel space before the
 generators see them, the translation stays there (in [-1, 1]), and the segmenter later reads
-Sobel maps of the real targets (:func:`sobel_volume`).
+Sobel maps of the real targets (:func:`sobel_volume`). TANQ's generator normalises region by
+region along the CT's organ label map (:mod:`napari_uda.translate.target_aware`): given with the CT,
+or predicted by its own segmentation decoder.
 
 One translator per target modality. Training is resumable (``train_state.pt``, loaded
 with ``weights_only=True``), checkpoints every ``checkpoint_every`` iterations and on
@@ -25,7 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from napari_uda.core.choices import FUSIONS, S_REGIMES, SOBEL_SPACE_VARIANTS, VARIANTS
+from napari_uda.core.choices import FUSIONS, S_REGIMES, SOBEL_SPACE_VARIANTS, TARGET_AWARE_VARIANTS, VARIANTS
 from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.intensity import CT_WINDOW, from_unit_range, to_unit_range
@@ -36,6 +39,7 @@ from napari_uda.core.organs import N_CLASSES
 from napari_uda.core.orientation import from_canonical, to_canonical
 from napari_uda.translate.nets import ResnetGenerator, UNet2D, attention_map, sobel
 from napari_uda.translate.slices import inplane_spacing, resize_slices, working_size
+from napari_uda.translate.target_aware import TargetAwareGenerator
 
 WEIGHTS = "translator.safetensors"
 SIDECAR = "translator.json"
@@ -95,6 +99,8 @@ class TranslatorConfig:
             raise UdaError(f"size must be a multiple of 4 and at least 16, got {self.size}")
         if self.iterations < 1:
             raise UdaError("iterations must be at least 1")
+        if self.target_aware and (self.seg_head or self.skips):
+            raise UdaError("tanq has its own segmentation decoder and no skips: leave seg_head and skips off")
 
     @property
     def attention(self) -> bool:
@@ -106,12 +112,17 @@ class TranslatorConfig:
         return self.variant in SOBEL_SPACE_VARIANTS
 
     @property
+    def target_aware(self) -> bool:
+        """Whether the generator normalises by organ regions of the CT's label map (TANQ)."""
+        return self.variant in TARGET_AWARE_VARIANTS
+
+    @property
     def s_on_translation(self) -> bool:
         """Whether S looks at the translation (and G learns through it) rather than at the CT."""
         return self.s_regime in ("joint", "invariant")
 
     def architecture(self) -> dict[str, Any]:
-        return {"generator": "resnet", "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
+        return {"generator": "target-aware" if self.target_aware else "resnet", "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
                 "sobel_input": self.sobel_space, "seg_head": self.seg_head, "skips": self.skips,
                 "segmenter": {"type": "unet2d", "base": self.s_base, "classes": N_CLASSES} if self.attention else None}
 
@@ -119,6 +130,13 @@ class TranslatorConfig:
     def from_dict(cls, d: dict[str, Any]) -> TranslatorConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def build_generator(cfg: TranslatorConfig) -> ResnetGenerator | TargetAwareGenerator:
+    """The CT -> target generator ``cfg`` describes (untrained)."""
+    if cfg.target_aware:
+        return TargetAwareGenerator(1, 1, cfg.ngf, cfg.n_blocks)
+    return ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=N_CLASSES if cfg.seg_head else 0, skips=cfg.skips)
 
 
 def fuse(image: torch.Tensor, att: torch.Tensor, mode: str) -> torch.Tensor:
@@ -135,7 +153,7 @@ class Translator:
     """A trained translator ready to apply: generator CT->target, S for attention variants."""
 
     config: TranslatorConfig
-    generator: ResnetGenerator
+    generator: ResnetGenerator | TargetAwareGenerator
     segmenter: UNet2D | None
     output_window: tuple[float, float]
     device: torch.device
@@ -191,7 +209,7 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
         raise UdaError(f"{weights_path}: missing") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise UdaError(f"{weights_path}: corrupt or not a safetensors file ({exc})") from None
-    generator = ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=N_CLASSES if cfg.seg_head else 0, skips=cfg.skips)
+    generator = build_generator(cfg)
     segmenter = UNet2D(1, N_CLASSES, cfg.s_base) if cfg.attention else None
     for prefix, net in (("G.", generator), ("S.", segmenter)):
         if net is None:
@@ -209,15 +227,26 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
     return Translator(cfg, generator, segmenter, (float(lo), float(hi)), dev, meta)
 
 
+def _labels_in_canonical(labels: Volume, like: Volume) -> torch.Tensor:
+    """A CT's label map (``labels``, on the grid of the CT ``like``) as (Z, H, W) int64 class indices
+    in the canonical orientation."""
+    if labels.shape != like.shape or not labels.geometry.matches(like.geometry):
+        raise UdaError(f"the label map lies on grid {labels.geometry}, the CT on {like.geometry}: they must be on one grid")
+    lab = to_canonical(labels).array
+    return torch.from_numpy(np.clip(np.rint(lab), 0, N_CLASSES - 1).astype(np.int64))
+
+
 @torch.no_grad()
 def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
                      should_stop: StopFlag | None = None,
-                     progress: Progress | None = None) -> tuple[Volume, Volume | None]:
+                     progress: Progress | None = None,
+                     labels: Volume | None = None) -> tuple[Volume, Volume | None]:
     """Translate a CT volume slice by slice; returns (translated, attention or None), both with
     the CT's exact geometry. The translation is mapped to the target's intensity window;
     attention is computed by S at the image's own in-plane size. Slices are axial slices of the
-    canonical orientation whatever the file's axes. ``progress`` hears a ``translate`` event (slices)
-    after each batch."""
+    canonical orientation whatever the file's axes. ``labels``: the CT's organ label map, the
+    regions of a target-aware (TANQ) generator (without it, its segmentation decoder's); other
+    generators ignore it. ``progress`` hears a ``translate`` event (slices) after each batch."""
     require_finite(volume, "the CT volume")
     canon = to_canonical(volume)
     a = canon.array.astype(np.float32)
@@ -225,6 +254,7 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     spacing = tr.config.spacing_mm or inplane_spacing(canon)
     work = working_size((h, w), canon.spacing[1:], spacing)  # (h, w) when the CT has the working pixel size
     unit = torch.from_numpy(to_unit_range(a, CT_WINDOW))[:, None]
+    regions = _labels_in_canonical(labels, volume) if labels is not None and tr.config.target_aware else None
     out = np.empty_like(a)
     att = np.empty_like(a) if tr.segmenter is not None else None
     amp = amp_dtype(tr.device)
@@ -232,8 +262,10 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     for z0 in range(0, z, batch):
         check_stop(should_stop, "translation")
         x = unit[z0:z0 + batch].to(tr.device)
+        lab = None if regions is None else resize_slices(regions[z0:z0 + batch, None], work, labels=True)[:, 0]
         with torch.autocast(tr.device.type, dtype=amp, enabled=amp is not None):
-            y = resize_slices(_generate(tr.generator, src(resize_slices(x, work))).float(), (h, w))
+            fake = _generate(tr.generator, src(resize_slices(x, work)), lab.to(tr.device) if lab is not None else None)
+            y = resize_slices(fake.float(), (h, w))
             if tr.segmenter is not None:  # S at the image's own size, on what it was trained to look at
                 seen = attention_input(tr.config, x, y)
                 att[z0:z0 + batch] = attention_map(tr.segmenter(seen))[:, 0].float().cpu().numpy()
@@ -244,22 +276,30 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
     return translated, (from_canonical(canon.with_array(att, mod), volume.geometry) if att is not None else None)
 
 
-def _generate(generator: nn.Module, x: torch.Tensor, multiple: int = 4) -> torch.Tensor:
+def _generate(generator: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None,
+              multiple: int = 4) -> torch.Tensor:
     """The fully convolutional generator on whole (N, 1, H, W) slices of any size: reflect-padded
-    to a multiple of its down-sampling, then cropped back (nothing is stretched)."""
+    to a multiple of its down-sampling, then cropped back (nothing is stretched). ``labels``
+    (N, H, W), padded alike, go to a target-aware generator."""
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        if labels is not None:
+            labels = F.pad(labels[:, None].float(), (0, pw, 0, ph), mode=mode)[:, 0].long()
+    if isinstance(generator, TargetAwareGenerator):
+        return generator(x, labels)[..., :h, :w]
     return generator(x)[..., :h, :w]
 
 
-def translate_slices(tr: Translator, ct_slices: torch.Tensor) -> torch.Tensor:
+def translate_slices(tr: Translator, ct_slices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Translate normalised (N, 1, size, size) CT slices to normalised target slices (in Sobel space
-    for ASIT), for evaluation."""
+    for ASIT; with the (N, size, size) organ map ``labels`` as TANQ's regions), for evaluation."""
     src = to_space(tr.config)
     with torch.no_grad():
-        return tr.generator(src(ct_slices.to(tr.device))).float().cpu()
+        lab = labels.to(tr.device) if labels is not None else None
+        return _generate(tr.generator, src(ct_slices.to(tr.device)), lab).float().cpu()
 
 
 def sobel_volume(volume: Volume, modality: str, spacing_mm: float) -> Volume:

@@ -74,7 +74,7 @@ def test_generator_regions_come_from_labels_or_its_segmentation_decoder():
 
 
 def test_tanq_needs_ct_labels_and_no_other_head():
-    with pytest.raises(UdaError, match="own segmentation decoder"):
+    with pytest.raises(UdaError, match="tanq has its own generator"):
         TranslatorConfig("T2WI", variant="tanq", seg_head=True)
 
 
@@ -134,7 +134,7 @@ def test_pooling_choices_are_checked_in_one_line(data, tmp_path):
     ws = Workspace.create(tmp_path / "ws", data["ct"][0].parent, data["labels"][0].parent, data["t2"][0].parent, "T2WI")
     tiny = get_budget("tiny")
     for pool, variant, message in ((["tanq"], "tanq", "two or more"), (["cyclegan", "tanq"], "organ-attention", "two or more"),
-                                   (["asit", "tanq"], "tanq", "Sobel-space"), (["tanq", "dar"], "tanq", "dar")):
+                                   (["asit", "tanq"], "tanq", "Sobel-space"), (["tanq", "pix2pix"], "tanq", "pix2pix")):
         with pytest.raises(UdaError, match=message):
             run_pipeline(ws, tiny, variant, rounds=0, pool_variants=pool)
     assert ws.pipeline() is None  # nothing recorded for a refused run

@@ -249,7 +249,7 @@ def test_bad_checkpoints_are_clear_errors(data, tmp_path):
         load_translator(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("variant", ["organ-attention", "asit", "tanq"])
+@pytest.mark.parametrize("variant", ["organ-attention", "asit", "tanq", "dar"])
 def test_resume_continues_iteration_count(data, tmp_path, variant):
     cfg = TranslatorConfig("T2WI", variant=variant, iterations=12, checkpoint_every=100, **TINY)
     first = []

@@ -52,13 +52,13 @@ def shot(viewer, widget, artifact_dir, name, qtbot):
     viewer.screenshot(str(artifact_dir / f"viewer_{name}.png"), canvas_only=False)
 
 
-def tiny_translator(tmp_path):
-    """A 2-iteration Organ Attention translator in ``tmp_path/tr``, trained on phantom data in ``tmp_path/d``."""
+def tiny_translator(tmp_path, variant="organ-attention"):
+    """A 2-iteration translator (Organ Attention unless told) in ``tmp_path/tr``, trained on phantom data in ``tmp_path/d``."""
     from napari_uda.translate.training import train_translator
     from napari_uda.translate.translator import TranslatorConfig
 
     write_phantom_dataset(tmp_path / "d", {"ct": 1, "t2wi": 1}, seed=2, shape=(12, 32, 32))
-    cfg = TranslatorConfig(modality="T2WI", variant="organ-attention", size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
+    cfg = TranslatorConfig(modality="T2WI", variant=variant, size=32, iterations=2, ngf=8, ndf=8, n_blocks=2,
                            s_pretrain_iterations=1)
     train_translator(cfg, [tmp_path / "d/ct/images/ct_000.nii.gz"], [tmp_path / "d/ct/labels/ct_000.nii.gz"],
                      [tmp_path / "d/t2wi/images/t2wi_000.nii.gz"], tmp_path / "tr", device="cpu")
@@ -237,6 +237,30 @@ def test_loaded_translator_previews_the_ct_in_the_viewer(make_napari_viewer_prox
     wait_job(qtbot, widget)
     assert not errors and all(not t.pixmap().isNull() for t in widget.thumbs)
     assert [layer.name for layer in viewer.layers] == ["ct_000"]
+
+
+def test_tanq_translates_a_ct_layer_by_the_labels_layer_on_its_grid(make_napari_viewer_proxy, qtbot, tmp_path, errors):
+    """A TANQ translator in the Translator widget takes its regions from the Labels layer on the CT's
+    grid: the layer it adds is ``translate_volume`` with those labels, and the job says whose."""
+    from napari_uda.napari.widgets.translator import TranslatorWidget
+    from napari_uda.translate.translator import load_translator, translate_volume
+
+    tiny_translator(tmp_path, "tanq")
+    viewer = make_napari_viewer_proxy()
+    widget = TranslatorWidget(viewer)
+    add_volume(viewer, tmp_path / "d/ct/labels/ct_000.nii.gz", "ct_000 organs")
+    ct = add_volume(viewer, tmp_path / "d/ct/images/ct_000.nii.gz", "ct_000")
+    widget.folder.set_path(tmp_path / "tr")
+    widget.device.setCurrentText("cpu")
+    viewer.layers.selection.active = ct
+    widget.translate_clicked()
+    assert "by the organs of 'ct_000 organs'" in widget.job.status.text()
+    wait_job(qtbot, widget)
+    assert not errors
+    tr = load_translator(tmp_path / "tr", "cpu")
+    expected, _ = translate_volume(tr, read_volume(tmp_path / "d/ct/images/ct_000.nii.gz"),
+                                   labels=read_volume(tmp_path / "d/ct/labels/ct_000.nii.gz"))
+    np.testing.assert_allclose(viewer.layers["ct_000 -> T2WI"].data, expected.array, rtol=1e-5, atol=1e-3)
 
 
 def test_translation_runs_off_the_ui_thread(make_napari_viewer_proxy, qtbot, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = tp.add_parser("train", help="train (or resume) a translator for one target modality")
     p.add_argument("--ct-images", required=True, type=Path)
-    p.add_argument("--ct-labels", type=Path, help="CT organ labels (same file names); needed for organ attention")
+    p.add_argument("--ct-labels", type=Path, help="CT organ labels (same file names); needed for organ attention and tanq")
     p.add_argument("--target-images", required=True, type=Path, help="unpaired target-modality volumes")
     add_target_modality(p)
     p.add_argument("--variant", default="organ-attention", choices=VARIANTS)
@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, type=Path, help="a CT volume or a folder of them")
     p.add_argument("--out", required=True, type=OUTPUT_FOLDER)
     p.add_argument("--attention-out", type=OUTPUT_FOLDER, default=None)
+    p.add_argument("--ct-labels", type=Path, default=None,
+                   help="the CTs' organ labels (same file names): a tanq translator's regions (default: its decoder's)")
     add_device(p)
     p.set_defaults(func=cmd_apply)
 
@@ -80,18 +82,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from napari_uda.core.files import stem_of, volume_inputs
+    from napari_uda.core.files import pair_labels, stem_of, styled_stem, volume_inputs
     from napari_uda.core.io import read_volume, write_volume
     from napari_uda.core.jobs import Event
-    from napari_uda.translate.translator import load_translator, translate_volume
+    from napari_uda.translate.translator import load_translator, translate_styles, translate_volume
 
     tr = load_translator(args.translator, device=args.device)
     inputs = volume_inputs(args.input)
-    for i, path in enumerate(inputs):
-        translated, attention = translate_volume(tr, read_volume(path, "CT"))
-        write_volume(translated, Path(args.out) / f"{stem_of(path)}.nii.gz")
+    labels = pair_labels(inputs, args.ct_labels) if args.ct_labels else [None] * len(inputs)
+    for i, (path, label) in enumerate(zip(inputs, labels)):
+        regions, ct, case = read_volume(label) if label is not None else None, read_volume(path, "CT"), stem_of(path)
+        if tr.config.disentangled:  # DAR: one translation per target style cluster
+            for k, styled in enumerate(translate_styles(tr, ct, case)):
+                write_volume(styled, Path(args.out) / f"{styled_stem(case, k)}.nii.gz")
+            attention = None
+        else:
+            translated, attention = translate_volume(tr, ct, labels=regions)
+            write_volume(translated, Path(args.out) / f"{case}.nii.gz")
         if args.attention_out and attention is not None:
-            write_volume(attention, Path(args.attention_out) / f"{stem_of(path)}.nii.gz")
+            write_volume(attention, Path(args.attention_out) / f"{case}.nii.gz")
         args.console(Event("translate", f"{path.name} -> {tr.modality}", i + 1, len(inputs), "volumes"))
     print(f"translated {len(inputs)} volume(s) into {args.out}")
     return 0

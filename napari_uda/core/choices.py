@@ -9,10 +9,12 @@ from napari_uda.core.errors import UdaError
 
 # --- translators (napari_uda.translate.translator) ----------------------------------------------------------------
 #: ``asit``: Sobel-space translation (ASIT): translator and segmenter work on Sobel edge maps of CT and target;
-#: ``tanq``: target-aware normalisation (TANQ): region-wise normalisation by the CT's organ masks in the generator
-VARIANTS = ("cyclegan", "organ-attention", "asit", "tanq")
+#: ``tanq``: target-aware normalisation (TANQ): region-wise normalisation by the CT's organ masks in the generator;
+#: ``dar``: DAR-UNet's content/style disentangled translation, each CT translated in one style per target style cluster
+VARIANTS = ("cyclegan", "organ-attention", "asit", "tanq", "dar")
 SOBEL_SPACE_VARIANTS = ("asit",)
 TARGET_AWARE_VARIANTS = ("tanq",)
+DISENTANGLED_VARIANTS = ("dar",)
 FUSIONS = ("additive", "multiplicative", "concat")
 S_REGIMES = ("joint", "pretrained", "invariant")
 
@@ -34,7 +36,8 @@ def pipeline_budget(segmenter_budget: str) -> str:
 PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "default": ("ExperimentPlanner", "nnUNetPlans")}
 
 # --- the pipeline (napari_uda.pipeline.workflow) -----------------------------------------------------------------
-BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention", "asit": "asit", "tanq": "tanq"}  # translator variant -> stage
+BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention", "asit": "asit", "tanq": "tanq",
+               "dar": "dar"}  # translator variant -> stage
 POOLED = "pooled"  # multi-view pooling (TANQ): one segmenter trained on the translations of several translators
 ACCEPT_RULES = ("filters", "consistency")
 

@@ -33,6 +33,11 @@ def stem_of(path: str | Path) -> str:
     return name[: len(name) - len(suffix)] if suffix else Path(path).stem
 
 
+def styled_stem(case: str, style: int) -> str:
+    """The file stem of case ``case`` translated in the style of style cluster ``style`` (DAR): ``<case>_s<k>``."""
+    return f"{case}_s{style}"
+
+
 def looks_like_dicom(path: Path) -> bool:
     """A ``.dcm``/``.ima`` file, or any file with the DICOM preamble ("DICM" at byte 128); not DICOMDIR."""
     if path.name.upper() == "DICOMDIR" or path.name.startswith("."):

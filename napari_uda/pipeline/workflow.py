@@ -23,6 +23,7 @@ from napari_uda.cluster.engine import run_tasks
 from napari_uda.core.choices import (
     ACCEPT_RULES,
     BASE_STAGES,
+    DISENTANGLED_VARIANTS,
     PLANNERS,
     POOLED,
     SOBEL_SPACE_VARIANTS,
@@ -31,7 +32,7 @@ from napari_uda.core.choices import (
     pipeline_budget,
 )
 from napari_uda.core.errors import UdaError
-from napari_uda.core.files import stem_of
+from napari_uda.core.files import stem_of, styled_stem
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import EventLog, Progress, StopFlag, check_stop, emit, tee, within
 from napari_uda.core.modalities import SOURCE, get_modality
@@ -161,22 +162,42 @@ def translate_sources(ws: Workspace, variant: str, device: str | None = None, pr
                       should_stop: StopFlag | None = None) -> Path:
     """Translate every source CT with the workspace's trained ``variant`` translator into
     ``W/translated/<variant>/`` (attention maps in ``<variant>_attention/``); a target-aware
-    translator (TANQ) translates each CT by the regions of its organ labels."""
-    from napari_uda.translate.translator import load_translator, translate_volume
+    translator (TANQ) translates each CT by the regions of its organ labels, a DAR translator once
+    per target style cluster (``<case>_s<k>``)."""
+    from napari_uda.translate.translator import load_translator, translate_styles, translate_volume
 
     out, stage = ws.translated_dir(variant), BASE_STAGES.get(variant, variant)
     tr = load_translator(ws.translator_dir(variant), device=device)
     sources, labels = ws.files("source_images"), ws.files("source_labels")
     for i, (path, label) in enumerate(zip(sources, labels)):
         _check_stop(should_stop)
-        regions = read_volume(label) if tr.config.target_aware else None
-        translated, attention = translate_volume(tr, read_volume(path, SOURCE.key), should_stop=should_stop,
-                                                 labels=regions)
-        write_volume(translated, out / f"{stem_of(path)}.nii.gz")
-        if attention is not None:
-            write_volume(attention, out.with_name(out.name + "_attention") / f"{stem_of(path)}.nii.gz")
-        emit(progress, stage, f"translated {stem_of(path)}", i + 1, len(sources), "volumes")
+        ct, case = read_volume(path, SOURCE.key), stem_of(path)
+        if tr.config.disentangled:
+            for target, styled in zip(translated_paths(ws, variant, case), translate_styles(tr, ct, case,
+                                                                                         should_stop=should_stop)):
+                write_volume(styled, target)
+        else:
+            regions = read_volume(label) if tr.config.target_aware else None
+            translated, attention = translate_volume(tr, ct, should_stop=should_stop, labels=regions)
+            write_volume(translated, out / f"{case}.nii.gz")
+            if attention is not None:
+                write_volume(attention, out.with_name(out.name + "_attention") / f"{case}.nii.gz")
+        emit(progress, stage, f"translated {case}", i + 1, len(sources), "volumes")
     return out
+
+
+def translated_paths(ws: Workspace, variant: str, case: str) -> list[Path]:
+    """Where the ``variant`` translations of the source CT ``case`` go: ``<case>.nii.gz``, or for DAR
+    one ``<case>_s<k>.nii.gz`` per style cluster of the workspace's trained translator."""
+    folder = ws.translated_dir(variant)
+    if variant not in DISENTANGLED_VARIANTS:
+        return [folder / f"{case}.nii.gz"]
+    sidecar = ws.translator_dir(variant) / "translator.json"
+    try:
+        n = len(json.loads(sidecar.read_text())["training"]["style_clusters"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UdaError(f"{sidecar}: no trained dar translator with style clusters; train it first") from None
+    return [folder / f"{styled_stem(case, k)}.nii.gz" for k in range(n)]
 
 
 # --- 2. segment: export, plan, train folds, predict every target scan ----------------------------------
@@ -222,17 +243,17 @@ def train_segmenter(ws: Workspace, variant: str | None, budget: Budget, device: 
     given. Returns the stage."""
     ct, labels = ws.files("source_images"), ws.files("source_labels")
     if variant is None:
-        stage, images, channel = "no_adaptation", ct, SOURCE.key
+        stage, images, channel, names = "no_adaptation", ct, SOURCE.key, None
     else:
         if not (ws.translator_dir(variant) / "translator.json").exists():
             raise UdaError(f"no trained {variant} translator in this workspace: train one in the Translator widget "
                            f"or with `napari-uda translate train --out {ws.translator_dir(variant)}`")
-        folder = ws.translated_dir(variant)
-        images = [folder / f"{stem_of(p)}.nii.gz" for p in ct]
+        images, labels, names = source_training_set(ws, [variant], real_ct=False)
         if not all(p.exists() for p in images):
             translate_sources(ws, variant, device, progress, should_stop)
         stage, channel = BASE_STAGES[variant], ws.modality
-    train_stage_model(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop, client=client)
+    train_stage_model(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop, names=names,
+                      client=client)
     return stage
 
 
@@ -302,19 +323,20 @@ def stage_inputs(ws: Workspace, stage: str, paths: Sequence[Path] | None = None)
 
 def source_training_set(ws: Workspace, variants: Sequence[str], real_ct: bool) -> tuple[list[Path], list[Path], list[str]]:
     """The labelled source half of a segmenter's training data: every source CT translated by each
-    of ``variants`` (several: TANQ's multi-view pooling, cases named ``<stage>_<case>``), plus
-    (``real_ct``, FLARE 2025's RCT+FI) the real CT itself as ``real_<case>``; a Sobel-space
-    translator's segmenter trains on its translations alone (real CT is not in its space).
-    Returns (images, labels, nnU-Net case names)."""
+    of ``variants`` (DAR: in each style cluster's style, ``<case>_s<k>``; several variants: TANQ's
+    multi-view pooling, cases named ``<stage>_<case>``), plus (``real_ct``, FLARE 2025's RCT+FI)
+    the real CT itself as ``real_<case>``; a Sobel-space translator's segmenter trains on its
+    translations alone (real CT is not in its space). Returns (images, labels, nnU-Net case names)."""
     ct, ct_labels = ws.files("source_images"), list(ws.files("source_labels"))
-    stems = [stem_of(p) for p in ct]
     images, labels, names = [], [], []
     for v in variants:
-        images += [ws.translated_dir(v) / f"{n}.nii.gz" for n in stems]
-        labels += ct_labels
-        names += stems if len(variants) == 1 else [f"{BASE_STAGES[v]}_{n}" for n in stems]
+        for path, label in zip(ct, ct_labels):
+            translations = translated_paths(ws, v, stem_of(path))
+            images += translations
+            labels += [label] * len(translations)
+            names += [stem_of(t) if len(variants) == 1 else f"{BASE_STAGES[v]}_{stem_of(t)}" for t in translations]
     if real_ct and not set(variants) & set(SOBEL_SPACE_VARIANTS):
-        return images + list(ct), labels + ct_labels, names + [f"real_{n}" for n in stems]
+        return images + list(ct), labels + ct_labels, names + [f"real_{stem_of(p)}" for p in ct]
     return images, labels, names
 
 

@@ -177,9 +177,12 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.step()
 
 
-def _write_translator(out: Path, cfg: TranslatorConfig, nets: _Nets, output_window: tuple[float, float],
-                      iteration: int, extra: dict[str, Any]) -> None:
+def _write_translator(out: Path, cfg: TranslatorConfig, nets: nn.Module, output_window: tuple[float, float],
+                      iteration: int, extra: dict[str, Any], more: dict[str, torch.Tensor]) -> None:
+    """``translator.safetensors`` (the generator as ``G.*``, S as ``S.*``, and ``more``) and its sidecar
+    (``extra`` joins the training settings)."""
     tensors = {f"G.{k}": v.detach().float().cpu().contiguous() for k, v in nets.G_AB.state_dict().items()}
+    tensors.update({k: v.contiguous() for k, v in more.items()})
     if cfg.attention:
         tensors.update({f"S.{k}": v.detach().float().cpu().contiguous() for k, v in nets.S.state_dict().items()})
     with atomic_path(out / WEIGHTS) as tmp:
@@ -276,12 +279,18 @@ class TranslatorTrainer:
             "pools": {k: p.state() for k, p in self.pools.items()}, "gen": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(), "s_pretrained": self.s_pretrained,
             }, tmp)
-        extra: dict[str, Any] = {"device": str(self.dev), "amp": str(self.amp)}
+        extra, tensors = self.deliverable()
+        extra.update(device=str(self.dev), amp=str(self.amp))
+        _write_translator(self.out, self.cfg, self.nets, self.output_window, iteration, extra, tensors)
+
+    def deliverable(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What the translator file gets beside the generator: sidecar entries (how well S or TANQ's
+        decoder finds organs) and tensors (none here)."""
         if self.cfg.attention:
-            extra["s_dice"] = s_dice(self.nets, self.cfg, self.eval_a, self.eval_lab)
-        elif self.cfg.target_aware:
-            extra["seg_decoder_dice"] = decoder_dice(self.nets, self.eval_a, self.eval_lab)
-        _write_translator(self.out, self.cfg, self.nets, self.output_window, iteration, extra)
+            return {"s_dice": s_dice(self.nets, self.cfg, self.eval_a, self.eval_lab)}, {}
+        if self.cfg.target_aware:
+            return {"seg_decoder_dice": decoder_dice(self.nets, self.eval_a, self.eval_lab)}, {}
+        return {}, {}
 
     def _batch(self, bank: SliceBank) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = bank.sample(self.cfg.batch_size, self.cfg.size, self.gen)  # random crops, as the reference CycleGAN trains
@@ -456,4 +465,8 @@ def train_translator(cfg: TranslatorConfig, ct_images: list[Path], ct_labels: li
     ``progress`` hears each iteration's event (:meth:`TranslatorTrainer.progress_event`).
     ``should_stop`` is polled each iteration: a stop saves a checkpoint and raises :class:`Cancelled`.
     """
+    if cfg.disentangled:
+        from napari_uda.translate.disentangled_training import DisentangledTrainer
+
+        return DisentangledTrainer(cfg, ct_images, ct_labels, target_images, out, device).run(progress, should_stop)
     return TranslatorTrainer(cfg, ct_images, ct_labels, target_images, out, device).run(progress, should_stop)

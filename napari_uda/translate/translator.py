@@ -28,7 +28,14 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from napari_uda.core.choices import FUSIONS, S_REGIMES, SOBEL_SPACE_VARIANTS, TARGET_AWARE_VARIANTS, VARIANTS
+from napari_uda.core.choices import (
+    DISENTANGLED_VARIANTS,
+    FUSIONS,
+    S_REGIMES,
+    SOBEL_SPACE_VARIANTS,
+    TARGET_AWARE_VARIANTS,
+    VARIANTS,
+)
 from napari_uda.core.device import amp_dtype, pick_device
 from napari_uda.core.errors import UdaError
 from napari_uda.core.intensity import CT_WINDOW, from_unit_range, to_unit_range
@@ -37,6 +44,7 @@ from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.modalities import get_modality
 from napari_uda.core.organs import N_CLASSES
 from napari_uda.core.orientation import from_canonical, to_canonical
+from napari_uda.translate.disentangled import N_STYLE_CLUSTERS, STYLE_DIM, StyleTranslator
 from napari_uda.translate.nets import ResnetGenerator, UNet2D, attention_map, sobel
 from napari_uda.translate.slices import inplane_spacing, resize_slices, working_size
 from napari_uda.translate.target_aware import TargetAwareGenerator
@@ -99,8 +107,8 @@ class TranslatorConfig:
             raise UdaError(f"size must be a multiple of 4 and at least 16, got {self.size}")
         if self.iterations < 1:
             raise UdaError("iterations must be at least 1")
-        if self.target_aware and (self.seg_head or self.skips):
-            raise UdaError("tanq has its own segmentation decoder and no skips: leave seg_head and skips off")
+        if (self.target_aware or self.disentangled) and (self.seg_head or self.skips):
+            raise UdaError(f"{self.variant} has its own generator: leave seg_head and skips off")
 
     @property
     def attention(self) -> bool:
@@ -117,12 +125,19 @@ class TranslatorConfig:
         return self.variant in TARGET_AWARE_VARIANTS
 
     @property
+    def disentangled(self) -> bool:
+        """Whether translation is content/style disentangled, in one style per target style cluster (DAR-UNet)."""
+        return self.variant in DISENTANGLED_VARIANTS
+
+    @property
     def s_on_translation(self) -> bool:
         """Whether S looks at the translation (and G learns through it) rather than at the CT."""
         return self.s_regime in ("joint", "invariant")
 
     def architecture(self) -> dict[str, Any]:
-        return {"generator": "target-aware" if self.target_aware else "resnet", "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
+        generator = "target-aware" if self.target_aware else "disentangled" if self.disentangled else "resnet"
+        styles = {"style_dim": STYLE_DIM, "style_clusters": N_STYLE_CLUSTERS} if self.disentangled else {}
+        return {**styles, "generator": generator, "ngf": self.ngf, "n_blocks": self.n_blocks, "size": self.size,
                 "sobel_input": self.sobel_space, "seg_head": self.seg_head, "skips": self.skips,
                 "segmenter": {"type": "unet2d", "base": self.s_base, "classes": N_CLASSES} if self.attention else None}
 
@@ -132,10 +147,12 @@ class TranslatorConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def build_generator(cfg: TranslatorConfig) -> ResnetGenerator | TargetAwareGenerator:
+def build_generator(cfg: TranslatorConfig) -> ResnetGenerator | TargetAwareGenerator | StyleTranslator:
     """The CT -> target generator ``cfg`` describes (untrained)."""
     if cfg.target_aware:
         return TargetAwareGenerator(1, 1, cfg.ngf, cfg.n_blocks)
+    if cfg.disentangled:
+        return StyleTranslator(cfg.ngf, cfg.n_blocks)
     return ResnetGenerator(1, 1, cfg.ngf, cfg.n_blocks, seg_classes=N_CLASSES if cfg.seg_head else 0, skips=cfg.skips)
 
 
@@ -150,14 +167,16 @@ def fuse(image: torch.Tensor, att: torch.Tensor, mode: str) -> torch.Tensor:
 
 @dataclass
 class Translator:
-    """A trained translator ready to apply: generator CT->target, S for attention variants."""
+    """A trained translator ready to apply: generator CT->target, S for attention variants, and for
+    DAR the style code (N, STYLE_DIM) of each target training slice with its cluster (N,)."""
 
     config: TranslatorConfig
-    generator: ResnetGenerator | TargetAwareGenerator
+    generator: ResnetGenerator | TargetAwareGenerator | StyleTranslator
     segmenter: UNet2D | None
     output_window: tuple[float, float]
     device: torch.device
     meta: dict[str, Any] = field(default_factory=dict)
+    styles: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def modality(self) -> str:
@@ -224,7 +243,16 @@ def load_translator(folder: str | Path, device: str | None = None) -> Translator
         net.load_state_dict(own)
         net.to(dev).eval()
     lo, hi = meta["intensity"]["output_window"]
-    return Translator(cfg, generator, segmenter, (float(lo), float(hi)), dev, meta)
+    styles = _style_bank(tensors, weights_path) if cfg.disentangled else None
+    return Translator(cfg, generator, segmenter, (float(lo), float(hi)), dev, meta, styles)
+
+
+def _style_bank(tensors: dict[str, torch.Tensor], weights_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A DAR translator's target style codes (N, STYLE_DIM) and their clusters (N,), checked."""
+    codes, clusters = tensors.get("styles.codes"), tensors.get("styles.clusters")
+    if codes is None or clusters is None or codes.ndim != 2 or codes.shape[1] != STYLE_DIM or len(clusters) != len(codes):
+        raise UdaError(f"{weights_path}: no valid style bank (styles.codes, styles.clusters) for this dar translator")
+    return codes.float().numpy(), clusters.long().numpy()
 
 
 def _labels_in_canonical(labels: Volume, like: Volume) -> torch.Tensor:
@@ -240,14 +268,19 @@ def _labels_in_canonical(labels: Volume, like: Volume) -> torch.Tensor:
 def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
                      should_stop: StopFlag | None = None,
                      progress: Progress | None = None,
-                     labels: Volume | None = None) -> tuple[Volume, Volume | None]:
+                     labels: Volume | None = None, style: np.ndarray | None = None) -> tuple[Volume, Volume | None]:
     """Translate a CT volume slice by slice; returns (translated, attention or None), both with
     the CT's exact geometry. The translation is mapped to the target's intensity window;
     attention is computed by S at the image's own in-plane size. Slices are axial slices of the
     canonical orientation whatever the file's axes. ``labels``: the CT's organ label map, the
     regions of a target-aware (TANQ) generator (without it, its segmentation decoder's); other
-    generators ignore it. ``progress`` hears a ``translate`` event (slices) after each batch."""
+    generators ignore it. ``style``: the target style code (STYLE_DIM,) a DAR translator renders
+    every slice in (:func:`translate_styles` gives one per cluster). ``progress`` hears a
+    ``translate`` event (slices) after each batch."""
     require_finite(volume, "the CT volume")
+    if tr.config.disentangled and style is None:
+        raise UdaError("a dar translator translates in a style: give one (translate_styles gives one per style cluster)")
+    code = torch.as_tensor(style, dtype=torch.float32, device=tr.device) if style is not None else None
     canon = to_canonical(volume)
     a = canon.array.astype(np.float32)
     z, h, w = a.shape
@@ -264,7 +297,8 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
         x = unit[z0:z0 + batch].to(tr.device)
         lab = None if regions is None else resize_slices(regions[z0:z0 + batch, None], work, labels=True)[:, 0]
         with torch.autocast(tr.device.type, dtype=amp, enabled=amp is not None):
-            fake = _generate(tr.generator, src(resize_slices(x, work)), lab.to(tr.device) if lab is not None else None)
+            fake = _generate(tr.generator, src(resize_slices(x, work)), lab.to(tr.device) if lab is not None else None,
+                             code)
             y = resize_slices(fake.float(), (h, w))
             if tr.segmenter is not None:  # S at the image's own size, on what it was trained to look at
                 seen = attention_input(tr.config, x, y)
@@ -277,10 +311,10 @@ def translate_volume(tr: Translator, volume: Volume, batch: int = 8,
 
 
 def _generate(generator: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None,
-              multiple: int = 4) -> torch.Tensor:
+              style: torch.Tensor | None = None, multiple: int = 4) -> torch.Tensor:
     """The fully convolutional generator on whole (N, 1, H, W) slices of any size: reflect-padded
     to a multiple of its down-sampling, then cropped back (nothing is stretched). ``labels``
-    (N, H, W), padded alike, go to a target-aware generator."""
+    (N, H, W), padded alike, go to a target-aware generator, ``style`` (STYLE_DIM,) to a DAR one."""
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
@@ -290,16 +324,33 @@ def _generate(generator: nn.Module, x: torch.Tensor, labels: torch.Tensor | None
             labels = F.pad(labels[:, None].float(), (0, pw, 0, ph), mode=mode)[:, 0].long()
     if isinstance(generator, TargetAwareGenerator):
         return generator(x, labels)[..., :h, :w]
+    if isinstance(generator, StyleTranslator):
+        return generator(x, style)[..., :h, :w]
     return generator(x)[..., :h, :w]
 
 
 def translate_slices(tr: Translator, ct_slices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Translate normalised (N, 1, size, size) CT slices to normalised target slices (in Sobel space
-    for ASIT; with the (N, size, size) organ map ``labels`` as TANQ's regions), for evaluation."""
+    for ASIT; with the (N, size, size) organ map ``labels`` as TANQ's regions; DAR in the style of
+    its largest cluster's first slice), for evaluation."""
     src = to_space(tr.config)
+    style = torch.from_numpy(tr.styles[0][tr.styles[1] == 0][0]).to(tr.device) if tr.styles is not None else None
     with torch.no_grad():
         lab = labels.to(tr.device) if labels is not None else None
-        return _generate(tr.generator, src(ct_slices.to(tr.device)), lab).float().cpu()
+        return _generate(tr.generator, src(ct_slices.to(tr.device)), lab, style).float().cpu()
+
+
+def translate_styles(tr: Translator, volume: Volume, case: str, **kwargs: Any) -> list[Volume]:
+    """A DAR translator's translations of the CT ``volume`` (named ``case``), one per target style
+    cluster, each in one style drawn from that cluster for this case (the same on every run and for
+    every slice: :func:`~napari_uda.translate.disentangled.volume_styles`); ``kwargs`` go to
+    :func:`translate_volume`."""
+    from napari_uda.translate.disentangled import volume_styles
+
+    if tr.styles is None:
+        raise UdaError(f"a {tr.config.variant} translator has no style clusters; translate_volume translates with it")
+    return [translate_volume(tr, volume, style=code, **kwargs)[0]
+            for code in volume_styles(*tr.styles, case, tr.config.seed)]
 
 
 def sobel_volume(volume: Volume, modality: str, spacing_mm: float) -> Volume:

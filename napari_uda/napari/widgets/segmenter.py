@@ -38,7 +38,9 @@ from napari_uda.pipeline.workflow import pseudo_label, stage_volume, train_segme
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
-                    "translated CT (asit, Sobel space)": "asit", "raw CT (no adaptation)": None}
+                    "translated CT (asit, Sobel space)": "asit", "translated CT (tanq)": "tanq",
+                    "translated CT (dar, every style)": "dar",
+                    "raw CT (no adaptation)": None}
 
 
 def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, device: str, report: Progress,
@@ -161,7 +163,7 @@ class SegmenterWidget(QWidget):
         try:
             ws, scheduler = self.link.open(), self.scheduler.scheduler()
             if variant is None:
-                raise UdaError("pseudo-labels come from a translated-CT model: pick cyclegan, organ_attention or asit")
+                raise UdaError("pseudo-labels come from a translated-CT model: pick one of the translators")
         except UdaError as exc:
             notify_error(exc)
             return

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -50,16 +51,20 @@ from napari_uda.napari.widgets._common import (
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._plots import CurvePlot, Thumbnail
 from napari_uda.napari.widgets._session import link_for
+from napari_uda.translate.disentangled import N_STYLE_CLUSTERS
 from napari_uda.translate.translator import Translator
 
 
-def preview_slices(ct: Volume, translated: Volume, attention: Volume | None) -> dict[str, np.ndarray]:
-    """The middle axial slice (canonical orientation) of a CT, its translation and attention map."""
-    slices = {"ct": to_canonical(ct).array, "translated": to_canonical(translated).array}
-    if attention is not None:
-        slices["attention"] = to_canonical(attention).array
-    z = slices["ct"].shape[0] // 2
-    return {k: np.asarray(v[z], np.float32) for k, v in slices.items()}
+def preview_slices(ct: Volume, translated: Volume, attention: Volume | None,
+                   styles: Sequence[Volume] = ()) -> dict[str, Any]:
+    """The middle axial slice (canonical orientation) of a CT, its translation and attention map,
+    and (``styles``, DAR) of its translation in each style cluster's style, as the list ``styles``."""
+    z = to_canonical(ct).shape[0] // 2
+    volumes = {"ct": ct, "translated": translated, **({"attention": attention} if attention is not None else {})}
+    slices: dict[str, Any] = {k: np.asarray(to_canonical(v).array[z], np.float32) for k, v in volumes.items()}
+    if styles:
+        slices["styles"] = [np.asarray(to_canonical(v).array[z], np.float32) for v in styles]
+    return slices
 
 
 def train_command(ws: Workspace, modality: str, variant: str, budget: str, iterations: int, device: str) -> list[str]:
@@ -120,12 +125,15 @@ class TranslatorWidget(QWidget):
 
         preview = QGroupBox("Preview: CT, translation, attention")
         self.thumbs = [Thumbnail("CT"), Thumbnail("translated"), Thumbnail("attention")]
+        self.style_thumbs = [Thumbnail(f"style {k}") for k in range(N_STYLE_CLUSTERS)]  # DAR: one per style cluster
         self.losses = CurvePlot("losses")
-        row = QHBoxLayout()
-        for t in self.thumbs:
-            row.addWidget(t)
         pv = QVBoxLayout(preview)
-        pv.addLayout(row)
+        for thumbs in (self.thumbs, self.style_thumbs):
+            row = QHBoxLayout()
+            for t in thumbs:
+                row.addWidget(t)
+                t.setVisible(thumbs is self.thumbs)
+            pv.addLayout(row)
         pv.addWidget(self.losses)
 
         self.job = JobPanel()
@@ -220,12 +228,26 @@ class TranslatorWidget(QWidget):
         return next((layer for layer in self.viewer.layers if isinstance(layer, Image)
                      and layer.metadata.get("modality") == SOURCE.key), None)
 
+    def _regions_layer(self, ct: Image) -> Labels | None:
+        """For a target-aware (TANQ) translator: the first Labels layer on the CT's grid (its organ
+        regions); None (its segmentation decoder finds them) for other translators or without one."""
+        if self.translator is None or not self.translator.config.target_aware:
+            return None
+        return next((layer for layer in self.viewer.layers if isinstance(layer, Labels)
+                     and np.shape(layer.data) == np.shape(ct.data)), None)
+
     def _show_preview(self, slices: dict[str, np.ndarray]) -> None:
         """Show :func:`preview_slices` in the preview panel."""
         self.thumbs[0].show_array(slices["ct"], *CT_WINDOW)
         self.thumbs[1].show_array(slices["translated"], *np.percentile(slices["translated"], [0.5, 99.5]))
         if "attention" in slices:
             self.thumbs[2].show_array(slices["attention"], 0, 1)
+        styles = slices.get("styles", [])
+        lo, hi = np.percentile(np.stack(styles), [0.5, 99.5]) if styles else (0, 1)
+        for k, thumb in enumerate(self.style_thumbs):
+            thumb.setVisible(k < len(styles))
+            if k < len(styles):
+                thumb.show_array(styles[k], lo, hi)
 
     def translate_clicked(self) -> None:
         layer = self.viewer.layers.selection.active
@@ -237,31 +259,39 @@ class TranslatorWidget(QWidget):
         self._translate(layer, add_layers=True)
 
     def _translate(self, layer: Image, add_layers: bool) -> None:
-        """Translate ``layer`` off the UI thread; show the preview, and add the translation and
-        attention as layers when ``add_layers``."""
-        from napari_uda.translate.translator import translate_volume
+        """Translate ``layer`` off the UI thread (a TANQ translator by the regions of the Labels layer
+        on its grid, if any); show the preview, and add the translation and attention as layers
+        when ``add_layers``."""
+        from napari_uda.translate.translator import translate_styles, translate_volume
 
+        regions_layer = self._regions_layer(layer)
         try:
             volume = layer_volume(layer)
+            regions = layer_volume(regions_layer) if regions_layer is not None else None
         except UdaError as exc:
             notify_error(exc)
             return
         tr, name = self.translator, layer.name
+        regions_from = (f" by the organs of {regions_layer.name!r}" if regions_layer is not None
+                        else " by the organs its decoder finds" if tr.config.target_aware else "")
 
         def work(report: Any, should_stop: Any) -> dict[str, Any]:
-            translated, attention = translate_volume(
-                tr, volume, should_stop=should_stop,
-                progress=within(report, name))
+            styles = (translate_styles(tr, volume, name, should_stop=should_stop, progress=within(report, name))
+                      if tr.config.disentangled else [])
+            translated, attention = (styles[0], None) if styles else translate_volume(
+                tr, volume, should_stop=should_stop, progress=within(report, name), labels=regions)
             layers = []
             if add_layers:
-                layers.append(layer_tuple(translated, f"{name} -> {translated.modality}", as_labels=False))
+                named = [(v, f"{name} -> {v.modality} style {k}") for k, v in enumerate(styles)]
+                for v, title in named or [(translated, f"{name} -> {translated.modality}")]:
+                    layers.append(layer_tuple(v, title, as_labels=False))
                 if attention is not None:
                     layers.append(layer_tuple(attention, f"{name} attention", as_labels=False, **ATTENTION_LAYER))
-            return {"preview": preview_slices(volume, translated, attention), "layers": layers}
+            return {"preview": preview_slices(volume, translated, attention, styles), "layers": layers}
 
         def done(result: dict[str, Any]) -> None:
             self._show_preview(result["preview"])
             for t in result["layers"]:
                 add_layer(self.viewer, t)
 
-        self.job.start(f"translating {name}", work, done)
+        self.job.start(f"translating {name}{regions_from}", work, done)

@@ -263,6 +263,25 @@ def test_tanq_translates_a_ct_layer_by_the_labels_layer_on_its_grid(make_napari_
     np.testing.assert_allclose(viewer.layers["ct_000 -> T2WI"].data, expected.array, rtol=1e-5, atol=1e-3)
 
 
+def test_dar_translates_a_ct_layer_once_per_style_cluster(make_napari_viewer_proxy, qtbot, tmp_path, errors):
+    """A DAR translator adds one translation per style cluster and previews each in its own thumbnail."""
+    from napari_uda.napari.widgets.translator import TranslatorWidget
+
+    tiny_translator(tmp_path, "dar")
+    viewer = make_napari_viewer_proxy()
+    widget = TranslatorWidget(viewer)
+    ct = add_volume(viewer, tmp_path / "d/ct/images/ct_000.nii.gz", "ct_000")
+    widget.folder.set_path(tmp_path / "tr")
+    widget.device.setCurrentText("cpu")
+    assert not any(t.isVisibleTo(widget) for t in widget.style_thumbs)
+    viewer.layers.selection.active = ct
+    widget.translate_clicked()
+    wait_job(qtbot, widget)
+    assert not errors
+    assert [layer.name for layer in viewer.layers][1:] == [f"ct_000 -> T2WI style {k}" for k in range(5)]
+    assert all(t.isVisibleTo(widget) and not t.pixmap().isNull() for t in widget.style_thumbs)
+
+
 def test_translation_runs_off_the_ui_thread(make_napari_viewer_proxy, qtbot, tmp_path, monkeypatch):
     """While a translation is held mid-volume in its worker, the UI thread keeps serving Qt events
     (timer ticks); released, it finishes and adds its layers. How long the UI thread may stall

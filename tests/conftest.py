@@ -45,3 +45,18 @@ class Planted:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+#: A translator small enough to train in seconds on CPU (TranslatorConfig keyword arguments)
+TINY_TRANSLATOR = dict(size=32, ngf=8, ndf=8, n_blocks=2, s_base=8, preview_every=0)
+
+
+def translator_phantom(root: Path, seed: int, n_ct: int = 3) -> dict[str, list[Path]]:
+    """A small CT + T2WI phantom (16 x 40 x 40) in ``root`` for translator tests: the paths of the CT
+    (``ct``), their labels (``labels``) and the T2WI scans (``t2``, 3 of them)."""
+    from napari_uda.core.files import list_volumes
+    from napari_uda.data.phantom import write_phantom_dataset
+
+    write_phantom_dataset(root, {"ct": n_ct, "t2wi": 3}, seed=seed, shape=(16, 40, 40))
+    return {"ct": list_volumes(root / "ct/images"), "labels": list_volumes(root / "ct/labels"),
+            "t2": list_volumes(root / "t2wi/images")}

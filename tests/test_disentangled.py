@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRANSLATOR as TINY, translator_phantom
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.files import list_volumes
 from napari_uda.core.io import read_volume
 from napari_uda.core.orientation import to_canonical
-from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.translate.disentangled import (
     STYLE_DIM,
     AdaINBlock,
@@ -22,15 +21,10 @@ from napari_uda.translate.disentangled import (
 from napari_uda.translate.training import train_translator
 from napari_uda.translate.translator import TranslatorConfig, load_translator, translate_styles, translate_volume
 
-TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, preview_every=0)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    write_phantom_dataset(root, {"ct": 2, "t2wi": 3}, seed=29, shape=(16, 40, 40))
-    return {"ct": list_volumes(root / "ct/images"), "labels": list_volumes(root / "ct/labels"),
-            "t2": list_volumes(root / "t2wi/images")}
+    return translator_phantom(tmp_path_factory.mktemp("phantom"), seed=29, n_ct=2)
 
 
 @pytest.fixture(scope="module")

@@ -8,27 +8,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRANSLATOR as TINY, translator_phantom
 from torch.nn import functional as F
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.files import list_volumes
 from napari_uda.core.intensity import CT_WINDOW, from_unit_range, to_unit_range
 from napari_uda.core.io import Volume, read_volume
 from napari_uda.core.orientation import to_canonical
-from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.translate.target_aware import RegionAdaIN, TargetAwareGenerator, region_normalise, region_weights
 from napari_uda.translate.training import TranslatorTrainer, train_translator
 from napari_uda.translate.translator import TranslatorConfig, load_translator, translate_volume
 
-TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, preview_every=0)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    write_phantom_dataset(root, {"ct": 3, "t2wi": 3}, seed=23, shape=(16, 40, 40))
-    return {"ct": list_volumes(root / "ct/images"), "labels": list_volumes(root / "ct/labels"),
-            "t2": list_volumes(root / "t2wi/images")}
+    return translator_phantom(tmp_path_factory.mktemp("phantom"), seed=23)
 
 
 def test_region_normalisation_by_hand():

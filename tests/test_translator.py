@@ -11,26 +11,20 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRANSLATOR as TINY, translator_phantom
 
 from napari_uda.core.device import pick_device
 from napari_uda.core.errors import UdaError
-from napari_uda.core.files import list_volumes
 from napari_uda.core.io import read_volume
 from napari_uda.core.jobs import Cancelled, Event
-from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.translate.nets import PatchDiscriminator, ResnetGenerator, sobel
 from napari_uda.translate.training import ImagePool, lr_factor, train_translator
 from napari_uda.translate.translator import TranslatorConfig, fuse, load_translator, translate_volume
 
-TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, s_base=8, preview_every=0)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    write_phantom_dataset(root, {"ct": 3, "t2wi": 3}, seed=21, shape=(16, 40, 40))
-    return {"ct": list_volumes(root / "ct/images"), "labels": list_volumes(root / "ct/labels"),
-            "t2": list_volumes(root / "t2wi/images")}
+    return translator_phantom(tmp_path_factory.mktemp("phantom"), seed=21)
 
 
 def test_reference_defaults():

@@ -115,6 +115,14 @@ def test_a_dar_translator_without_its_style_bank_is_refused_in_one_line(trained,
         load_translator(tmp_path / "tr")
 
 
+def test_every_translator_stage_has_its_own_nnunet_dataset():
+    from napari_uda.core.choices import BASE_STAGES, POOLED
+    from napari_uda.pipeline.workflow import dataset_id, stage_for_round
+
+    stages = [*BASE_STAGES.values(), POOLED, "no_adaptation", "oracle", stage_for_round(1)]
+    assert len({dataset_id(s) for s in stages}) == len(stages)
+
+
 def test_the_pipeline_trains_on_every_style_of_every_ct(data, trained, tmp_path):
     import shutil
 

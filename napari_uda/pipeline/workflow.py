@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # torch is imported only when a translator trains
 
 
 DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "asit": 104, "tanq": 105,
-               POOLED: 106, "oracle": 109}  # self_training_rN: 110 + N
+               POOLED: 106, "dar": 107, "oracle": 109}  # self_training_rN: 110 + N
 
 
 

@@ -169,35 +169,35 @@ def translate_sources(ws: Workspace, variant: str, device: str | None = None, pr
     out, stage = ws.translated_dir(variant), BASE_STAGES.get(variant, variant)
     tr = load_translator(ws.translator_dir(variant), device=device)
     sources, labels = ws.files("source_images"), ws.files("source_labels")
-    for i, (path, label) in enumerate(zip(sources, labels)):
+    for i, (path, label, targets) in enumerate(zip(sources, labels, translated_paths(ws, variant))):
         _check_stop(should_stop)
         ct, case = read_volume(path, SOURCE.key), stem_of(path)
         if tr.config.disentangled:
-            for target, styled in zip(translated_paths(ws, variant, case), translate_styles(tr, ct, case,
-                                                                                         should_stop=should_stop)):
+            for target, styled in zip(targets, translate_styles(tr, ct, case, should_stop=should_stop)):
                 write_volume(styled, target)
         else:
             regions = read_volume(label) if tr.config.target_aware else None
             translated, attention = translate_volume(tr, ct, should_stop=should_stop, labels=regions)
-            write_volume(translated, out / f"{case}.nii.gz")
+            write_volume(translated, targets[0])
             if attention is not None:
                 write_volume(attention, out.with_name(out.name + "_attention") / f"{case}.nii.gz")
         emit(progress, stage, f"translated {case}", i + 1, len(sources), "volumes")
     return out
 
 
-def translated_paths(ws: Workspace, variant: str, case: str) -> list[Path]:
-    """Where the ``variant`` translations of the source CT ``case`` go: ``<case>.nii.gz``, or for DAR
-    one ``<case>_s<k>.nii.gz`` per style cluster of the workspace's trained translator."""
-    folder = ws.translated_dir(variant)
+def translated_paths(ws: Workspace, variant: str) -> list[list[Path]]:
+    """Where the ``variant`` translations of each source CT go, in the order of the source CT:
+    ``<case>.nii.gz``, or for DAR one ``<case>_s<k>.nii.gz`` per style cluster of the workspace's
+    trained translator (its sidecar is read once)."""
+    folder, cases = ws.translated_dir(variant), [stem_of(p) for p in ws.files("source_images")]
     if variant not in DISENTANGLED_VARIANTS:
-        return [folder / f"{case}.nii.gz"]
+        return [[folder / f"{case}.nii.gz"] for case in cases]
     sidecar = ws.translator_dir(variant) / "translator.json"
     try:
         n = len(json.loads(sidecar.read_text())["training"]["style_clusters"])
     except (OSError, ValueError, KeyError, TypeError):
         raise UdaError(f"{sidecar}: no trained dar translator with style clusters; train it first") from None
-    return [folder / f"{styled_stem(case, k)}.nii.gz" for k in range(n)]
+    return [[folder / f"{styled_stem(case, k)}.nii.gz" for k in range(n)] for case in cases]
 
 
 # --- 2. segment: export, plan, train folds, predict every target scan ----------------------------------
@@ -330,8 +330,7 @@ def source_training_set(ws: Workspace, variants: Sequence[str], real_ct: bool) -
     ct, ct_labels = ws.files("source_images"), list(ws.files("source_labels"))
     images, labels, names = [], [], []
     for v in variants:
-        for path, label in zip(ct, ct_labels):
-            translations = translated_paths(ws, v, stem_of(path))
+        for label, translations in zip(ct_labels, translated_paths(ws, v)):
             images += translations
             labels += [label] * len(translations)
             names += [stem_of(t) if len(variants) == 1 else f"{BASE_STAGES[v]}_{stem_of(t)}" for t in translations]
@@ -641,9 +640,9 @@ def evaluate_stages(ws: Workspace, gt: str | Path, tolerance_mm: float | None = 
 
 
 def _pipeline_settings(ws: Workspace, budget: Budget, variant: str, ablation_variants: Sequence[str] | None,
-                       pool_variants: Sequence[str] | None, real_ct: bool) -> tuple[str, list[str]]:
+                       pool_variants: Sequence[str] | None, real_ct: bool) -> tuple[str, list[str], list[str] | None]:
     """Check a pipeline's translator choices against each other and against what the workspace
-    already ran; returns (base stage, the other translators of the ablation)."""
+    already ran; returns (base stage, the other translators of the ablation, the pooled ones or None)."""
     if variant not in BASE_STAGES:
         raise UdaError(f"the pipeline's translator variant is one of {', '.join(BASE_STAGES)}, not {variant!r}")
     others = [v for v in (BASE_STAGES if ablation_variants is None else ablation_variants) if v != variant]
@@ -663,7 +662,7 @@ def _pipeline_settings(ws: Workspace, budget: Budget, variant: str, ablation_var
                        f"(real CT {'in' if recorded.real_ct else 'not in'} the training data, pooling "
                        f"{','.join(recorded.pool_variants or []) or 'none'}); "
                        "use the same settings to continue or another workspace")
-    return (POOLED if pool else BASE_STAGES[variant]), others
+    return (POOLED if pool else BASE_STAGES[variant]), others, pool
 
 
 def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention", rounds: int = 1, auto: bool = False,
@@ -685,26 +684,20 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     fine-tunes the previous stage's folds instead of training from scratch. With a Dask ``client``
     the folds train in parallel and prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
-    base, others = _pipeline_settings(ws, budget, variant, ablation_variants, pool_variants, real_ct)
-    pool = list(pool_variants) if pool_variants else None
+    base, others, pool = _pipeline_settings(ws, budget, variant, ablation_variants, pool_variants, real_ct)
     ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune,
                                    list(others) if ablation else None, pool))
     segmented = ([] if pool else [variant]) + (others if ablation else [])  # translators with a stage of their own
-    aug = {"augment": intensity_aug, "client": client}
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
             segment_stage(ws, "no_adaptation", ws.files("source_images"), ws.files("source_labels"), ws.modality,
                           budget, device, 0, progress, should_stop, augment=True, client=client)
         for v in dict.fromkeys([*(pool or []), *segmented]):
             translate_stage(ws, v, budget, device, progress, should_stop)
-        for v in segmented:
-            images, labels, names = source_training_set(ws, [v], real_ct)
-            segment_stage(ws, BASE_STAGES[v], images, labels, ws.modality, budget, device, 0, progress, should_stop,
-                          names=names, **aug)
-        if pool:
-            images, labels, names = source_training_set(ws, pool, real_ct)
-            segment_stage(ws, POOLED, images, labels, ws.modality, budget, device, 0, progress, should_stop,
-                          names=names, **aug)
+        for stage, trained_on in [(BASE_STAGES[v], [v]) for v in segmented] + ([(POOLED, pool)] if pool else []):
+            images, labels, names = source_training_set(ws, trained_on, real_ct)
+            segment_stage(ws, stage, images, labels, ws.modality, budget, device, 0, progress, should_stop,
+                          augment=intensity_aug, names=names, client=client)
         if not ws.stage_done(base):  # the ablation stages are evaluated, not reviewed
             score_stage(ws, base, store, settings, progress, should_stop, client)
         if rounds > 0 and not auto and not store.accepted():

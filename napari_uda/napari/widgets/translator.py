@@ -59,11 +59,14 @@ def preview_slices(ct: Volume, translated: Volume, attention: Volume | None,
                    styles: Sequence[Volume] = ()) -> dict[str, Any]:
     """The middle axial slice (canonical orientation) of a CT, its translation and attention map,
     and (``styles``, DAR) of its translation in each style cluster's style, as the list ``styles``."""
-    z = to_canonical(ct).shape[0] // 2
+    def middle(v: Volume) -> np.ndarray:
+        a = to_canonical(v).array
+        return np.asarray(a[a.shape[0] // 2], np.float32)  # every volume is on the CT's grid
+
     volumes = {"ct": ct, "translated": translated, **({"attention": attention} if attention is not None else {})}
-    slices: dict[str, Any] = {k: np.asarray(to_canonical(v).array[z], np.float32) for k, v in volumes.items()}
+    slices: dict[str, Any] = {k: middle(v) for k, v in volumes.items()}
     if styles:
-        slices["styles"] = [np.asarray(to_canonical(v).array[z], np.float32) for v in styles]
+        slices["styles"] = [middle(v) for v in styles]
     return slices
 
 

@@ -16,6 +16,7 @@ from napari_uda.translate.disentangled import (
     StyleEncoder,
     StyleTranslator,
     cluster_styles,
+    kaiming_init,
     volume_styles,
 )
 from napari_uda.translate.training import train_translator
@@ -51,6 +52,27 @@ def test_adain_by_hand_and_shapes():
     torch.testing.assert_close(g(x, one), g(x, one.expand(2, -1)))  # one code for the batch = that code per slice
     assert not torch.allclose(g(x, one), g(x, other), atol=1e-4)  # the style changes the image
     torch.testing.assert_close(g.content(x), g.content(x))
+
+
+def test_a_style_is_recoverable_from_its_decoded_image():
+    """MUNIT's style reconstruction alone (translator and style encoder, 300 Adam steps): the error
+    must leave its chance level E|N(0, 1)| = 0.8, which it does not with PyTorch's default init
+    (measured 0.72-0.76 over three seeds; 0.56-0.60 with kaiming_init)."""
+    torch.manual_seed(0)
+    g, enc = StyleTranslator(8, 2), StyleEncoder(8)
+    for net in (g, enc):
+        kaiming_init(net)
+    x = torch.rand(8, 1, 32, 32) * 2 - 1
+    opt = torch.optim.Adam([*g.parameters(), *enc.parameters()], lr=2e-4, betas=(0.5, 0.999))
+    curve = []
+    for _ in range(300):
+        style = torch.randn(8, STYLE_DIM)
+        loss = (enc(g(x, style)) - style).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        curve.append(loss.item())
+    assert np.mean(curve[:30]) > 0.7 and np.mean(curve[-30:]) < 0.65
 
 
 def test_style_clusters_are_numbered_by_size_and_volumes_draw_one_member_each():

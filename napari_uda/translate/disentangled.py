@@ -128,6 +128,18 @@ class StyleTranslator(nn.Module):
         return self.decoder(self.content(x), style)
 
 
+def kaiming_init(net: nn.Module) -> None:
+    """MUNIT's generator init: Kaiming-normal (fan in, ReLU) convolution and linear weights, zero
+    biases. PyTorch's default init shrinks the activations layer by layer, so at the start a style
+    barely changes the decoded image and the style encoder sees no signal to recover it from
+    (measured: the style reconstruction stays at chance; benchmarks/RESULTS.md, DAR-UNet)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def cluster_styles(codes: np.ndarray, n_clusters: int = N_STYLE_CLUSTERS, seed: int = 0) -> np.ndarray:
     """K-means (scikit-learn, 10 initialisations) of target style codes (N, STYLE_DIM); returns
     each code's cluster (N,) in 0..k-1, clusters numbered by size (0 the largest); fewer codes

@@ -23,6 +23,7 @@ from napari_uda.translate.disentangled import (
     StyleEncoder,
     StyleTranslator,
     cluster_styles,
+    kaiming_init,
 )
 from napari_uda.translate.nets import PatchDiscriminator, init_weights
 from napari_uda.translate.training import ImagePool, TranslatorTrainer, _step
@@ -44,6 +45,8 @@ class _DisentangledNets(nn.Module):
         self.D_A = PatchDiscriminator(1, cfg.ndf, cfg.d_layers)
         self.D_B = PatchDiscriminator(1, cfg.ndf, cfg.d_layers)
         self.D_C = ContentDiscriminator(cfg.ndf)
+        for net in (self.G_AB, self.dec_A, self.E_sA, self.E_sB):
+            kaiming_init(net)
         for net in (self.D_A, self.D_B, self.D_C):
             init_weights(net)
 

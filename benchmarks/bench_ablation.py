@@ -12,6 +12,7 @@ One translator's row alone on the same data: ``--variant asit --no-ablation --ro
 
     .venv/bin/python benchmarks/bench_ablation.py [--budget small] [--seed 0] [--modality t2wi] [--phantom independent]
         [--variant organ-attention] [--ablation-variants cyclegan,asit | --no-ablation] [--rounds 1]
+        [--select consistency|filters|uncertainty] [--tta]
 
 Writes OUT.json (everything) and OUT.md (tables); the workspace stays in OUT_workspace/.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_uda.cli.console import Console
-from napari_uda.core.choices import get_budget
+from napari_uda.core.choices import ACCEPT_RULES, get_budget
 from napari_uda.core.files import list_volumes, stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import Event
@@ -38,7 +39,14 @@ from napari_uda.core.records import ModelRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
-from napari_uda.pipeline.workflow import FilterSettings, run_pipeline, stage_order, stage_volume, train_stage_model
+from napari_uda.pipeline.workflow import (
+    FilterSettings,
+    run_pipeline,
+    stage_order,
+    stage_volume,
+    train_stage_model,
+    tta_of,
+)
 from napari_uda.segment.postprocess import postprocess
 from napari_uda.segment.prediction import predict_folds
 from napari_uda.segment.segmenter import training_events
@@ -63,6 +71,8 @@ def main() -> None:
     parser.add_argument("--no-ablation", action="store_true", help="the variant's stages alone")
     parser.add_argument("--pool-variants", default=None, help="multi-view pooling: translators, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="self-training rounds")
+    parser.add_argument("--select", default="consistency", choices=ACCEPT_RULES, help="the selection rule of the rounds")
+    parser.add_argument("--tta", action="store_true", help="mirroring augmentation and test-time mirroring")
     args = parser.parse_args()
     mod = get_modality(args.modality)
     if args.phantom == "independent" and mod.slug != "t2wi":
@@ -83,12 +93,12 @@ def main() -> None:
         console(e)
 
     finished_before = ws.model("oracle") is not None and args.out.with_suffix(".json").exists()
-    settings = FilterSettings(top_k=N_ADAPT // 2, rule="consistency")
+    settings = FilterSettings(top_k=N_ADAPT // 2, rule=args.select)
     others = args.ablation_variants.split(",") if args.ablation_variants else None
     result = run_pipeline(ws, get_budget(args.budget), args.variant, rounds=args.rounds, auto=True,
                           ablation=not args.no_ablation, device="cpu", settings=settings, progress=progress,
                           ablation_variants=others,
-                          pool_variants=args.pool_variants.split(",") if args.pool_variants else None)
+                          pool_variants=args.pool_variants.split(",") if args.pool_variants else None, tta=args.tta)
     t_pipeline = time.perf_counter() - t0
     adapt_images = list_volumes(data / f"adapt/{mod.slug}/images")
     if not args.skip_oracle:
@@ -104,7 +114,7 @@ def main() -> None:
         if not (out / "predictions.json").exists():  # each scan as the stage's segmenter reads it (ASIT: Sobel maps)
             inputs = [write_volume(stage_volume(ws, stage, read_volume(p, mod.key)),
                                    root / "heldout_inputs" / stage / p.name) for p in held_out]
-            predict_folds(models[stage].path, inputs, out, models[stage].folds, "cpu")
+            predict_folds(models[stage].path, inputs, out, models[stage].folds, "cpu", mirroring=tta_of(ws))
         evaluations["held-out scans"][stage] = evaluate_folders(out, data / f"heldout/{mod.slug}/labels", modality_kind=mod.kind)
         if stage != "oracle":  # the oracle trained on these
             evaluations["adapted scans"][stage] = evaluate_folders(ws.predictions_dir(stage),
@@ -126,7 +136,7 @@ def main() -> None:
               "oracle_trained": not args.skip_oracle,
               "oracle_seconds": round(t_oracle, 1),
               "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,
-              "accept": {"rule": settings.rule, "top_k": settings.top_k}, "pipeline_seconds": round(t_pipeline, 1),
+              "accept": {"rule": settings.rule, "top_k": settings.top_k}, "tta": tta_of(ws), "pipeline_seconds": round(t_pipeline, 1),
               "total_seconds": round(total, 1), "stage_timeline_s": timeline, "cpu_count": os.cpu_count(),
               "evaluations": {k: {s: e.to_dict() for s, e in v.items()} for k, v in evaluations.items()}}
     report["learning_curves"] = learning_curves(ws)
@@ -200,7 +210,9 @@ def write_report(out: Path, report: dict, evaluations: dict) -> None:
     phantom = " (independent phantom)" if report.get("phantom") == "independent" else ""
     md = [f"# Ablation, budget `{report['budget']}`, {report['modality']}{phantom}, seed {report['seed']} "
           f"({report['total_seconds'] / 60:.1f} min on {report['cpu_count']} CPU cores; "
-          f"pipeline {report['pipeline_seconds'] / 60:.1f} min, oracle {report['oracle_seconds'] / 60:.1f} min)", ""]
+          f"pipeline {report['pipeline_seconds'] / 60:.1f} min, oracle {report['oracle_seconds'] / 60:.1f} min)", "",
+          f"Self-training rounds: {report['rounds']}, selected by {report['accept']['rule']} (top "
+          f"{report['accept']['top_k']}); test-time mirroring: {'on' if report.get('tta') else 'off'}.", ""]
     for name, evs in evaluations.items():
         md += [f"## {name}", "", compare_markdown(evs, "dsc"), compare_markdown(evs, "nsd")]
     md += ["## learning curves (nnU-Net's validation pseudo-Dice, mean over organs)", "", curve_table(report["learning_curves"])]

@@ -170,6 +170,35 @@ def test_selftrain_needs_a_pipeline_and_decisions(run, tmp_path):
     assert out.returncode == 1 and "not a napari-uda workspace" in out.stderr
     out = cli("selftrain", "--workspace", str(run["ws"]), "--rounds", "1", "--budget", "tiny")
     assert out.returncode == 0 and "already done" in out.stdout
+    args = [*run["args"][:run["args"].index("--workspace") + 1], str(tmp_path / "w2"), "--budget", "tiny",
+            "--auto-accept", "--select", "uncertainty", "--rounds", "1"]
+    out = cli(*args)
+    assert out.returncode == 1 and "selection by uncertainty needs at least 2 self-training rounds" in out.stderr
+
+
+def test_uncertainty_selection_takes_the_union_of_the_real_rounds(run):
+    """After round 1 of the real pipeline (trained by another rule): round 2's selection by
+    uncertainty records each case's union of the pooled stage's and round 1's predictions as its
+    latest pseudo-label, on the scan's grid, and accepts the least uncertain half of them."""
+    from napari_uda.pipeline.workflow import FilterSettings, auto_accept, union_for_round
+    from napari_uda.segment.ensemble import union_ensemble
+
+    ws = Workspace.open(run["ws"])
+    with ReviewStore.for_workspace(ws.root) as store:
+        union_for_round(ws, store, 1)
+        (r1,) = store.rounds()
+        for q in store.queue("T2WI"):  # withdraw the people's decisions of round 1 (auto never overrides them)
+            store.decide(q.case, "undo", "ana")
+        taken = auto_accept(store, "T2WI", FilterSettings(rule="uncertainty"))
+        for t in sorted((run["root"] / "data/t2wi/images").iterdir()):
+            case = t.name.split(".")[0]
+            want = union_ensemble([read_volume(ws.predictions_dir(s) / t.name).array for s in ("pooled", "self_training_r1")])
+            union = read_volume(ws.predictions_dir("self_training_r1") / "union" / t.name)
+            np.testing.assert_array_equal(union.array, want)
+            assert union.geometry.matches(read_volume(t).geometry)
+            assert store.latest_prediction(case)[1] == str(ws.predictions_dir("self_training_r1") / "union" / t.name)
+    finite = sorted((u, c) for c, u in r1.uncertainty.items() if np.isfinite(u))
+    assert [c for c, a in taken.items() if a == "accept"] == [c for _, c in finite[:2]]  # the better half of 3: 2
 
 
 def test_exported_model_folder_predicts_and_translates_as_the_workspace(run, tmp_path):

@@ -98,7 +98,7 @@ def test_auto_accept_is_explicit_and_never_overrides_people(store):
     assert json.loads(history[-1].reviewer[5:]) == {"agreement": None, "rule": "filters", "sigma": 3.0,
                                                    "top_k": 1}
     assert store.history("b")[-1].note == "organs_present: missing: liver"
-    assert store.history("d")[-1].note == "outside the top 1"
+    assert store.history("d")[-1].note.startswith("outside the top 1 (case score 0.")
     assert store.state("c")[1].reviewer == "ana"
     n = store.db.execute("SELECT count(*) FROM decisions").fetchone()[0]
     assert auto_accept(store, "T2WI", settings) == {}  # the same predictions are not decided twice
@@ -171,7 +171,7 @@ def test_auto_accept_takes_the_better_half_by_default(store):
     """No ``top_k``: half the scored cases, rounded up (2 of 4 here; with the filters rule the
     failing b is skipped, so a and c); the CPU budgets accept by consistency, the GPU one by filters."""
     assert auto_accept(store, "T2WI", FilterSettings()) == {"a": "accept", "b": "reject", "c": "accept", "d": "reject"}
-    assert store.history("d")[-1].note == "outside the top 2"
+    assert store.history("d")[-1].note == "outside the top 2 (case score 0.600)"
     assert FilterSettings().limit(5) == 3 and FilterSettings(top_k=7).limit(5) == 7
     assert [get_budget(b).accept_rule for b in ("tiny", "small", "full")] == ["consistency", "consistency", "filters"]
 
@@ -180,3 +180,62 @@ def test_a_segmenter_budget_belongs_to_its_pipeline_budget():
     """An imported fine-tuned model (``small-aug-ft``) runs in the ``small`` pipeline budget."""
     assert [pipeline_budget(b) for b in ("small", "small-aug", "small-aug-ft", "tiny-ft", "full-aug")] == \
         ["small", "small", "small", "tiny", "full"]
+
+
+def test_auto_accept_by_uncertainty_across_rounds(store, tmp_path):
+    """ASIT's rule: before any round there is no uncertainty, so fold consistency decides; after
+    a round, the lowest uncertainty does, and a case whose round lost all foreground is out."""
+    settings = FilterSettings(top_k=2, rule="uncertainty")
+    assert auto_accept(store, "T2WI", settings) == {"a": "accept", "b": "accept", "c": "reject", "d": "reject"}
+    assert "round 1: no uncertainty" in store.history("a")[-1].note
+    store.start_round(1, {"rule": "uncertainty"})
+    m1 = store.add_model("r1", round=1)
+    for case in "abcd":  # round 1's predictions: new pseudo-labels to decide on
+        lab = write_volume(Volume(np.ones((2, 4, 4), np.uint8), Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0))),
+                           tmp_path / "pred1" / f"{case}.nii.gz")
+        store.add_prediction(case, m1, lab, {1: 0.5}, 0.5)
+    store.finish_round(1, m1, {"a": 0.3, "b": float("inf"), "c": 0.05, "d": 0.1})
+    assert auto_accept(store, "T2WI", settings) == {"c": "accept", "d": "accept", "a": "reject", "b": "reject"}
+    assert store.history("c")[-1].note.startswith("uncertainty 0.0500 across rounds")
+    assert store.history("a")[-1].note.startswith("outside the top 2 (uncertainty 0.3000")
+    assert store.history("b")[-1].note == "uncertainty: a round predicted no foreground"
+
+
+def test_union_of_the_rounds_becomes_the_pseudo_label(data, tmp_path):
+    """The union over rounds is written on the scan's grid, recorded as the case's latest prediction
+    with an uncertainty outcome, and is what accepting the case trains on."""
+    from napari_uda.core.io import read_volume
+    from napari_uda.pipeline.workflow import record_union_labels
+
+    ws = Workspace.create(tmp_path / "w", data / "ct/images", data / "ct/labels", data / "t2wi/images", "T2WI")
+    targets = ws.files("target_images")
+    grid = read_volume(targets[0]).geometry
+    shape = read_volume(targets[0]).array.shape
+    base, r1 = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    base[2:6, 4:10, 4:10] = 1  # liver in the base stage
+    r1[2:6, 4:8, 4:10] = 1  # round 1 shrinks the liver ...
+    r1[8:10, 20:24, 20:24] = 3  # ... and finds a kidney
+    want = base.copy()
+    want[8:10, 20:24, 20:24] = 3
+    with ReviewStore.for_workspace(ws.root) as store:
+        m = store.add_model("r1", round=1)
+        for path in targets:
+            case = path.name.split(".")[0]
+            for stage, labels in (("organ_attention", base), ("self_training_r1", r1)):
+                write_volume(Volume(labels, grid), ws.predictions_dir(stage) / f"{case}.nii.gz")
+            store.add_case(case, path, "T2WI")
+            store.add_prediction(case, m, ws.predictions_dir("self_training_r1") / f"{case}.nii.gz", {1: 0.7}, 0.7,
+                                 [FilterResult("organs_present", True, "all present")])
+        cases = [p.name.split(".")[0] for p in targets]
+        record_union_labels(ws, store, ["organ_attention", "self_training_r1"], 1, {cases[0]: 0.25, cases[1]: float("inf")})
+        union = read_volume(ws.predictions_dir("self_training_r1") / "union" / f"{cases[0]}.nii.gz")
+        np.testing.assert_array_equal(union.array, want)
+        assert union.geometry == grid
+        row = next(q for q in store.queue("T2WI") if q.case == cases[0])
+        assert row.label.endswith(f"union/{cases[0]}.nii.gz") and row.case_score == pytest.approx(0.7)
+        assert {f.name: (f.passed, f.reason) for f in row.filters} == {
+            "organs_present": (True, "all present"), "uncertainty": (True, "0.2500 across 2 rounds")}
+        store.start_round(1, {"rule": "uncertainty"})
+        store.finish_round(1, m, {cases[0]: 0.25, cases[1]: float("inf")})
+        assert auto_accept(store, "T2WI", FilterSettings(rule="uncertainty")) == {cases[0]: "accept", cases[1]: "reject"}
+        assert store.accepted() == [(cases[0], row.label)]

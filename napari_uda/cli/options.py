@@ -121,16 +121,21 @@ def add_segmenter_budget(p: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_run(p: argparse.ArgumentParser) -> None:
-    """``--budget``, ``--device``, ``--top-k``, ``--accept-rule``, ``--auto-accept`` and the Dask engine of
+    """``--budget``, ``--device``, ``--top-k``, ``--select``, ``--tta``, ``--auto-accept`` and the Dask engine of
     the method's runs."""
     p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                    help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.core.choices.BUDGETS")
     add_device(p)
     p.add_argument("--top-k", type=COUNT, default=None,
                    help="at most this many pseudo-labels accepted automatically (default: the better half)")
-    p.add_argument("--accept-rule", default=None, choices=ACCEPT_RULES,
-                   help="automatic acceptance: pass every filter (FLARE 2025) or fold consistency alone (FLARE 2024); "
-                        "default: the budget's (consistency for tiny and small, filters for full)")
+    p.add_argument("--select", default=None, choices=ACCEPT_RULES,
+                   help="how pseudo-labels are selected: pass every filter (FLARE 2025), fold consistency alone (FLARE "
+                        "2024), or the lowest uncertainty across rounds with the union of the rounds' labels (ASIT; "
+                        "needs 2 rounds, round 1 by consistency); default: the budget's (consistency for tiny and "
+                        "small, filters for full)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time mirroring (nnU-Net's) for the stages trained from now on; the CPU budgets' segmenters "
+                        "then train with mirroring augmentation too (default: off, or as the workspace recorded)")
     p.add_argument("--auto-accept", action="store_true",
                    help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
     add_scheduler(p)

@@ -81,7 +81,7 @@ def _acceptance(args: argparse.Namespace, budget: Budget) -> FilterSettings:
     """Automatic acceptance's settings: the options given, else the budget's rule and the better half."""
     from napari_uda.pipeline.workflow import FilterSettings
 
-    return FilterSettings(top_k=args.top_k, rule=args.accept_rule or budget.accept_rule)
+    return FilterSettings(top_k=args.top_k, rule=args.select or budget.accept_rule)
 
 
 def cmd_selftrain(args: argparse.Namespace) -> int:
@@ -95,7 +95,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     budget, device = get_budget(args.budget), str(pick_device(args.device))
     with dask_client(args.scheduler, args.workers, device) as client:
         done = self_train(ws, args.rounds, budget, args.auto_accept, device, _acceptance(args, budget), args.console,
-                          client=client)
+                          client=client, tta=args.tta)
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -119,7 +119,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         result = run_pipeline(ws, budget, variant, args.rounds, args.auto_accept, args.ablation, device,
                               _acceptance(args, budget), args.console, real_ct=not args.no_real_ct,
                               intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client,
-                              ablation_variants=args.ablation_variants, pool_variants=args.pool_variants)
+                              ablation_variants=args.ablation_variants, pool_variants=args.pool_variants,
+                              tta=bool(args.tta))
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3

@@ -25,6 +25,10 @@ S_REGIMES = ("joint", "pretrained", "invariant")
 SEGMENTER_BUDGETS = {"tiny": "nnUNetTrainer_UDA_tiny", "small": "nnUNetTrainer_UDA_small", "full": "nnUNetTrainer_UDA_progress",
            "tiny-aug": "nnUNetTrainer_UDA_tiny_aug", "small-aug": "nnUNetTrainer_UDA_small_aug",
            "full-aug": "nnUNetTrainer_UDA_progress_aug"}
+#: ``<budget>-mirror`` (tiny and small, whose trainers turn nnU-Net's mirroring off) trains with nnU-Net's mirroring
+#: augmentation and allows test-time mirroring (the pipeline's ``--tta``)
+SEGMENTER_BUDGETS |= {f"{budget}-mirror": f"{trainer}_mirror" for budget, trainer in SEGMENTER_BUDGETS.items()
+                      if not budget.startswith("full")}
 SEGMENTER_BUDGETS |= {f"{budget}-ft": f"{trainer}_ft" for budget, trainer in SEGMENTER_BUDGETS.items()}  # fine-tune a previous model
 
 
@@ -39,7 +43,9 @@ PLANNERS = {"resenc-m": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"), "def
 BASE_STAGES = {"cyclegan": "cyclegan", "organ-attention": "organ_attention", "asit": "asit", "tanq": "tanq",
                "dar": "dar"}  # translator variant -> stage
 POOLED = "pooled"  # multi-view pooling (TANQ): one segmenter trained on the translations of several translators
-ACCEPT_RULES = ("filters", "consistency")
+#: how pseudo-labels are selected for self-training (``FilterSettings.rule``): ``filters`` (FLARE 2025), ``consistency``
+#: (FLARE 2024), ``uncertainty`` (ASIT: the lowest uncertainty across rounds, their union as the pseudo-label)
+ACCEPT_RULES = ("filters", "consistency", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,14 @@ class Budget:
     base_features: int | None = None  # None: nnU-Net's plan; else a smaller network (segmenter.shrink_plans)
     max_stages: int | None = None
     accept_rule: str = "filters"  # automatic acceptance's default rule (FilterSettings.rule)
+    mirrors: bool = False  # its trainer keeps nnU-Net's mirroring augmentation (else test-time mirroring needs -mirror)
+
+    def segmenter_budget(self, augment: bool = False, tta: bool = False, fine_tune: bool = False) -> str:
+        """The key of :data:`SEGMENTER_BUDGETS` a stage trains with: ``-aug`` strong intensity
+        augmentation, ``-mirror`` mirroring augmentation where the budget's trainer lacks it and
+        test-time mirroring is asked for, ``-ft`` fine-tuning a previous model."""
+        return (self.nnunet + ("-aug" if augment else "") + ("-mirror" if tta and not self.mirrors else "")
+                + ("-ft" if fine_tune else ""))
 
 
 BUDGETS = {
@@ -76,7 +90,7 @@ BUDGETS = {
                    max_stages=4, accept_rule="consistency"),
     "small": Budget("small", 1500, 64, 32, 32, 6, "small", (0, 1), "default", configuration="2d", base_features=16,
                     max_stages=5, accept_rule="consistency"),
-    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m"),
+    "full": Budget("full", 50000, 256, 64, 64, 9, "full", (0, 1, 2, 3, 4), "resenc-m", mirrors=True),
 }
 
 

@@ -87,19 +87,22 @@ class StageRecord(Record):
     model_id: int | None = None
     from_stage: str | None = None
     postprocessed: bool | None = None
+    tta: bool | None = None  # predicted with test-time mirroring
     at: str = ""
 
 
 @dataclass(frozen=True)
 class RoundRecord(Record):
     """Self-training round ``round``: its stage, how many accepted pseudo-labels it trained on, and each
-    case's uncertainty across rounds (None where a round predicted no foreground)."""
+    case's uncertainty across rounds (None where a round predicted no foreground); ``select``: the
+    selection rule automatic acceptance ranks the next round's pseudo-labels by (``ACCEPT_RULES``)."""
 
     SECTION: ClassVar[str] = "rounds"
     round: int
     stage: str
     accepted: int = 0
     uncertainty: dict[str, float | None] = field(default_factory=dict)
+    select: str | None = None
     at: str = ""
 
 
@@ -119,6 +122,7 @@ class PipelineRecord(Record):
     finetune: bool = False
     ablation_variants: list[str] | None = None  # the other translators an ablation trains; None: every one
     pool_variants: list[str] | None = None  # multi-view pooling: the base stage trains on these translators' translations
+    tta: bool = False  # test-time mirroring for the stages trained and predicted from now on (mirroring augmentation with it)
 
     def training_variants(self) -> list[str]:
         """The translators whose translations train the base stage and the self-training rounds."""

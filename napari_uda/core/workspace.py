@@ -194,7 +194,8 @@ class Workspace:
         rows += [(f"translator {k}", f"{self.translator(k).iterations} iterations") for k in m["translators"]]
         rows += [(f"model {k}", f"dataset {v.dataset}, {v.budget}, folds {v.folds}") for k, v in self.models().items()]
         rows += [(f"stage {k}", v.status) for k, v in self.stages().items()]
-        rows += [(f"round {r.round}", f"{r.accepted} accepted pseudo-labels") for r in self.rounds()]
+        rows += [(f"round {r.round}", f"{r.accepted} accepted pseudo-labels"
+                  + (f", next selected by {r.select}" if r.select else "")) for r in self.rounds()]
         if review_counts:
             rows.append(("review", ", ".join(f"{n} {state}" for state, n in review_counts.items())))
         return rows

@@ -42,14 +42,16 @@ from napari_uda.core.workspace import Workspace
 from napari_uda.pseudo.consistency import fold_consistency_details
 from napari_uda.pseudo.filters import (
     DEFAULT_AGREEMENT,
+    FilterResult,
     SourceStats,
     filter_checkpoint_agreement,
     filter_organs_present,
     filter_relative_volume,
     mean_dice,
 )
-from napari_uda.pseudo.labels import round_uncertainty, strict_majority_label
+from napari_uda.pseudo.labels import round_uncertainty, select_by_uncertainty, strict_majority_label
 from napari_uda.review.store import ReviewStore
+from napari_uda.segment.ensemble import union_ensemble
 from napari_uda.segment.postprocess import postprocess
 from napari_uda.segment.prediction_folder import PredictionFolder
 
@@ -69,7 +71,10 @@ class FilterSettings:
     settings is the reviewer name of automatic acceptance.
 
     ``rule``: ``filters`` (FLARE 2025: the top ``top_k`` by case score among those that pass
-    every filter) or ``consistency`` (FLARE 2024: the top ``top_k`` by fold consistency alone).
+    every filter), ``consistency`` (FLARE 2024: the top ``top_k`` by fold consistency alone) or
+    ``uncertainty`` (ASIT: the ``top_k`` with the lowest uncertainty across the rounds so far, each
+    with the union of its rounds' predictions as pseudo-label, :func:`record_union_labels`; before
+    round 2 there is no uncertainty yet, so round 1 is chosen by fold consistency).
     ``top_k`` None: the better half of the scored cases (rounded up).
     """
 
@@ -227,7 +232,7 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
         plan_and_preprocess(ws.root, did, budget.planner, budget.configuration, should_stop, budget.base_features,
                             budget.max_stages)
 
-    trainer = budget.nnunet + ("-aug" if augment else "") + ("-ft" if init_from is not None else "")
+    trainer = budget.segmenter_budget(augment, tta_of(ws), init_from is not None)
     model = train_folds_on(client, ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device,
                            within(progress, stage), should_stop, init_from)
     ws.record(stage, ModelRecord(str(model), did, trainer, budget.planner, budget.configuration, list(budget.folds),
@@ -272,12 +277,20 @@ def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Seq
         return out
     model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
                               augment, names, init_from, client)
-    targets, folds = stage_inputs(ws, stage), ws.model(stage).folds
-    emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds")
-    records = predict_folds_on(client, model, targets, out, folds, device, progress=within(progress, stage),
-                               should_stop=should_stop)
-    ws.record(stage, StageRecord("predicted", str(out), str(model), round_number, len(records)))
+    targets, folds, tta = stage_inputs(ws, stage), ws.model(stage).folds, tta_of(ws)
+    emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds"
+         + (", test-time mirroring" if tta else ""))
+    records = predict_folds_on(client, model, targets, out, folds, device, mirroring=tta,
+                               progress=within(progress, stage), should_stop=should_stop)
+    ws.record(stage, StageRecord("predicted", str(out), str(model), round_number, len(records), tta=tta))
     return out
+
+
+def tta_of(ws: Workspace) -> bool:
+    """Whether the workspace's stages train with mirroring augmentation and predict with test-time
+    mirroring (the pipeline's ``tta``, :func:`run_pipeline`, :func:`self_train`)."""
+    pipeline = ws.pipeline()
+    return bool(pipeline and pipeline.tta)
 
 
 def sobel_space(ws: Workspace, stage: str) -> bool:
@@ -448,7 +461,8 @@ def import_model(ws: Workspace, folder: str | Path, device: str | None = None, p
                                  imported_from=str(folder), imported_stage=meta["model_stage"]))
     if ws.pipeline() is None:  # a fine-tuned (-ft) or augmented (-aug) stage's pipeline budget
         ws.set_pipeline(PipelineRecord(variant, pipeline_budget(seg["budget"]), stage, rounds=0,
-                                       real_ct=meta["training_data"].get("real_ct", True), intensity_aug=True))
+                                       real_ct=meta["training_data"].get("real_ct", True), intensity_aug=True,
+                                       tta="-mirror" in seg["budget"]))
     emit(progress, stage, f"imported {meta['model_stage']} model from {folder}")
     return stage
 
@@ -487,30 +501,51 @@ def pseudo_label(ws: Workspace, variant: str, budget: Budget, device: str = "cpu
 # --- 4. accept ------------------------------------------------------------------------------------------
 def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = FilterSettings()) -> dict[str, str]:
     """Automatic acceptance, recorded as reviewer ``auto:<settings>``: among the cases no person has
-    decided, the top ``top_k`` by case score (that pass every filter, under the ``filters`` rule)
-    are accepted and the others rejected (with the reasons as the note). Returns case -> action."""
+    decided, the top ``top_k`` by ``settings.rule`` are accepted and the others rejected, the
+    reason (case score, uncertainty, failed filters) in each decision's note. Returns case -> action."""
     reviewer = settings.reviewer()
     taken: dict[str, str] = {}
-    queue = store.queue(get_modality(modality).key)
-    accepted, limit = 0, settings.limit(sum(row.label is not None for row in queue))
-    for row in queue:  # best case score first
-        if row.label is None:
-            continue
+    queue = [row for row in store.queue(get_modality(modality).key) if row.label is not None]  # best case score first
+    uncertainty = latest_uncertainty(store) if settings.rule == "uncertainty" else None
+    if uncertainty is not None:
+        rank = {c: i for i, c in enumerate(select_by_uncertainty(uncertainty, np.inf))}
+        queue.sort(key=lambda row: rank.get(row.case, len(rank)))
+    accepted, limit = 0, settings.limit(len(queue))
+    for row in queue:
         _, last = store.state(row.case)
         if last is not None and not last.reviewer.startswith("auto:"):
             continue  # a person's decision is never overridden
         if last is not None and last.prediction_id == store.latest_prediction(row.case)[0]:
             accepted += last.action == "accept"
             continue  # this prediction was decided already
-        failed = [] if settings.rule == "consistency" else row.failed
+        failed, reason = _selection(row, settings.rule, uncertainty)
         if not failed and accepted < limit:
-            store.decide(row.case, "accept", reviewer, note=f"case score {row.case_score:.3f}")
+            store.decide(row.case, "accept", reviewer, note=reason)
             accepted += 1
             taken[row.case] = "accept"
         else:
-            store.decide(row.case, "reject", reviewer, note="; ".join(failed) or f"outside the top {limit}")
+            store.decide(row.case, "reject", reviewer, note="; ".join(failed) or f"outside the top {limit} ({reason})")
             taken[row.case] = "reject"
     return taken
+
+
+def latest_uncertainty(store: ReviewStore) -> dict[str, float] | None:
+    """Each case's uncertainty across rounds as the last finished round recorded it; None before any."""
+    finished = [r for r in store.rounds() if r.finished]
+    return finished[-1].uncertainty if finished else None
+
+
+def _selection(row: Any, rule: str, uncertainty: dict[str, float] | None) -> tuple[list[str], str]:
+    """(what rules a queue row out, why it is ranked where it is) under ``rule``."""
+    if rule == "uncertainty" and uncertainty is not None:
+        u = uncertainty.get(row.case)
+        if u is None or not np.isfinite(u):
+            return ["uncertainty: " + ("not scored in the last round" if u is None else "a round predicted no foreground")], ""
+        return [], f"uncertainty {u:.4f} across rounds; pseudo-label: the union of the rounds' predictions"
+    reason = f"case score {row.case_score:.3f}"
+    if rule == "uncertainty":
+        reason += " (round 1: no uncertainty across rounds yet, fold consistency instead)"
+    return ([] if rule != "filters" else row.failed), reason
 
 
 # --- 5. self-train ----------------------------------------------------------------------------------------
@@ -569,10 +604,42 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         case = stem_of(path)
         uncertainty[case] = round_uncertainty([read_volume(ws.predictions_dir(s) / f"{case}.nii.gz").array for s in stages])
     store.finish_round(r, model_id, uncertainty)
+    if settings.rule == "uncertainty":
+        record_union_labels(ws, store, stages, r, uncertainty)
     # u is infinite where a round predicts no foreground at all: JSON gets null for it
-    ws.add_round(RoundRecord(r, stage, len(used), {c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()}))
+    ws.add_round(RoundRecord(r, stage, len(used), {c: (u if np.isfinite(u) else None) for c, u in uncertainty.items()},
+                             select=settings.rule))
     emit(progress, stage, f"round {r} done; uncertainty across rounds: {describe_uncertainty(uncertainty)}")
     return {"round": r, "stage": stage, "uncertainty": uncertainty}
+
+
+def record_union_labels(ws: Workspace, store: ReviewStore, stages: Sequence[str], r: int,
+                        uncertainty: dict[str, float]) -> None:
+    """ASIT's pseudo-labels for the next round: each target case's union (:func:`union_ensemble`)
+    of the fused predictions of ``stages`` (the base stage and rounds 1..r), written to
+    ``W/predictions/<round r>/union/<case>.nii.gz`` and recorded as the latest prediction of the
+    case (model ``<workspace>:<stage>:union``, round ``r``) with the round's scores and filters plus
+    an ``uncertainty`` outcome, so that accepting the case accepts its union."""
+    last = stages[-1]
+    folder = ws.predictions_dir(last) / "union"
+    model_id = store.add_model(f"{ws.root.name}:{last}:union", folder, r, {"stage": last, "union_of": list(stages)})
+    rows = {row.case: row for row in store.queue(ws.modality)}
+    for path in ws.files("target_images"):
+        case, u = stem_of(path), uncertainty[stem_of(path)]
+        vols = [read_volume(ws.predictions_dir(s) / f"{case}.nii.gz") for s in stages]
+        label = write_volume(Volume(union_ensemble([v.array for v in vols]), vols[-1].geometry), folder / f"{case}.nii.gz")
+        row = rows[case]
+        outcome = FilterResult("uncertainty", bool(np.isfinite(u)), f"{u:.4f} across {len(stages)} rounds" if np.isfinite(u)
+                               else "a round predicted no foreground")
+        store.add_prediction(case, model_id, label, row.organ_consistency or {}, row.case_score or 0.0,
+                             [*(row.filters or ()), outcome])
+
+
+def union_for_round(ws: Workspace, store: ReviewStore, r: int) -> None:
+    """:func:`record_union_labels` after finished round ``r``: over the base stage and rounds 1..r,
+    with round ``r``'s uncertainty from the store."""
+    (row,) = [x for x in store.rounds() if x.round == r and x.finished]
+    record_union_labels(ws, store, round_stages(ws)[:r + 1], r, row.uncertainty)
 
 
 def describe_uncertainty(uncertainty: dict[str, float]) -> str:
@@ -585,15 +652,21 @@ def describe_uncertainty(uncertainty: dict[str, float]) -> str:
 
 def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",
                settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
-               should_stop: StopFlag | None = None, client: Any = None) -> list[dict[str, Any]]:
+               should_stop: StopFlag | None = None, client: Any = None, tta: bool | None = None) -> list[dict[str, Any]]:
     """Run self-training until ``rounds`` rounds exist (finished rounds are kept). With ``auto``
-    the filters accept pseudo-labels before each round (recorded as reviewer ``auto:<settings>``)."""
+    the selection rule accepts pseudo-labels before each round (recorded as reviewer ``auto:<settings>``).
+    ``tta``: test-time mirroring (and mirroring augmentation) for the rounds from now on, recorded
+    in the pipeline's settings; None: as recorded."""
+    if tta is not None and ws.pipeline() is not None and ws.pipeline().tta != tta:
+        ws.set_pipeline(replace(ws.pipeline(), tta=tta))
     done = []
     with ReviewStore.for_workspace(ws.root) as store:
         for r in range(1, rounds + 1):
             if ws.stage_done(stage_for_round(r)) and any(x.round == r for x in ws.rounds()):
                 continue
             if auto:
+                if settings.rule == "uncertainty" and r > 1:  # idempotent where round r - 1 recorded them
+                    union_for_round(ws, store, r - 1)
                 auto_accept(store, ws.modality, settings)
                 if not store.accepted() and not store.round_cases(r):
                     reasons = [f"{q.case}: " + "; ".join(q.failed) for q in store.queue(ws.modality)]
@@ -670,7 +743,7 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
                  real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True,
                  client: Any = None, ablation_variants: Sequence[str] | None = None,
-                 pool_variants: Sequence[str] | None = None) -> dict[str, Any]:
+                 pool_variants: Sequence[str] | None = None, tta: bool = False) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``pool_variants`` (TANQ's multi-view pooling; ``variant`` among them) the
@@ -681,12 +754,17 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     augmentation) and the other translators (``ablation_variants``; None: every one). ``intensity_aug`` gives every stage's segmenter that
     same augmentation, so the stages differ only in what they train on. With ``finetune`` (FLARE
     2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
-    fine-tunes the previous stage's folds instead of training from scratch. With a Dask ``client``
+    fine-tunes the previous stage's folds instead of training from scratch. With ``tta`` the stages
+    trained from now on train with mirroring augmentation and predict with test-time mirroring
+    (nnU-Net's, over the axes the trainer allows). With a Dask ``client``
     the folds train in parallel and prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
+    if auto and settings.rule == "uncertainty" and rounds < 2:
+        raise UdaError("selection by uncertainty needs at least 2 self-training rounds (round 1 has no uncertainty "
+                       "across rounds yet); run 2 or more rounds, or choose another selection rule")
     base, others, pool = _pipeline_settings(ws, budget, variant, ablation_variants, pool_variants, real_ct)
     ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune,
-                                   list(others) if ablation else None, pool))
+                                   list(others) if ablation else None, pool, tta))
     segmented = ([] if pool else [variant]) + (others if ablation else [])  # translators with a stage of their own
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:

@@ -3,7 +3,8 @@ cases, mean case score, uncertainty across rounds, and DSC/NSD where evaluation 
 
 A round runs ``napari-uda selftrain`` in a child process (Cancel terminates its process tree;
 Start again resumes), serially or, given a Dask scheduler, with its prediction and scoring as
-tasks on that cluster (progress per task). Automatic acceptance by the filters is a checkbox that is off by default.
+tasks on that cluster (progress per task). Automatic acceptance is a checkbox that is off by default; its selection rule (FLARE 2025's
+filters, FLARE 2024's fold consistency, ASIT's uncertainty across rounds) a choice.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout, QWidget
 
 from napari_uda.core.child import run_child
-from napari_uda.core.choices import BUDGETS
+from napari_uda.core.choices import ACCEPT_RULES, BUDGETS
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.jobs import Progress, StopFlag
@@ -27,12 +28,18 @@ from napari_uda.pipeline.workflow import evaluate_stages, round_stages
 
 
 def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str,
-                      scheduler: str | None = None) -> list[str]:
+                      scheduler: str | None = None, select: str | None = None, tta: bool | None = None) -> list[str]:
     """The command line the widget runs, reporting progress as JSON lines (``--log-json``); with a Dask
-    ``scheduler`` (``local``, an address or a scheduler file) prediction and scoring run on its cluster."""
+    ``scheduler`` (``local``, an address or a scheduler file) prediction and scoring run on its cluster;
+    ``select``: the selection rule (``ACCEPT_RULES``; None: the budget's); ``tta``: test-time
+    mirroring for the rounds (None: as the workspace recorded)."""
     return ([sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
              "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
+            + (["--select", select] if select else []) + ([] if tta is None else ["--tta" if tta else "--no-tta"])
             + (["--scheduler", scheduler] if scheduler else []))
+
+
+BUDGET_RULE = "the budget's rule"
 
 
 class SelfTrainingWidget(QWidget):
@@ -49,8 +56,13 @@ class SelfTrainingWidget(QWidget):
         self.budget.setCurrentText("small")
         self.device = QComboBox()
         self.device.addItems(available_devices())
-        self.auto = QCheckBox("accept the better half automatically, by the budget's rule (recorded as auto:<settings>)")
+        self.auto = QCheckBox("accept the better half automatically, by the selection rule (recorded as auto:<settings>)")
         self.auto.setChecked(False)
+        self.select = QComboBox()
+        self.select.addItems([BUDGET_RULE, *ACCEPT_RULES])
+        self.select.setToolTip("filters: FLARE 2025; consistency: FLARE 2024; uncertainty: ASIT, the lowest uncertainty "
+                               "across rounds with the union of the rounds' labels (from round 2; round 1 by consistency)")
+        self.tta = QCheckBox("test-time mirroring (the rounds' segmenters then train with mirroring augmentation too)")
         self.scheduler = SchedulerField()
         start = QPushButton("Start rounds")
         start.clicked.connect(self.start_clicked)
@@ -63,6 +75,8 @@ class SelfTrainingWidget(QWidget):
         form.addRow("Device", self.device)
         form.addRow("Dask scheduler", self.scheduler)
         form.addRow(self.auto)
+        form.addRow("Selection", self.select)
+        form.addRow(self.tta)
         form.addRow(start)
         form.addRow("Evaluation labels", self.labels)
         form.addRow(evaluate)
@@ -78,12 +92,17 @@ class SelfTrainingWidget(QWidget):
         if self.link.path is not None:
             self.refresh()
 
+    def selection(self) -> str | None:
+        """The chosen selection rule; None: the budget's."""
+        return None if self.select.currentText() == BUDGET_RULE else self.select.currentText()
+
     def refresh(self) -> None:
         try:
             ws = self.link.open()
             pipeline = ws.pipeline()
             if pipeline and ws.stage(pipeline.base_stage):
                 self.rounds.setValue(max(1, len(round_stages(ws))))  # the next round
+            self.tta.setChecked(bool(pipeline and pipeline.tta))
             header, rows = compare_rounds(ws)
         except UdaError as exc:
             notify_error(exc)
@@ -94,7 +113,8 @@ class SelfTrainingWidget(QWidget):
         try:
             ws = self.link.open()
             cmd = selftrain_command(ws, self.rounds.value(), self.budget.currentText(), self.auto.isChecked(),
-                                    self.device.currentText(), self.scheduler.scheduler())
+                                    self.device.currentText(), self.scheduler.scheduler(), self.selection(),
+                                    self.tta.isChecked())
         except UdaError as exc:
             notify_error(exc)
             return

@@ -7,7 +7,8 @@ finished epoch as a :class:`~napari_uda.core.jobs.Event` JSON line to the file n
 epoch's line also has its losses and pseudo Dice) so the command line and the widgets show it. The
 ``_aug`` variants add the strong intensity augmentation of a source-only baseline
 (:mod:`~napari_uda.segment.nnunet_trainers.augment`: a random contrast per organ, a random remap of all
-intensities); the ``_ft`` variants fine-tune the previous stage's weights of the same fold instead
+intensities); the ``_mirror`` variants of the CPU budgets restore nnU-Net's mirroring augmentation
+(for test-time mirroring); the ``_ft`` variants fine-tune the previous stage's weights of the same fold instead
 of training from scratch.
 """
 from __future__ import annotations
@@ -160,6 +161,31 @@ class nnUNetTrainer_UDA_tiny_aug(nnUNetTrainer_UDA_tiny):
         return _with_intensity_augmentation(nnUNetTrainer.get_training_transforms(*args, **kwargs))
 
 
+class _Mirrored:
+    """Mixin of the ``_mirror`` trainers: nnU-Net's own mirroring augmentation back (every axis of a
+    patch flipped with p = 0.5, labels with it, so a flipped right kidney keeps its label: learnable
+    from the liver's side) and the mirror axes it allows at inference, for test-time mirroring."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self) -> tuple:
+        return nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(self)
+
+
+class nnUNetTrainer_UDA_small_mirror(_Mirrored, nnUNetTrainer_UDA_small):
+    """The CPU budget with mirroring augmentation."""
+
+
+class nnUNetTrainer_UDA_tiny_mirror(_Mirrored, nnUNetTrainer_UDA_tiny):
+    """The test budget with mirroring augmentation."""
+
+
+class nnUNetTrainer_UDA_small_aug_mirror(_Mirrored, nnUNetTrainer_UDA_small_aug):
+    """The CPU budget with strong intensity and mirroring augmentation."""
+
+
+class nnUNetTrainer_UDA_tiny_aug_mirror(_Mirrored, nnUNetTrainer_UDA_tiny_aug):
+    """The test budget with strong intensity and mirroring augmentation."""
+
+
 class _FineTuned:
     """Mixin of the ``_ft`` trainers: the network starts from the safetensors weights named by
     ``NAPARI_UDA_INIT_WEIGHTS`` (a path with ``{fold}``: the previous stage's same fold) and trains
@@ -204,3 +230,19 @@ class nnUNetTrainer_UDA_small_aug_ft(_FineTuned, nnUNetTrainer_UDA_small_aug):
 
 class nnUNetTrainer_UDA_tiny_aug_ft(_FineTuned, nnUNetTrainer_UDA_tiny_aug):
     """The test budget with strong intensity augmentation, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_small_mirror_ft(_FineTuned, nnUNetTrainer_UDA_small_mirror):
+    """The CPU budget with mirroring augmentation, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_tiny_mirror_ft(_FineTuned, nnUNetTrainer_UDA_tiny_mirror):
+    """The test budget with mirroring augmentation, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_small_aug_mirror_ft(_FineTuned, nnUNetTrainer_UDA_small_aug_mirror):
+    """The CPU budget with strong intensity and mirroring augmentation, fine-tuning."""
+
+
+class nnUNetTrainer_UDA_tiny_aug_mirror_ft(_FineTuned, nnUNetTrainer_UDA_tiny_aug_mirror):
+    """The test budget with strong intensity and mirroring augmentation, fine-tuning."""

@@ -520,7 +520,8 @@ def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = Fi
             continue  # this prediction was decided already
         failed, reason = _selection(row, settings.rule, uncertainty)
         if not failed and accepted < limit:
-            store.decide(row.case, "accept", reviewer, note=reason)
+            union = "; pseudo-label: the union of the rounds' predictions" if uncertainty is not None else ""
+            store.decide(row.case, "accept", reviewer, note=reason + union)
             accepted += 1
             taken[row.case] = "accept"
         else:
@@ -541,7 +542,7 @@ def _selection(row: Any, rule: str, uncertainty: dict[str, float] | None) -> tup
         u = uncertainty.get(row.case)
         if u is None or not np.isfinite(u):
             return ["uncertainty: " + ("not scored in the last round" if u is None else "a round predicted no foreground")], ""
-        return [], f"uncertainty {u:.4f} across rounds; pseudo-label: the union of the rounds' predictions"
+        return [], f"uncertainty {u:.4f} across rounds"
     reason = f"case score {row.case_score:.3f}"
     if rule == "uncertainty":
         reason += " (round 1: no uncertainty across rounds yet, fold consistency instead)"

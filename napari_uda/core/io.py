@@ -276,7 +276,7 @@ def read_volume(path: str | Path, modality: str | None = None) -> Volume:
     return Volume(array, Geometry.from_sitk(image), modality)
 
 
-def _to_sitk(volume: Volume) -> sitk.Image:
+def to_sitk(volume: Volume) -> sitk.Image:
     array = volume.array
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
@@ -290,7 +290,7 @@ def _to_sitk(volume: Volume) -> sitk.Image:
 def resample(volume: Volume, spacing: tuple[float, float, float], labels: bool = False) -> Volume:
     """``volume`` on a grid of ``spacing`` (z, y, x mm) covering the same extent, with the same origin and
     direction: linear interpolation for images, nearest neighbour for labels."""
-    src = _to_sitk(volume)
+    src = to_sitk(volume)
     new_xyz = [float(v) for v in spacing[::-1]]
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(src.GetSize(), src.GetSpacing(), new_xyz)]
     ref = sitk.Image(size, src.GetPixelID())
@@ -312,7 +312,7 @@ def write_volume(volume: Volume, path: str | Path, compress: bool = True) -> Pat
     if not suffix:
         raise VolumeError(f"{path}: unsupported output type; use one of {', '.join(FILE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = _to_sitk(volume)
+    image = to_sitk(volume)
     if suffix == ".mhd":  # header + raw pair: write directly, the pair cannot be renamed atomically
         sitk.WriteImage(image, str(path), compress)
         return path
@@ -330,7 +330,7 @@ def write_dicom_series(volume: Volume, folder: str | Path, series_description: s
     folder.mkdir(parents=True, exist_ok=True)
     if not np.issubdtype(volume.array.dtype, np.integer):
         raise VolumeError("DICOM export needs an integer volume (e.g. CT in HU as int16)")
-    image = _to_sitk(Volume(volume.array.astype(np.int16), volume.geometry))
+    image = to_sitk(Volume(volume.array.astype(np.int16), volume.geometry))
     direction = image.GetDirection()
     series_uid = "1.2.826.0.1.3680043.2.1125." + str(abs(hash((folder.as_posix(), series_description))) % 10**12)
     writer = sitk.ImageFileWriter()

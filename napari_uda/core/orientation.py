@@ -19,11 +19,11 @@ from napari_uda.core.io import (
     Geometry,
     Volume,
     VolumeError,
-    _to_sitk,
     check_same_grid,
     read_volume,
     require_finite,
     require_organ_labels,
+    to_sitk,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def reorient(volume: Volume, code: str) -> Volume:
     physical placement). A volume already in ``code`` is returned as it is."""
     if orientation_code(volume.geometry) == code:
         return volume
-    image = sitk.DICOMOrient(_to_sitk(volume), code)
+    image = sitk.DICOMOrient(to_sitk(volume), code)
     array = sitk.GetArrayFromImage(image)
     if volume.array.dtype == np.bool_:
         array = array.astype(bool)

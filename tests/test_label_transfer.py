@@ -49,3 +49,21 @@ def test_a_label_off_its_scans_grid_is_refused(pair):
     moving, label, fixed, _ = pair
     with pytest.raises(UdaError, match="does not match"):
         transfer_label(Volume(label.array[1:], Geometry()), moving, fixed)
+
+
+def test_the_cli_transfers_and_names_a_bad_scan(pair, tmp_path, capsys):
+    from napari_uda.cli.app import main
+    from napari_uda.core.io import read_volume, write_volume
+
+    moving, label, fixed, truth = pair
+    paths = {k: write_volume(v, tmp_path / f"{k}.nii.gz") for k, v in (("moving", moving), ("label", label), ("fixed", fixed))}
+    args = [f"--{k}={p}" for k, p in paths.items()]
+    assert main(["transfer-label", *args, f"--out={tmp_path / 'out.nii.gz'}"]) == 0
+    assert mean_dice(read_volume(tmp_path / "out.nii.gz").array, truth.array) >= 0.9
+    bad = fixed.array.copy()
+    bad[0, 0, 0] = np.nan
+    write_volume(Volume(bad, fixed.geometry), paths["fixed"])
+    assert main(["transfer-label", *args, f"--out={tmp_path / 'bad.nii.gz'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"napari-uda: error: {paths['fixed']}: contains NaN or infinite values"
+    assert not (tmp_path / "bad.nii.gz").exists()

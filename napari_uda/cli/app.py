@@ -6,12 +6,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from napari_uda.cli import data, demo, evaluate, models, review, segment, translate, workflow
+from napari_uda.cli import data, demo, evaluate, models, review, segment, transfer, translate, workflow
 from napari_uda.cli.console import Console
 from napari_uda.core.errors import UdaError
 from napari_uda.core.jobs import Cancelled
 
-GROUPS = (data, translate, segment, models, review, workflow, evaluate, demo)  # in the order --help lists them
+GROUPS = (data, translate, segment, models, review, transfer, workflow, evaluate, demo)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

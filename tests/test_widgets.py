@@ -416,3 +416,18 @@ def test_job_panel_never_animates_and_stops_with_its_viewer(qtbot):
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=10_000)
     assert stopped.is_set()
+
+
+def test_the_selftraining_command_carries_selection_and_tta_and_the_cli_accepts_it(tmp_path):
+    from types import SimpleNamespace
+
+    from napari_uda.cli.app import build_parser
+    from napari_uda.napari.widgets.selftrain import selftrain_command
+
+    ws = SimpleNamespace(root=tmp_path / "ws")
+    cmd = selftrain_command(ws, 2, "small", True, "cpu", select="uncertainty", tta=True)
+    args = build_parser().parse_args(cmd[3:])  # after python -m napari_uda.cli
+    assert (args.select, args.tta, args.rounds, args.auto_accept) == ("uncertainty", True, 2, True)
+    args = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", tta=False)[3:])
+    assert args.tta is False and args.select is None
+    assert build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu")[3:]).tta is None

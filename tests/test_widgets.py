@@ -217,7 +217,7 @@ def test_widgets_end_to_end(make_napari_viewer, qtbot, data, artifact_dir, error
     viewer2 = make_napari_viewer()
     again = WorkspaceWidget(viewer2, workspace=data / "ws")
     rows = {again.table.item(i, 0).text(): again.table.item(i, 1).text() for i in range(again.table.rowCount())}
-    assert rows["round 1"] == "2 accepted pseudo-labels" and "model self_training_r1" in rows
+    assert rows["round 1"] == "2 accepted pseudo-labels, next selected by consistency" and "model self_training_r1" in rows
     assert Workspace.open(data / "ws").manifest["stages"]["self_training_r1"]["status"] == "done"
 
 

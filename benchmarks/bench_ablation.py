@@ -40,15 +40,17 @@ from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.evaluate.evaluation import compare_markdown, evaluate_folders
 from napari_uda.pipeline.workflow import (
+    COARSE,
     FilterSettings,
+    crop_margin_of,
+    predict_as_stage,
     run_pipeline,
     stage_order,
     stage_volume,
-    train_stage_model,
+    train_stage,
     tta_of,
 )
 from napari_uda.segment.postprocess import postprocess
-from napari_uda.segment.prediction import predict_folds
 from napari_uda.segment.segmenter import training_events
 
 SHAPE = (40, 96, 96)
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="self-training rounds")
     parser.add_argument("--select", default="consistency", choices=ACCEPT_RULES, help="the selection rule of the rounds")
     parser.add_argument("--tta", action="store_true", help="mirroring augmentation and test-time mirroring")
+    parser.add_argument("--coarse-to-fine", action="store_true", help="coarse and fine (organ-crop) models per stage")
     args = parser.parse_args()
     mod = get_modality(args.modality)
     if args.phantom == "independent" and mod.slug != "t2wi":
@@ -98,15 +101,16 @@ def main() -> None:
     result = run_pipeline(ws, get_budget(args.budget), args.variant, rounds=args.rounds, auto=True,
                           ablation=not args.no_ablation, device="cpu", settings=settings, progress=progress,
                           ablation_variants=others,
-                          pool_variants=args.pool_variants.split(",") if args.pool_variants else None, tta=args.tta)
+                          pool_variants=args.pool_variants.split(",") if args.pool_variants else None, tta=args.tta,
+                          coarse_to_fine=args.coarse_to_fine)
     t_pipeline = time.perf_counter() - t0
     adapt_images = list_volumes(data / f"adapt/{mod.slug}/images")
     if not args.skip_oracle:
-        train_stage_model(ws, "oracle", adapt_images, [data / f"adapt/{mod.slug}/labels" / p.name for p in adapt_images],
+        train_stage(ws, "oracle", adapt_images, [data / f"adapt/{mod.slug}/labels" / p.name for p in adapt_images],
                           mod.key, get_budget(args.budget), "cpu", progress=progress)
     t_oracle = time.perf_counter() - t0 - t_pipeline
     models = ws.models()
-    stages = stage_order(list(models))
+    stages = stage_order([s for s in models if not s.endswith(COARSE)])  # a coarse model predicts with its stage
     held_out = list_volumes(data / f"heldout/{mod.slug}/images")
     evaluations = {"adapted scans": {}, "held-out scans": {}}
     for stage in stages:
@@ -114,7 +118,7 @@ def main() -> None:
         if not (out / "predictions.json").exists():  # each scan as the stage's segmenter reads it (ASIT: Sobel maps)
             inputs = [write_volume(stage_volume(ws, stage, read_volume(p, mod.key)),
                                    root / "heldout_inputs" / stage / p.name) for p in held_out]
-            predict_folds(models[stage].path, inputs, out, models[stage].folds, "cpu", mirroring=tta_of(ws))
+            predict_as_stage(ws, stage, inputs, out, "cpu")
         evaluations["held-out scans"][stage] = evaluate_folders(out, data / f"heldout/{mod.slug}/labels", modality_kind=mod.kind)
         if stage != "oracle":  # the oracle trained on these
             evaluations["adapted scans"][stage] = evaluate_folders(ws.predictions_dir(stage),
@@ -136,7 +140,8 @@ def main() -> None:
               "oracle_trained": not args.skip_oracle,
               "oracle_seconds": round(t_oracle, 1),
               "shape_zyx": SHAPE, "n_ct": N_CT, "n_adapt": N_ADAPT, "n_held_out": N_HELD_OUT,
-              "accept": {"rule": settings.rule, "top_k": settings.top_k}, "tta": tta_of(ws), "pipeline_seconds": round(t_pipeline, 1),
+              "accept": {"rule": settings.rule, "top_k": settings.top_k}, "tta": tta_of(ws),
+              "crop_margin_mm": crop_margin_of(ws), "pipeline_seconds": round(t_pipeline, 1),
               "total_seconds": round(total, 1), "stage_timeline_s": timeline, "cpu_count": os.cpu_count(),
               "evaluations": {k: {s: e.to_dict() for s, e in v.items()} for k, v in evaluations.items()}}
     report["learning_curves"] = learning_curves(ws)

@@ -241,3 +241,36 @@ def test_exported_model_folder_predicts_and_translates_as_the_workspace(run, tmp
     bad = cli("segment", "predict", "--model", str(out), "--input", str(target), "--out", str(tmp_path / "bad"), "--device", "cpu")
     assert bad.returncode == 1 and str(weights) in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_coarse_to_fine_round_trains_on_organ_crops_and_predicts_inside_the_coarse_region(run):
+    """Round 2 with --coarse-to-fine (FLARE 2025): a coarse model on whole volumes at twice the spacing
+    and a fine model on organ crops; each target scan is segmented inside the region the coarse model
+    found and pasted back onto its own grid. The earlier rounds trained on whole volumes, so the fine
+    model trains from scratch rather than fine-tune a model of another input size."""
+    ws = run["ws"]
+    out = cli("selftrain", "--workspace", str(ws), "--rounds", "2", "--budget", "tiny", "--auto-accept",
+              "--select", "consistency", "--coarse-to-fine", "--margin-mm", "6", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = Workspace.open(ws).manifest
+    fine, coarse = manifest["models"]["self_training_r2"], manifest["models"]["self_training_r2_coarse"]
+    assert fine["crop_margin_mm"] == 6.0 and "crop_margin_mm" not in coarse
+    assert (fine["dataset"], coarse["dataset"]) == (112, 512) and fine["budget"] == coarse["budget"] == "tiny-aug"
+    assert manifest["pipeline"]["crop_margin_mm"] == 6.0 and manifest["stages"]["self_training_r2"]["coarse_model"] == coarse["path"]
+    raw = ws / "nnunet/raw"
+    for case in CTS:  # the coarse model sees whole scans at half the resolution, the fine one organ crops
+        real = read_volume(run["root"] / "data/ct/images" / f"{case}.nii.gz")
+        low = read_volume(raw / "Dataset512_UDA_self_training_r2_coarse/imagesTr" / f"real_{case}_0000.nii.gz")
+        crop = read_volume(raw / "Dataset112_UDA_self_training_r2/imagesTr" / f"real_{case}_0000.nii.gz")
+        assert low.shape == tuple(n // 2 for n in real.shape) and crop.spacing == real.spacing
+        assert all(c <= n for c, n in zip(crop.shape, real.shape)) and crop.shape != real.shape
+    records = json.loads((ws / "predictions/self_training_r2/predictions.json").read_text())
+    for rec in records:
+        target = read_volume(rec["input"])
+        fused = read_volume(ws / "predictions/self_training_r2" / f"{rec['case']}.nii.gz")
+        assert fused.shape == target.shape and fused.geometry.matches(target.geometry)
+        inside = np.zeros(target.shape, bool)
+        inside[tuple(slice(a, b) for a, b in rec["roi"])] = True
+        assert not fused.array[~inside].any()
+    with ReviewStore.for_workspace(ws) as store:
+        assert [r.round for r in store.rounds()] == [1, 2]

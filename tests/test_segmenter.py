@@ -381,25 +381,37 @@ def test_predict_in_region_pastes_back(trained, tmp_path):
     assert (probs[0][outside] == 1).all()
 
 
-def test_coarse_to_fine_end_to_end(trained, tmp_path):
-    """A coarse model trained at twice the spacing, then the fine model inside its region."""
-    from napari_uda.segment.segmenter import coarse_to_fine_predict
+def test_fine_training_data_are_organ_crops_with_the_margin_that_paste_back_exactly(tmp_path):
+    """Coarse-to-fine's fine model trains on each case cropped to its organs plus the margin (whole
+    voxels, rounded up, clipped to the scan); the crop pasted back is the case, voxel for voxel,
+    and a case without organs stays whole."""
+    from napari_uda.core.orientation import read_canonical
+    from napari_uda.core.roi import paste
 
-    ws, data = trained["ws"], trained["data"]
-    images = list_volumes(data / "ct/images")
-    export_dataset(ws, 8, "PhantomCTLow", images, pair_labels(images, data / "ct/labels"), "CT", spacing_factor=2.0)
-    assert read_volume(ws / "nnunet/raw/Dataset008_PhantomCTLow/imagesTr/ct_000_0000.nii.gz").shape == (12, 24, 24)
-    plan_and_preprocess(ws, 8)
-    coarse = train_folds(ws, 8, [0], "tiny")
-    target = list_volumes(data / "t2wi/images")[0]
-    records = coarse_to_fine_predict(coarse, trained["model"], [target], tmp_path, 2.0, margin_mm=10.0, folds=[0])
-    src = read_volume(target)
-    roi = records[0]["roi"]
-    assert all(0 <= a < b <= n for (a, b), n in zip(roi, src.shape))
-    fused = read_volume(tmp_path / target.name)
-    assert fused.geometry.matches(src.geometry) and fused.shape == src.shape
-    with ProbabilityFile(tmp_path / "fold_0" / target.name.replace(".nii.gz", ".npz")) as pf:
-        np.testing.assert_allclose(pf.read_all().sum(axis=0), 1.0, atol=1e-2)
+    write_phantom_dataset(tmp_path / "data", {"ct": 2}, seed=5, shape=(20, 40, 40))
+    images = list_volumes(tmp_path / "data/ct/images")
+    labels = pair_labels(images, tmp_path / "data/ct/labels")
+    empty = read_volume(labels[1])
+    write_volume(Volume(np.zeros_like(empty.array), empty.geometry), labels[1])
+    raw = export_dataset(tmp_path / "ws", 9, "Crops", images, labels, "CT", crop_margin_mm=6.0)
+    for image, label, whole in zip(images, labels, (False, True)):
+        img, lab = read_canonical(image, label)
+        case = image.name.removesuffix(".nii.gz")
+        part, part_lab = read_volume(raw / f"imagesTr/{case}_0000.nii.gz"), read_volume(raw / f"labelsTr/{case}.nii.gz")
+        if whole:
+            assert part.shape == img.shape and np.array_equal(part.array, img.array)
+            continue
+        fg = np.argwhere(lab.array > 0)
+        pad = np.ceil(6.0 / np.asarray(lab.spacing)).astype(int)
+        start, stop = np.maximum(fg.min(0) - pad, 0), np.minimum(fg.max(0) + 1 + pad, lab.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        assert part.shape == tuple(stop - start) and part.shape != img.shape
+        np.testing.assert_array_equal(part.array, img.array[box])
+        np.testing.assert_array_equal(part_lab.array, lab.array[box])
+        assert np.array_equal(paste(part_lab.array, box, lab.shape), lab.array)  # every organ voxel is inside
+        assert part.geometry.spacing == img.geometry.spacing and part.geometry.direction == img.geometry.direction
+        corner = np.asarray(img.geometry.origin) + img.geometry.direction_matrix @ (start * np.asarray(img.spacing))
+        np.testing.assert_allclose(part.geometry.origin, corner, atol=1e-4)
 
 
 def test_a_channels_last_network_with_shared_tensors_saves_and_loads(tmp_path):

@@ -7,7 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_uda.core.choices import ACCEPT_RULES, BASE_STAGES, BUDGETS as PIPELINE_BUDGETS, PLANNERS, SEGMENTER_BUDGETS
+from napari_uda.core.choices import (
+    ACCEPT_RULES,
+    BASE_STAGES,
+    BUDGETS as PIPELINE_BUDGETS,
+    CROP_MARGIN_MM,
+    PLANNERS,
+    SEGMENTER_BUDGETS,
+)
 
 
 def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
@@ -121,8 +128,8 @@ def add_segmenter_budget(p: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_run(p: argparse.ArgumentParser) -> None:
-    """``--budget``, ``--device``, ``--top-k``, ``--select``, ``--tta``, ``--auto-accept`` and the Dask engine of
-    the method's runs."""
+    """``--budget``, ``--device``, ``--top-k``, ``--select``, ``--tta``, ``--coarse-to-fine``, ``--margin-mm``,
+    ``--auto-accept`` and the Dask engine of the method's runs."""
     p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                    help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.core.choices.BUDGETS")
     add_device(p)
@@ -136,6 +143,12 @@ def add_pipeline_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirroring (nnU-Net's) for the stages trained from now on; the CPU budgets' segmenters "
                         "then train with mirroring augmentation too (default: off, or as the workspace recorded)")
+    p.add_argument("--coarse-to-fine", action=argparse.BooleanOptionalAction, default=None,
+                   help="FLARE 2025's coarse-to-fine for the stages trained from now on: a coarse model at twice the "
+                        "spacing finds the organs, a fine model trained on crops of them segments there (default: off, "
+                        "or as the workspace recorded)")
+    p.add_argument("--margin-mm", type=MILLIMETRES, default=CROP_MARGIN_MM,
+                   help="coarse-to-fine: the margin around the organs of the fine model's crops, in mm")
     p.add_argument("--auto-accept", action="store_true",
                    help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
     add_scheduler(p)

@@ -17,6 +17,7 @@ from napari_uda.cli.options import (
     add_segmenter_budget,
     add_workspace,
 )
+from napari_uda.core.choices import COARSE_SPACING_FACTOR, CROP_MARGIN_MM
 from napari_uda.core.errors import UdaError
 
 
@@ -32,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, type=Path)
     p.add_argument("--modality", required=True, help="the images' modality (channel name), e.g. T2WI for translated CT")
     p.add_argument("--spacing-factor", type=SPACING_FACTOR, default=1.0, help="> 1: a low-resolution copy for a coarse model")
+    p.add_argument("--crop-margin-mm", type=MILLIMETRES, default=None,
+                   help="crop each case to its organs plus this margin: the training data of a coarse-to-fine fine model")
     p.set_defaults(func=cmd_export)
 
     p = sp.add_parser("plan", help="nnU-Net fingerprint, plan and preprocess")
@@ -65,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--coarse-dataset", type=DATASET_ID, default=None,
                    help="coarse-to-fine: a low-resolution model (exported with --spacing-factor) finds the organs first")
-    p.add_argument("--coarse-spacing-factor", type=SPACING_FACTOR, default=2.0)
-    p.add_argument("--margin-mm", type=MILLIMETRES, default=10.0)
+    p.add_argument("--coarse-spacing-factor", type=SPACING_FACTOR, default=COARSE_SPACING_FACTOR)
+    p.add_argument("--margin-mm", type=MILLIMETRES, default=CROP_MARGIN_MM)
     add_scheduler(p)
     p.set_defaults(func=cmd_predict)
 
@@ -77,7 +80,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     images = list_volumes(args.images)
     target = export_dataset(args.workspace, args.dataset, args.name, images, pair_labels(images, args.labels), args.modality,
-                            args.spacing_factor)
+                            args.spacing_factor, crop_margin_mm=args.crop_margin_mm)
     print(f"exported {len(images)} cases to {target}")
     return 0
 
@@ -127,7 +130,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise UdaError("--coarse-dataset predicts serially; leave out --scheduler")
         coarse = folders.model_dir(args.coarse_dataset, args.budget, args.planner, args.configuration)
         records = coarse_to_fine_predict(coarse, model, inputs, args.out, args.coarse_spacing_factor, args.margin_mm,
-                                         args.folds, device, args.console)
+                                         args.folds, device, args.console, mirroring=args.mirroring)
     else:
         with dask_client(args.scheduler, args.workers, device) as client:
             records = predict_folds_on(client, model, inputs, args.out, args.folds, device, args.save_probabilities,

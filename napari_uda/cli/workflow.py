@@ -95,7 +95,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     budget, device = get_budget(args.budget), str(pick_device(args.device))
     with dask_client(args.scheduler, args.workers, device) as client:
         done = self_train(ws, args.rounds, budget, args.auto_accept, device, _acceptance(args, budget), args.console,
-                          client=client, tta=args.tta)
+                          client=client, tta=args.tta, coarse_to_fine=args.coarse_to_fine, margin_mm=args.margin_mm)
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
@@ -120,7 +120,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                               _acceptance(args, budget), args.console, real_ct=not args.no_real_ct,
                               intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client,
                               ablation_variants=args.ablation_variants, pool_variants=args.pool_variants,
-                              tta=bool(args.tta))
+                              tta=bool(args.tta), coarse_to_fine=bool(args.coarse_to_fine), margin_mm=args.margin_mm)
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3

@@ -69,6 +69,7 @@ class ModelRecord(Record):
     fine_tuned_from: str | None = None
     imported_from: str | None = None
     imported_stage: str | None = None
+    crop_margin_mm: float | None = None  # coarse-to-fine's fine model: trained on organ-region crops
     at: str = ""
 
 
@@ -88,6 +89,7 @@ class StageRecord(Record):
     from_stage: str | None = None
     postprocessed: bool | None = None
     tta: bool | None = None  # predicted with test-time mirroring
+    coarse_model: str | None = None  # predicted coarse-to-fine: this model found the region
     at: str = ""
 
 
@@ -123,6 +125,7 @@ class PipelineRecord(Record):
     ablation_variants: list[str] | None = None  # the other translators an ablation trains; None: every one
     pool_variants: list[str] | None = None  # multi-view pooling: the base stage trains on these translators' translations
     tta: bool = False  # test-time mirroring for the stages trained and predicted from now on (mirroring augmentation with it)
+    crop_margin_mm: float | None = None  # coarse-to-fine for the stages trained from now on: the fine crops' margin
 
     def training_variants(self) -> list[str]:
         """The translators whose translations train the base stage and the self-training rounds."""

@@ -46,6 +46,9 @@ def _stage_model(ws: Workspace, stage: str) -> tuple[str, ModelRecord]:
     if not info:
         known = ", ".join(ws.models()) or "none"
         raise UdaError(f"{ws.root}: no trained model for stage {stage!r} (trained: {known})")
+    if info.crop_margin_mm is not None:  # alone, the fine model would be applied to whole scans it never saw
+        raise UdaError(f"{ws.root}: stage {stage!r} is a coarse-to-fine pair (its model trained on organ crops); a "
+                       "model folder holds one segmenter, so export a stage trained on whole volumes")
     return stage, info
 
 

@@ -23,6 +23,8 @@ from napari_uda.cluster.engine import run_tasks
 from napari_uda.core.choices import (
     ACCEPT_RULES,
     BASE_STAGES,
+    COARSE_SPACING_FACTOR,
+    CROP_MARGIN_MM,
     DISENTANGLED_VARIANTS,
     PLANNERS,
     POOLED,
@@ -60,7 +62,8 @@ if TYPE_CHECKING:  # torch is imported only when a translator trains
 
 
 DATASET_IDS = {"no_adaptation": 101, "cyclegan": 102, "organ_attention": 103, "asit": 104, "tanq": 105,
-               POOLED: 106, "dar": 107, "oracle": 109}  # self_training_rN: 110 + N
+               POOLED: 106, "dar": 107, "oracle": 109}  # self_training_rN: 110 + N; a coarse model: 400 + its stage's
+COARSE = "_coarse"  # coarse-to-fine: the manifest name of a stage's coarse model is <stage>_coarse
 
 
 
@@ -105,6 +108,9 @@ def stage_for_round(r: int) -> str:
 
 
 def dataset_id(stage: str) -> int:
+    """The nnU-Net dataset id of a stage's model (or of its coarse model, ``<stage>_coarse``)."""
+    if stage.endswith(COARSE):
+        return 400 + dataset_id(stage.removesuffix(COARSE))
     if stage in DATASET_IDS:
         return DATASET_IDS[stage]
     if stage.startswith("self_training_r"):
@@ -215,7 +221,10 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     the model; returns the model folder.
     ``augment``: the budget's trainer with strong intensity augmentation (source-only baseline);
     ``names``: nnU-Net case names when image file names repeat (real and translated CT);
-    ``init_from``: fine-tune this model folder's folds instead of training from scratch."""
+    ``init_from``: fine-tune this model folder's folds instead of training from scratch.
+    Coarse-to-fine (:func:`crop_margin_of`): a stage's fine model trains on organ-region crops,
+    its coarse model (``stage`` ``<stage>_coarse``) on whole volumes at ``COARSE_SPACING_FACTOR``
+    times the budget's spacing."""
     from napari_uda.cluster.train import train_folds_on
     from napari_uda.segment.segmenter import NnunetFolders, export_dataset, plan_and_preprocess
 
@@ -223,10 +232,15 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     if recorded:
         return Path(recorded.path)
     did, folders = dataset_id(stage), NnunetFolders(ws.root)
+    coarse = stage.endswith(COARSE)
+    margin = None if coarse else crop_margin_of(ws)
     plans = folders.preprocessed / f"Dataset{did:03d}_UDA_{stage}" / f"{PLANNERS[budget.planner][1]}.json"
     if not plans.exists():
-        emit(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}")
-        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel, budget.spacing_factor, names)
+        emit(progress, stage, f"exporting {len(images)} case(s) as nnU-Net dataset {did}"
+             + (f", cropped to the organs + {margin:g} mm" if margin is not None else "")
+             + (f", at {COARSE_SPACING_FACTOR:g}x the spacing" if coarse else ""))
+        export_dataset(ws.root, did, f"UDA_{stage}", images, labels, channel,
+                       budget.spacing_factor * (COARSE_SPACING_FACTOR if coarse else 1.0), names, margin)
         _check_stop(should_stop)
         emit(progress, stage, "planning and preprocessing")
         plan_and_preprocess(ws.root, did, budget.planner, budget.configuration, should_stop, budget.base_features,
@@ -236,7 +250,8 @@ def train_stage_model(ws: Workspace, stage: str, images: Sequence[Path], labels:
     model = train_folds_on(client, ws.root, did, budget.folds, trainer, budget.planner, budget.configuration, device,
                            within(progress, stage), should_stop, init_from)
     ws.record(stage, ModelRecord(str(model), did, trainer, budget.planner, budget.configuration, list(budget.folds),
-                                 round_number, len(images), channel, str(init_from) if init_from else None))
+                                 round_number, len(images), channel, str(init_from) if init_from else None,
+                                 crop_margin_mm=margin))
     return model
 
 
@@ -257,33 +272,88 @@ def train_segmenter(ws: Workspace, variant: str | None, budget: Budget, device: 
         if not all(p.exists() for p in images):
             translate_sources(ws, variant, device, progress, should_stop)
         stage, channel = BASE_STAGES[variant], ws.modality
-    train_stage_model(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop, names=names,
-                      client=client)
+    train_stage(ws, stage, images, labels, channel, budget, device, 0, progress, should_stop, names=names, client=client)
     return stage
+
+
+def train_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
+                budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
+                should_stop: StopFlag | None = None, augment: bool = False, names: Sequence[str] | None = None,
+                finetune_from: str | None = None, client: Any = None) -> Path:
+    """Train the stage's model (:func:`train_stage_model`; fine-tuning the stage ``finetune_from``'s
+    where it was trained the same way) and, if that model trained on organ crops (coarse-to-fine),
+    the stage's coarse model ``<stage>_coarse``; returns the stage's model folder."""
+    model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
+                              augment, names, _finetuned(ws, finetune_from, stage), client)
+    if ws.model(stage).crop_margin_mm is not None:
+        train_stage_model(ws, stage + COARSE, images, labels, channel, budget, device, round_number, progress,
+                          should_stop, augment, names, _finetuned(ws, finetune_from, stage + COARSE), client)
+    return model
+
+
+def predict_as_stage(ws: Workspace, stage: str, inputs: Sequence[Path], out: str | Path, device: str = "cpu",
+                     progress: Progress | None = None, should_stop: StopFlag | None = None,
+                     client: Any = None) -> list[dict[str, Any]]:
+    """Predict ``inputs`` (as the stage's segmenter reads them, :func:`stage_inputs`) into ``out``
+    the way the stage predicts: with every fold of its model, test-time mirroring if the workspace
+    asks for it, and for a model trained on organ crops coarse-to-fine (its coarse model finds the
+    region with the crops' margin; serially, also with a ``client``). Returns the prediction records."""
+    from napari_uda.cluster.predict import predict_folds_on
+    from napari_uda.segment.segmenter import coarse_to_fine_predict
+
+    model, tta = ws.model(stage), tta_of(ws)
+    if model.crop_margin_mm is None:
+        return predict_folds_on(client, model.path, inputs, out, model.folds, device, mirroring=tta, progress=progress,
+                                should_stop=should_stop)
+    coarse = ws.model(stage + COARSE)
+    if coarse is None:
+        raise UdaError(f"{ws.root}: the {stage} model trained on organ crops but its coarse model is missing; run the "
+                       "same command again to train it")
+    factor = get_budget(pipeline_budget(model.budget)).spacing_factor * COARSE_SPACING_FACTOR
+    return coarse_to_fine_predict(coarse.path, model.path, inputs, out, factor, model.crop_margin_mm, model.folds,
+                                  device, progress, should_stop, tta)
 
 
 def segment_stage(ws: Workspace, stage: str, images: Sequence[Path], labels: Sequence[Path], channel: str,
                   budget: Budget, device: str = "cpu", round_number: int = 0, progress: Progress | None = None,
                   should_stop: StopFlag | None = None, augment: bool = False,
-                  names: Sequence[str] | None = None, init_from: Path | None = None, client: Any = None) -> Path:
-    """Train the stage's model (:func:`train_stage_model`) and predict every target scan into
-    ``W/predictions/<stage>/`` (training and prediction on ``client``'s Dask cluster if given);
-    returns that folder.
-    Finished steps are skipped."""
-    from napari_uda.cluster.predict import predict_folds_on
-
+                  names: Sequence[str] | None = None, finetune_from: str | None = None, client: Any = None) -> Path:
+    """Train the stage's models (:func:`train_stage`) and predict every target scan into
+    ``W/predictions/<stage>/`` (:func:`predict_as_stage`; on ``client``'s Dask cluster if given);
+    returns that folder. Finished steps are skipped."""
     out = ws.predictions_dir(stage)
     if ws.stage(stage):
         return out
-    model = train_stage_model(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
-                              augment, names, init_from, client)
-    targets, folds, tta = stage_inputs(ws, stage), ws.model(stage).folds, tta_of(ws)
-    emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(folds)} folds"
-         + (", test-time mirroring" if tta else ""))
-    records = predict_folds_on(client, model, targets, out, folds, device, mirroring=tta,
-                               progress=within(progress, stage), should_stop=should_stop)
-    ws.record(stage, StageRecord("predicted", str(out), str(model), round_number, len(records), tta=tta))
+    model = train_stage(ws, stage, images, labels, channel, budget, device, round_number, progress, should_stop,
+                        augment, names, finetune_from, client)
+    targets, record, tta = stage_inputs(ws, stage), ws.model(stage), tta_of(ws)
+    coarse = ws.model(stage + COARSE) if record.crop_margin_mm is not None else None
+    emit(progress, stage, f"predicting {len(targets)} target scan(s) with {len(record.folds)} folds"
+         + (", test-time mirroring" if tta else "") + (", coarse-to-fine" if coarse else ""))
+    records = predict_as_stage(ws, stage, targets, out, device, within(progress, stage), should_stop, client)
+    ws.record(stage, StageRecord("predicted", str(out), str(model), round_number, len(records), tta=tta,
+                                 coarse_model=coarse.path if coarse else None))
     return out
+
+
+def _finetuned(ws: Workspace, previous: str | None, name: str) -> Path | None:
+    """The model a stage's model ``name`` (its fine or its coarse one) fine-tunes: the same kind of
+    model of the stage ``previous``, if that was trained the same way (coarse, or on crops of the
+    same margin); else None, training from scratch."""
+    if previous is None:
+        return None
+    coarse = name.endswith(COARSE)
+    rec = ws.model(previous + COARSE if coarse else previous)
+    if rec is None or (not coarse and rec.crop_margin_mm != crop_margin_of(ws)):
+        return None
+    return Path(rec.path)
+
+
+def crop_margin_of(ws: Workspace) -> float | None:
+    """Coarse-to-fine (FLARE 2025) for the stages trained from now on: the margin (mm) around the
+    organs of the fine model's crops; None: off (one model on whole volumes)."""
+    pipeline = ws.pipeline()
+    return pipeline.crop_margin_mm if pipeline else None
 
 
 def tta_of(ws: Workspace) -> bool:
@@ -594,9 +664,9 @@ def self_training_round(ws: Workspace, store: ReviewStore, r: int, budget: Budge
         case_images, case_labels = store.training_pairs(used)
         case_images = stage_inputs(ws, stage, case_images)
         images, labels, names = images + case_images, labels + case_labels, names + [stem_of(p) for p in case_images]
-        init_from = Path(ws.model(previous[-1]).path) if pipeline.finetune else None
         segment_stage(ws, stage, images, labels, ws.modality, budget, device, r, progress, should_stop,
-                      augment=pipeline.intensity_aug, names=names, init_from=init_from, client=client)
+                      augment=pipeline.intensity_aug, names=names,
+                      finetune_from=previous[-1] if pipeline.finetune else None, client=client)
         score_stage(ws, stage, store, settings, progress, should_stop, client)
     model_id = ws.stage(stage).model_id
     stages = previous[:r] + [stage]
@@ -653,13 +723,20 @@ def describe_uncertainty(uncertainty: dict[str, float]) -> str:
 
 def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",
                settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
-               should_stop: StopFlag | None = None, client: Any = None, tta: bool | None = None) -> list[dict[str, Any]]:
+               should_stop: StopFlag | None = None, client: Any = None, tta: bool | None = None,
+               coarse_to_fine: bool | None = None, margin_mm: float = CROP_MARGIN_MM) -> list[dict[str, Any]]:
     """Run self-training until ``rounds`` rounds exist (finished rounds are kept). With ``auto``
     the selection rule accepts pseudo-labels before each round (recorded as reviewer ``auto:<settings>``).
-    ``tta``: test-time mirroring (and mirroring augmentation) for the rounds from now on, recorded
-    in the pipeline's settings; None: as recorded."""
-    if tta is not None and ws.pipeline() is not None and ws.pipeline().tta != tta:
-        ws.set_pipeline(replace(ws.pipeline(), tta=tta))
+    ``tta``: test-time mirroring (and mirroring augmentation) for the rounds from now on;
+    ``coarse_to_fine``: coarse and fine models (crops with ``margin_mm``) for the rounds from now
+    on; both recorded in the pipeline's settings, None: as recorded."""
+    pipeline = ws.pipeline()
+    if pipeline is not None:
+        changed = replace(pipeline, tta=pipeline.tta if tta is None else tta,
+                          crop_margin_mm=pipeline.crop_margin_mm if coarse_to_fine is None
+                          else (margin_mm if coarse_to_fine else None))
+        if changed != pipeline:
+            ws.set_pipeline(changed)
     done = []
     with ReviewStore.for_workspace(ws.root) as store:
         for r in range(1, rounds + 1):
@@ -744,7 +821,8 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                  progress: Progress | None = None, should_stop: StopFlag | None = None,
                  real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True,
                  client: Any = None, ablation_variants: Sequence[str] | None = None,
-                 pool_variants: Sequence[str] | None = None, tta: bool = False) -> dict[str, Any]:
+                 pool_variants: Sequence[str] | None = None, tta: bool = False, coarse_to_fine: bool = False,
+                 margin_mm: float = CROP_MARGIN_MM) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``pool_variants`` (TANQ's multi-view pooling; ``variant`` among them) the
@@ -757,7 +835,10 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     2025's choice; measured better here, ``benchmarks/RESULTS.md``) each self-training round
     fine-tunes the previous stage's folds instead of training from scratch. With ``tta`` the stages
     trained from now on train with mirroring augmentation and predict with test-time mirroring
-    (nnU-Net's, over the axes the trainer allows). With a Dask ``client``
+    (nnU-Net's, over the axes the trainer allows). With ``coarse_to_fine`` (FLARE 2025) each stage
+    trained from now on is two models, a coarse one on whole volumes at twice the spacing and a fine
+    one on crops of the organs' region with ``margin_mm``; the coarse model finds the region in each
+    target scan, the fine one segments it (serially, also with a ``client``). With a Dask ``client``
     the folds train in parallel and prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
     if auto and settings.rule == "uncertainty" and rounds < 2:
@@ -765,7 +846,8 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                        "across rounds yet); run 2 or more rounds, or choose another selection rule")
     base, others, pool = _pipeline_settings(ws, budget, variant, ablation_variants, pool_variants, real_ct)
     ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune,
-                                   list(others) if ablation else None, pool, tta))
+                                   list(others) if ablation else None, pool, tta,
+                                   margin_mm if coarse_to_fine else None))
     segmented = ([] if pool else [variant]) + (others if ablation else [])  # translators with a stage of their own
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:

@@ -127,13 +127,16 @@ def _exported_by_us(folder: Path) -> bool:
 
 
 def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequence[Path], labels: Sequence[Path],
-                   modality: str, spacing_factor: float = 1.0, case_names: Sequence[str] | None = None) -> Path:
+                   modality: str, spacing_factor: float = 1.0, case_names: Sequence[str] | None = None,
+                   crop_margin_mm: float | None = None) -> Path:
     """Write images and labels as nnU-Net raw data ``DatasetXXX_Name`` with a ``dataset.json``
     (organ table labels, one channel named after ``modality``). Geometry and label values are
     checked per case; errors name the case. ``spacing_factor`` > 1 exports a low-resolution
-    copy (spacing multiplied on every axis), the training data of a coarse model. Cases are
-    named after the image files unless ``case_names`` names them (needed when two sets share
-    file names, such as real and translated CT)."""
+    copy (spacing multiplied on every axis), the training data of a coarse model;
+    ``crop_margin_mm`` crops each case to its organs' region plus that margin
+    (:func:`~napari_uda.core.roi.foreground_box`; a case without organs stays whole), the training
+    data of a coarse-to-fine pair's fine model. Cases are named after the image files unless
+    ``case_names`` names them (needed when two sets share file names, such as real and translated CT)."""
     if len(images) != len(labels):
         raise UdaError(f"{len(images)} images but {len(labels)} label files")
     names = list(case_names) if case_names is not None else [stem_of(p) for p in images]
@@ -159,7 +162,7 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_raw_cases(tmp, images, labels, names, spacing_factor)
+        _write_raw_cases(tmp, images, labels, names, spacing_factor, crop_margin_mm)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -173,9 +176,10 @@ def export_dataset(root: str | Path, dataset_id: int, name: str, images: Sequenc
 
 
 def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path], names: Sequence[str],
-                     spacing_factor: float = 1.0) -> None:
+                     spacing_factor: float = 1.0, crop_margin_mm: float | None = None) -> None:
     """imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz in the canonical orientation, each case
-    checked first."""
+    checked first, cropped to its organs with ``crop_margin_mm`` if given, then resampled by
+    ``spacing_factor``."""
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
     for img_path, lab_path, case in zip(images, labels, names):
@@ -185,6 +189,9 @@ def _write_raw_cases(folder: Path, images: Sequence[Path], labels: Sequence[Path
                         img.array.flat[0])
         if not lab.array.any():
             log.warning("%s: no organ is labelled; the case trains the segmenter on background only", lab_path)
+        box = foreground_box(lab, img, crop_margin_mm) if crop_margin_mm is not None else None
+        if box is not None:
+            img, lab = crop(img, box), crop(lab, box)
         if spacing_factor != 1.0:
             coarse = tuple(s * spacing_factor for s in img.spacing)
             img, lab = resample(img, coarse), resample(lab, coarse, labels=True)  # type: ignore[arg-type]
@@ -353,7 +360,7 @@ def _check_resume_checkpoints(fold_dir: Path) -> None:
 
 def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str | Path, coarse_spacing_factor: float,
                    margin_mm: float = 10.0, device: str = "cpu", progress: Progress | None = None,
-                   should_stop: StopFlag | None = None) -> dict[str, Box]:
+                   should_stop: StopFlag | None = None, mirroring: bool = False) -> dict[str, Box]:
     """The region of all organs in each input, found by the coarse model (trained on data exported
     with ``coarse_spacing_factor``) on a downsampled copy, plus ``margin_mm``; the whole volume
     where the coarse model finds no foreground."""
@@ -361,7 +368,7 @@ def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str |
     volumes = {stem_of(p): read_volume(p) for p in inputs}
     low_inputs = [write_volume(resample(vol, tuple(s * coarse_spacing_factor for s in vol.spacing)),  # type: ignore[arg-type]
                                work / "coarse_input" / f"{case}.nii.gz") for case, vol in volumes.items()]
-    predict_folds(coarse_model, low_inputs, work / "coarse", None, device, False, progress=progress, should_stop=should_stop)
+    predict_folds(coarse_model, low_inputs, work / "coarse", None, device, False, mirroring, progress, should_stop)
     shutil.rmtree(work / "coarse_input", ignore_errors=True)
     return {case: foreground_box(read_volume(work / "coarse" / f"{case}.nii.gz"), vol, margin_mm)
             or tuple(slice(0, n) for n in vol.shape) for case, vol in volumes.items()}  # type: ignore[misc]
@@ -369,7 +376,7 @@ def coarse_regions(coarse_model: str | Path, inputs: Sequence[Path], work: str |
 
 def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: dict[str, Box], out: str | Path,
                        folds: Sequence[int] | None = None, device: str = "cpu", progress: Progress | None = None,
-                       should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+                       should_stop: StopFlag | None = None, mirroring: bool = False) -> list[dict[str, Any]]:
     """Predict each input only inside its region and paste the result back into the full grid
     (probabilities: background outside the region). Output layout as :func:`predict_folds`; each
     record also holds the region (``roi``: z, y, x start and stop)."""
@@ -378,7 +385,7 @@ def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: 
     pred = PredictionFolder(work / "pred")
     volumes = {stem_of(p): read_volume(p) for p in inputs}
     crops = [write_volume(crop(vol, regions[case]), work / "input" / f"{case}.nii.gz") for case, vol in volumes.items()]
-    records = predict_folds(fine_model, crops, pred.root, folds, device, True, progress=progress, should_stop=should_stop)
+    records = predict_folds(fine_model, crops, pred.root, folds, device, True, mirroring, progress, should_stop)
     used_folds = sorted(int(f) for f in records[0]["folds"])
     for rec in records:
         case, vol, box = rec["case"], volumes[rec["case"]], regions[rec["case"]]
@@ -403,9 +410,10 @@ def predict_in_regions(fine_model: str | Path, inputs: Sequence[Path], regions: 
 def coarse_to_fine_predict(coarse_model: str | Path, fine_model: str | Path, inputs: Sequence[Path], out: str | Path,
                            coarse_spacing_factor: float, margin_mm: float = 10.0, folds: Sequence[int] | None = None,
                            device: str = "cpu", progress: Progress | None = None,
-                           should_stop: StopFlag | None = None) -> list[dict[str, Any]]:
+                           should_stop: StopFlag | None = None, mirroring: bool = False) -> list[dict[str, Any]]:
     """Coarse-to-fine prediction (FLARE 2025): :func:`coarse_regions` finds where the organs are,
-    :func:`predict_in_regions` segments there at full resolution and pastes the result back."""
+    :func:`predict_in_regions` segments there at full resolution and pastes the result back; both
+    models with nnU-Net's test-time ``mirroring`` if asked."""
     regions = coarse_regions(coarse_model, inputs, Path(out) / "_coarse", coarse_spacing_factor, margin_mm, device,
-                             progress, should_stop)
-    return predict_in_regions(fine_model, inputs, regions, out, folds, device, progress, should_stop)
+                             progress, should_stop, mirroring)
+    return predict_in_regions(fine_model, inputs, regions, out, folds, device, progress, should_stop, mirroring)

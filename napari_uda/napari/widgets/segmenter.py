@@ -23,6 +23,7 @@ from napari_uda.core.errors import UdaError
 from napari_uda.core.files import stem_of
 from napari_uda.core.io import Volume, read_volume, write_volume
 from napari_uda.core.jobs import Progress, StopFlag
+from napari_uda.core.workspace import Workspace
 from napari_uda.napari.widgets._common import (
     PathField,
     SchedulerField,
@@ -34,7 +35,7 @@ from napari_uda.napari.widgets._common import (
 )
 from napari_uda.napari.widgets._jobs import JobPanel, on_cluster
 from napari_uda.napari.widgets._session import link_for
-from napari_uda.pipeline.workflow import pseudo_label, stage_volume, train_segmenter
+from napari_uda.pipeline.workflow import predict_as_stage, pseudo_label, stage_volume, train_segmenter
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "translated CT (cyclegan)": "cyclegan",
@@ -44,14 +45,19 @@ TRAINING_SOURCES = {"translated CT (organ-attention)": "organ-attention", "trans
 
 
 def predict_layer_volume(model: Path, volume: Volume, name: str, out: Path, device: str, report: Progress,
-                         should_stop: StopFlag, client: Any = None) -> dict[str, Any]:
+                         should_stop: StopFlag, client: Any = None, ws: Workspace | None = None,
+                         stage: str | None = None) -> dict[str, Any]:
     """Write ``volume`` to ``out/input``, predict it with every fold of ``model`` (one task per fold
-    on ``client``'s cluster if given); returns the fused labels, each fold's labels and the
+    on ``client``'s cluster if given), or as the workspace ``ws``'s ``stage`` predicts if given
+    (test-time mirroring, coarse-to-fine); returns the fused labels, each fold's labels and the
     prediction record (time, GPU memory)."""
     from napari_uda.cluster.predict import predict_folds_on
 
     path = write_volume(volume, out / "input" / f"{name}.nii.gz")
-    (record,) = predict_folds_on(client, model, [path], out, None, device, progress=report, should_stop=should_stop)
+    if ws is not None and stage is not None:
+        (record,) = predict_as_stage(ws, stage, [path], out, device, report, should_stop, client)
+    else:
+        (record,) = predict_folds_on(client, model, [path], out, None, device, progress=report, should_stop=should_stop)
     folds = sorted(record["folds"], key=int)
     pred = PredictionFolder(out)
     return {"fused": read_volume(pred.fused(name)), "record": record,
@@ -198,8 +204,10 @@ class SegmenterWidget(QWidget):
         recorded = ws.model(stage) if ws is not None and stage else None
 
         def work(report: Progress, should_stop: StopFlag, client: Any) -> dict[str, Any]:
-            seen = stage_volume(ws, stage, volume) if recorded and Path(recorded.path) == model else volume
-            result = predict_layer_volume(model, seen, name, out, device, report, should_stop, client)
+            own = recorded is not None and Path(recorded.path) == model  # the stage's model: predict as the stage does
+            seen = stage_volume(ws, stage, volume) if own else volume
+            result = predict_layer_volume(model, seen, name, out, device, report, should_stop, client,
+                                          *((ws, stage) if own else ()))
             return {"record": result["record"], "layers": inference_layers(title, result, per_fold, disagreement)}
 
         self.job.start(f"segmenting {layer.name}", on_cluster(scheduler, device, work), self._show)

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import Geometry, Volume, to_sitk
 from napari_uda.data.phantom import make_case
-from napari_uda.pseudo.filters import mean_dice
+from napari_uda.pseudo.filters import FilterResult, mean_dice
 from napari_uda.pseudo.label_transfer import transfer_label
 
 
@@ -67,3 +67,44 @@ def test_the_cli_transfers_and_names_a_bad_scan(pair, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"napari-uda: error: {paths['fixed']}: contains NaN or infinite values"
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def test_transferred_labels_enter_the_review_queue_marked_as_transferred(pair, tmp_path, capsys):
+    """``review transfer``: each target scan whose patient has a scan in the other sub-domain gets the
+    registered label as its latest pseudo-label, keeping its scores and filters and adding a
+    ``transferred`` outcome naming the source scan; a reviewer then decides on it like any other."""
+    from napari_uda.cli.app import main
+    from napari_uda.core.io import read_volume, write_volume
+    from napari_uda.core.workspace import Workspace
+    from napari_uda.data.phantom import write_phantom_dataset
+    from napari_uda.review.store import ReviewStore
+
+    moving, label, fixed, truth = pair
+    write_phantom_dataset(tmp_path / "data", {"ct": 1}, seed=1, shape=(16, 32, 32))
+    targets = [write_volume(fixed, tmp_path / "t2" / f"patient_{i}_t2.nii.gz") for i in ("01", "02")]
+    for name in ("patient_01_t1", "patient_03_t1"):
+        write_volume(moving, tmp_path / "t1" / f"{name}.nii.gz")
+        write_volume(label, tmp_path / "t1_labels" / f"{name}.nii.gz")
+    ws = Workspace.create(tmp_path / "ws", tmp_path / "data/ct/images", tmp_path / "data/ct/labels", tmp_path / "t2", "T2WI")
+    with ReviewStore.for_workspace(ws.root) as store:  # the segmenter's own pseudo-labels, as scoring leaves them
+        model = store.add_model("ws:organ_attention", None, 0)
+        for target in targets:
+            case = target.name.removesuffix(".nii.gz")
+            store.add_case(case, target, "T2WI")
+            own = write_volume(Volume(np.zeros(fixed.shape, np.uint8), fixed.geometry), tmp_path / "own" / target.name)
+            store.add_prediction(case, model, own, {1: 0.5}, 0.5, [FilterResult("organs present", False, "liver missing")])
+    args = ["review", "transfer", f"--workspace={ws.root}", f"--scans={tmp_path / 't1'}", f"--labels={tmp_path / 't1_labels'}"]
+    assert main([*args, "--patient", "^(patient_[0-9]+)"]) == 0
+    with ReviewStore.for_workspace(ws.root) as store:
+        rows = {r.case: r for r in store.queue("T2WI")}
+        moved, alone = rows["patient_01_t2"], rows["patient_02_t2"]
+        assert [f.name for f in moved.filters] == ["organs present", "transferred"] and moved.case_score == 0.5
+        assert "from patient_01_t1.nii.gz by affine registration" in moved.filters[1].reason
+        assert mean_dice(read_volume(moved.label).array, truth.array) >= 0.9
+        assert alone.label == str(tmp_path / "own/patient_02_t2.nii.gz")  # no scan of patient 02 in the other sub-domain
+        store.decide("patient_01_t2", "accept", "ana")
+        assert store.accepted() == [("patient_01_t2", moved.label)]
+    capsys.readouterr()
+    assert main([*args, "--patient", "^(nobody)"]) == 1
+    assert capsys.readouterr().err.strip().endswith("none of the 2 scans belongs to a patient of the workspace's 2 target "
+                                                   "scans (patients are case names matched by '^(nobody)')")

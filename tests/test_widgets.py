@@ -345,6 +345,37 @@ def test_cancel_stops_translator_training(make_napari_viewer_proxy, qtbot, data,
     assert out.stdout.strip() == "", "the training process outlived Cancel"
 
 
+def test_the_selftraining_widget_transfers_labels_into_the_queue_off_the_ui_thread(make_napari_viewer_proxy, qtbot,
+                                                                                  data, tmp_path, errors):
+    """ASIT's label transfer from the Self-training widget: the other sub-domain's scan of a patient (here
+    the same scan, so the registration is close to the identity) brings its label into the queue."""
+    import shutil
+
+    from napari_uda.napari.widgets._session import link_for
+    from napari_uda.napari.widgets.selftrain import SelfTrainingWidget
+    from napari_uda.pseudo.filters import mean_dice
+
+    viewer = make_napari_viewer_proxy()
+    d = data / "data"
+    ws = Workspace.create(tmp_path / "ws", d / "ct/images", d / "ct/labels", d / "t2wi/images", "T2WI")
+    for folder, src in (("other", "images"), ("other_labels", "labels")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(d / "t2wi" / src / "t2wi_001.nii.gz", tmp_path / folder / "t2wi_001.nii.gz")
+    link_for(viewer).set(ws)
+    widget = SelfTrainingWidget(viewer)
+    widget.transfer_clicked()
+    assert errors[-1] == "choose the other sub-domain's scans and their labels"
+    widget.other_scans.set_path(tmp_path / "other")
+    widget.other_labels.set_path(tmp_path / "other_labels")
+    widget.transfer_clicked()
+    wait_job(qtbot, widget, timeout=60_000)
+    with ReviewStore.for_workspace(ws.root) as store:
+        (row,) = [r for r in store.queue("T2WI") if r.label is not None]
+    assert row.case == "t2wi_001" and [f.name for f in row.filters] == ["transferred"]
+    truth = read_volume(d / "t2wi/labels/t2wi_001.nii.gz").array
+    assert mean_dice(read_volume(row.label).array, truth) >= 0.9
+
+
 def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, tmp_path, errors):
     """A review-only session: a workspace with scored pseudo-labels, no model, decisions by keyboard."""
     from qtpy.QtTest import QTest
@@ -418,7 +449,7 @@ def test_job_panel_never_animates_and_stops_with_its_viewer(qtbot):
     assert stopped.is_set()
 
 
-def test_the_selftraining_command_carries_selection_and_tta_and_the_cli_accepts_it(tmp_path):
+def test_the_selftraining_command_carries_selection_tta_and_coarse_to_fine_and_the_cli_accepts_it(tmp_path):
     from types import SimpleNamespace
 
     from napari_uda.cli.app import build_parser
@@ -430,4 +461,9 @@ def test_the_selftraining_command_carries_selection_and_tta_and_the_cli_accepts_
     assert (args.select, args.tta, args.rounds, args.auto_accept) == ("uncertainty", True, 2, True)
     args = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", tta=False)[3:])
     assert args.tta is False and args.select is None
-    assert build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu")[3:]).tta is None
+    default = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu")[3:])
+    assert default.tta is None and default.coarse_to_fine is None
+    c2f = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", coarse_to_fine=True, margin_mm=7.5)[3:])
+    assert (c2f.coarse_to_fine, c2f.margin_mm) == (True, 7.5)
+    off = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", coarse_to_fine=False)[3:])
+    assert off.coarse_to_fine is False

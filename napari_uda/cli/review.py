@@ -40,6 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct-labels", type=Path, default=None)
     p.set_defaults(func=cmd_export)
 
+    p = rp.add_parser("transfer", help="ASIT's label transfer: pseudo-labels of the same patients' scans in another "
+                                       "sub-domain, registered onto the target scans, into the queue as transferred")
+    add_workspace(p)
+    p.add_argument("--scans", required=True, type=Path, help="the other sub-domain's scans (e.g. T1 phases)")
+    p.add_argument("--labels", required=True, type=Path, help="their labels or pseudo-labels (same file names)")
+    p.add_argument("--patient", default=None, metavar="REGEX",
+                   help="the patient of a scan: this regular expression's first group in its case name (default: the "
+                        "case name itself), e.g. '^(patient_[0-9]+)'")
+    p.set_defaults(func=cmd_transfer)
+
 
 def cmd_queue(args: argparse.Namespace) -> int:
     from dataclasses import asdict
@@ -99,4 +109,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UdaError("nothing to export: no accepted cases and no --translated-ct")
     target = export_dataset(args.workspace, args.dataset, args.name, images, labels, args.modality)
     print(f"exported {len(accepted)} accepted case(s) and {len(images) - len(accepted)} translated CT case(s) to {target}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from napari_uda.core.workspace import Workspace
+    from napari_uda.pipeline.transfer import transfer_from_folders
+
+    done = transfer_from_folders(Workspace.open(args.workspace), args.scans, args.labels, args.patient, args.console)
+    for case, reason in done.items():
+        print(f"{case}: transferred {reason}")
+    print(f"{len(done)} transferred label(s) await review: `napari-uda review queue --workspace {args.workspace}`")
     return 0

@@ -17,15 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from napari_uda.core.io import check_same_grid, read_volume, require_finite, require_organ_labels, write_volume
-    from napari_uda.pseudo.label_transfer import transfer_label
+    from napari_uda.core.io import write_volume
+    from napari_uda.pseudo.label_transfer import transfer_label_files
 
-    moving, label, fixed = read_volume(args.moving), read_volume(args.label), read_volume(args.fixed)
-    check_same_grid(moving, label, str(args.moving), str(args.label))
-    require_organ_labels(label, str(args.label))
-    for volume, path in ((moving, args.moving), (fixed, args.fixed)):
-        require_finite(volume, str(path))
-    result = transfer_label(label, moving, fixed)
+    result = transfer_label_files(args.label, args.moving, args.fixed)
     write_volume(result.label, args.out)
     print(f"wrote {args.out} (Mattes mutual information {result.metric:.3f})", file=sys.stderr)
     return 0

@@ -5,12 +5,21 @@ in contrast, so intensities are not compared directly)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from napari_uda.core.errors import UdaError
-from napari_uda.core.io import Geometry, Volume, to_sitk
+from napari_uda.core.io import (
+    Geometry,
+    Volume,
+    check_same_grid,
+    read_volume,
+    require_finite,
+    require_organ_labels,
+    to_sitk,
+)
 
 
 @dataclass(frozen=True)
@@ -57,3 +66,14 @@ def transfer_label(label: Volume, moving: Volume, fixed: Volume, iterations: int
     out = sitk.Resample(to_sitk(label.with_array(label.array.astype(np.uint8))), to_sitk(fixed), transform,
                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return Transfer(Volume(sitk.GetArrayFromImage(out), Geometry.from_sitk(out)), metric, transform)
+
+
+def transfer_label_files(label: str | Path, moving: str | Path, fixed: str | Path) -> Transfer:
+    """:func:`transfer_label` of the files ``label`` (on ``moving``'s grid) and ``moving`` onto
+    ``fixed``, each checked first (same grid, organ label values, finite intensities; errors name the file)."""
+    moving_vol, label_vol, fixed_vol = read_volume(moving), read_volume(label), read_volume(fixed)
+    check_same_grid(moving_vol, label_vol, str(moving), str(label))
+    require_organ_labels(label_vol, str(label))
+    for volume, path in ((moving_vol, moving), (fixed_vol, fixed)):
+        require_finite(volume, str(path))
+    return transfer_label(label_vol, moving_vol, fixed_vol)

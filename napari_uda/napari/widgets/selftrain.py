@@ -4,7 +4,10 @@ cases, mean case score, uncertainty across rounds, and DSC/NSD where evaluation 
 A round runs ``napari-uda selftrain`` in a child process (Cancel terminates its process tree;
 Start again resumes), serially or, given a Dask scheduler, with its prediction and scoring as
 tasks on that cluster (progress per task). Automatic acceptance is a checkbox that is off by default; its selection rule (FLARE 2025's
-filters, FLARE 2024's fold consistency, ASIT's uncertainty across rounds) a choice.
+filters, FLARE 2024's fold consistency, ASIT's uncertainty across rounds) a choice. Test-time mirroring and
+FLARE 2025's coarse-to-fine (with the crops' margin) are checkboxes for the rounds to come. ASIT's label
+transfer brings the pseudo-labels of the same patients' scans in another sub-domain into the review queue,
+marked as transferred (in a thread: registration, no model).
 """
 from __future__ import annotations
 
@@ -12,10 +15,21 @@ import os
 import sys
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QSpinBox, QTableWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_uda.core.child import run_child
-from napari_uda.core.choices import ACCEPT_RULES, BUDGETS
+from napari_uda.core.choices import ACCEPT_RULES, BUDGETS, CROP_MARGIN_MM
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.jobs import Progress, StopFlag
@@ -24,18 +38,23 @@ from napari_uda.napari.widgets._common import PathField, SchedulerField, fill_ta
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
 from napari_uda.pipeline.summary import compare_rounds
+from napari_uda.pipeline.transfer import transfer_from_folders
 from napari_uda.pipeline.workflow import evaluate_stages, round_stages
 
 
 def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str,
-                      scheduler: str | None = None, select: str | None = None, tta: bool | None = None) -> list[str]:
+                      scheduler: str | None = None, select: str | None = None, tta: bool | None = None,
+                      coarse_to_fine: bool | None = None, margin_mm: float = CROP_MARGIN_MM) -> list[str]:
     """The command line the widget runs, reporting progress as JSON lines (``--log-json``); with a Dask
     ``scheduler`` (``local``, an address or a scheduler file) prediction and scoring run on its cluster;
     ``select``: the selection rule (``ACCEPT_RULES``; None: the budget's); ``tta``: test-time
-    mirroring for the rounds (None: as the workspace recorded)."""
+    mirroring for the rounds, ``coarse_to_fine``: coarse and fine models (crops with ``margin_mm``)
+    for the rounds (None: as the workspace recorded)."""
     return ([sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
              "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
             + (["--select", select] if select else []) + ([] if tta is None else ["--tta" if tta else "--no-tta"])
+            + ([] if coarse_to_fine is None else
+               ["--coarse-to-fine", "--margin-mm", f"{margin_mm:g}"] if coarse_to_fine else ["--no-coarse-to-fine"])
             + (["--scheduler", scheduler] if scheduler else []))
 
 
@@ -63,9 +82,22 @@ class SelfTrainingWidget(QWidget):
         self.select.setToolTip("filters: FLARE 2025; consistency: FLARE 2024; uncertainty: ASIT, the lowest uncertainty "
                                "across rounds with the union of the rounds' labels (from round 2; round 1 by consistency)")
         self.tta = QCheckBox("test-time mirroring (the rounds' segmenters then train with mirroring augmentation too)")
+        self.coarse_to_fine = QCheckBox("coarse-to-fine: a coarse model finds the organs, a fine one trained on crops "
+                                        "segments them (FLARE 2025)")
+        self.margin = QDoubleSpinBox()
+        self.margin.setRange(0.0, 200.0)
+        self.margin.setSuffix(" mm")
+        self.margin.setValue(CROP_MARGIN_MM)
+        self.margin.setToolTip("the margin around the organs of the fine model's crops")
         self.scheduler = SchedulerField()
         start = QPushButton("Start rounds")
         start.clicked.connect(self.start_clicked)
+        self.other_scans = PathField("the same patients' scans in another sub-domain (e.g. T1 phases)")
+        self.other_labels = PathField("their labels or pseudo-labels (same file names)")
+        self.patient = QLineEdit()
+        self.patient.setPlaceholderText("the case name; or a regular expression, e.g. ^(patient_[0-9]+)")
+        transfer = QPushButton("Transfer their labels into the review queue")
+        transfer.clicked.connect(self.transfer_clicked)
         self.labels = PathField("target labels for evaluation only (optional)")
         evaluate = QPushButton("Evaluate every stage")
         evaluate.clicked.connect(self.evaluate_clicked)
@@ -77,7 +109,13 @@ class SelfTrainingWidget(QWidget):
         form.addRow(self.auto)
         form.addRow("Selection", self.select)
         form.addRow(self.tta)
+        form.addRow(self.coarse_to_fine)
+        form.addRow("Crop margin", self.margin)
         form.addRow(start)
+        form.addRow("Other sub-domain", self.other_scans)
+        form.addRow("Its labels", self.other_labels)
+        form.addRow("Patient of a scan", self.patient)
+        form.addRow(transfer)
         form.addRow("Evaluation labels", self.labels)
         form.addRow(evaluate)
         self.job = JobPanel()
@@ -103,6 +141,9 @@ class SelfTrainingWidget(QWidget):
             if pipeline and ws.stage(pipeline.base_stage):
                 self.rounds.setValue(max(1, len(round_stages(ws))))  # the next round
             self.tta.setChecked(bool(pipeline and pipeline.tta))
+            self.coarse_to_fine.setChecked(bool(pipeline and pipeline.crop_margin_mm is not None))
+            if pipeline and pipeline.crop_margin_mm is not None:
+                self.margin.setValue(pipeline.crop_margin_mm)
             header, rows = compare_rounds(ws)
         except UdaError as exc:
             notify_error(exc)
@@ -114,7 +155,7 @@ class SelfTrainingWidget(QWidget):
             ws = self.link.open()
             cmd = selftrain_command(ws, self.rounds.value(), self.budget.currentText(), self.auto.isChecked(),
                                     self.device.currentText(), self.scheduler.scheduler(), self.selection(),
-                                    self.tta.isChecked())
+                                    self.tta.isChecked(), self.coarse_to_fine.isChecked(), self.margin.value())
         except UdaError as exc:
             notify_error(exc)
             return
@@ -125,6 +166,19 @@ class SelfTrainingWidget(QWidget):
             run_child(cmd, dict(os.environ), ws.root / "logs" / "selftrain.log", should_stop, report, what="self-training")
 
         self.job.start("self-training", work, lambda _: self.refresh())
+
+    def transfer_clicked(self) -> None:
+        try:
+            ws = self.link.open()
+            scans, labels = self.other_scans.path(), self.other_labels.path()
+            if scans is None or labels is None:
+                raise UdaError("choose the other sub-domain's scans and their labels")
+        except UdaError as exc:
+            notify_error(exc)
+            return
+        pattern = self.patient.text().strip() or None
+        self.job.start("label transfer", lambda report, stop: transfer_from_folders(ws, scans, labels, pattern, report, stop),
+                       lambda _: self.refresh())
 
     def evaluate_clicked(self) -> None:
         try:

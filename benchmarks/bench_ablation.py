@@ -95,7 +95,8 @@ def main() -> None:
         events.append((e.task.split()[0], round(time.perf_counter() - t0, 1)))
         console(e)
 
-    finished_before = ws.model("oracle") is not None and args.out.with_suffix(".json").exists()
+    finished_before = (ws.stage("final") is not None and (args.skip_oracle or ws.model("oracle") is not None)
+                       and args.out.with_suffix(".json").exists())
     settings = FilterSettings(top_k=N_ADAPT // 2, rule=args.select)
     others = args.ablation_variants.split(",") if args.ablation_variants else None
     result = run_pipeline(ws, get_budget(args.budget), args.variant, rounds=args.rounds, auto=True,
@@ -217,7 +218,8 @@ def write_report(out: Path, report: dict, evaluations: dict) -> None:
           f"({report['total_seconds'] / 60:.1f} min on {report['cpu_count']} CPU cores; "
           f"pipeline {report['pipeline_seconds'] / 60:.1f} min, oracle {report['oracle_seconds'] / 60:.1f} min)", "",
           f"Self-training rounds: {report['rounds']}, selected by {report['accept']['rule']} (top "
-          f"{report['accept']['top_k']}); test-time mirroring: {'on' if report.get('tta') else 'off'}.", ""]
+          f"{report['accept']['top_k']}); test-time mirroring: {'on' if report.get('tta') else 'off'}; coarse-to-fine: "
+          + (f"crops with {report['crop_margin_mm']:g} mm" if report.get("crop_margin_mm") is not None else "off") + ".", ""]
     for name, evs in evaluations.items():
         md += [f"## {name}", "", compare_markdown(evs, "dsc"), compare_markdown(evs, "nsd")]
     md += ["## learning curves (nnU-Net's validation pseudo-Dice, mean over organs)", "", curve_table(report["learning_curves"])]

@@ -2,6 +2,8 @@
 whose affine and contrast change are known."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -94,7 +96,9 @@ def test_transferred_labels_enter_the_review_queue_marked_as_transferred(pair, t
             own = write_volume(Volume(np.zeros(fixed.shape, np.uint8), fixed.geometry), tmp_path / "own" / target.name)
             store.add_prediction(case, model, own, {1: 0.5}, 0.5, [FilterResult("organs present", False, "liver missing")])
     args = ["review", "transfer", f"--workspace={ws.root}", f"--scans={tmp_path / 't1'}", f"--labels={tmp_path / 't1_labels'}"]
-    assert main([*args, "--patient", "^(patient_[0-9]+)"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--patient", "^(patient_[0-9]+)", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["patient_01_t2"]
     with ReviewStore.for_workspace(ws.root) as store:
         rows = {r.case: r for r in store.queue("T2WI")}
         moved, alone = rows["patient_01_t2"], rows["patient_02_t2"]

@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patient", default=None, metavar="REGEX",
                    help="the patient of a scan: this regular expression's first group in its case name (default: the "
                         "case name itself), e.g. '^(patient_[0-9]+)'")
+    add_json(p)
     p.set_defaults(func=cmd_transfer)
 
 
@@ -117,6 +118,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from napari_uda.pipeline.transfer import transfer_from_folders
 
     done = transfer_from_folders(Workspace.open(args.workspace), args.scans, args.labels, args.patient, args.console)
+    if args.json:
+        print(json.dumps(done, indent=2))
+        return 0
     for case, reason in done.items():
         print(f"{case}: transferred {reason}")
     print(f"{len(done)} transferred label(s) await review: `napari-uda review queue --workspace {args.workspace}`")

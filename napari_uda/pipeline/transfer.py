@@ -43,10 +43,11 @@ def match_patients(targets: Sequence[Path], scans: Sequence[Path], pattern: str 
     by_patient: dict[str, Path] = {}
     for scan in scans:
         key = patient_key(scan, pattern)
-        if key is not None and key in by_patient:
+        if key is None:
+            continue
+        if key in by_patient:
             raise UdaError(f"{scan}: patient {key!r} also has {by_patient[key].name}; one scan per patient")
-        if key is not None:
-            by_patient[key] = scan
+        by_patient[key] = scan
     pairs = [(t, by_patient[k]) for t in targets if (k := patient_key(t, pattern)) is not None and k in by_patient]
     if not pairs:
         raise UdaError(f"none of the {len(scans)} scans belongs to a patient of the workspace's {len(targets)} target "
@@ -75,11 +76,8 @@ def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tupl
         out = write_volume(result.label, folder / f"{case}.nii.gz")
         if case not in rows:
             store.add_case(case, target, ws.modality)
-        row = rows.get(case)
         reason = f"from {scan.name} by affine registration (Mattes mutual information {result.metric:.3f})"
-        store.add_prediction(case, model_id, out, (row.organ_consistency or {}) if row else {},
-                             (row.case_score or 0.0) if row else 0.0,
-                             [*((row.filters or ()) if row else ()), FilterResult(TRANSFERRED, True, reason)])
+        store.add_replacement(case, model_id, out, FilterResult(TRANSFERRED, True, reason), rows.get(case))
         done[case] = reason
         emit(progress, TRANSFERRED, f"{case}: label transferred {reason}", i + 1, len(pairs), "cases")
     return done

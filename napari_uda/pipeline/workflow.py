@@ -699,11 +699,9 @@ def record_union_labels(ws: Workspace, store: ReviewStore, stages: Sequence[str]
         case, u = stem_of(path), uncertainty[stem_of(path)]
         vols = [read_volume(ws.predictions_dir(s) / f"{case}.nii.gz") for s in stages]
         label = write_volume(Volume(union_ensemble([v.array for v in vols]), vols[-1].geometry), folder / f"{case}.nii.gz")
-        row = rows[case]
         outcome = FilterResult("uncertainty", bool(np.isfinite(u)), f"{u:.4f} across {len(stages)} rounds" if np.isfinite(u)
                                else "a round predicted no foreground")
-        store.add_prediction(case, model_id, label, row.organ_consistency or {}, row.case_score or 0.0,
-                             [*(row.filters or ()), outcome])
+        store.add_replacement(case, model_id, label, outcome, rows[case])
 
 
 def union_for_round(ws: Workspace, store: ReviewStore, r: int) -> None:

@@ -281,6 +281,16 @@ class ReviewStore:
                            [(pid, f.name, int(bool(f.passed)), f.reason) for f in filters])
             return pid
 
+    def add_replacement(self, case_id: str, model_id: int, label_path: str | Path, outcome: Any,
+                        previous: QueueRow | None) -> int:
+        """Record a new pseudo-label for a case that keeps the per-organ consistency, case score and
+        filter outcomes of its previous one (``previous``, the case's queue row; None: none, score 0)
+        and adds ``outcome`` (the reason it replaced it)."""
+        if previous is None:
+            return self.add_prediction(case_id, model_id, label_path, {}, 0.0, [outcome])
+        return self.add_prediction(case_id, model_id, label_path, previous.organ_consistency or {},
+                                   previous.case_score or 0.0, [*(previous.filters or ()), outcome])
+
     def training_pairs(self, decided: Sequence[tuple[str, str]]) -> tuple[list[Path], list[Path]]:
         """(images, labels) to train on from reviewed cases given as (case id, label path), such as
         :meth:`accepted` or a self-training round's :meth:`round_cases`."""

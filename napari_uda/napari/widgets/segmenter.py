@@ -207,7 +207,7 @@ class SegmenterWidget(QWidget):
             own = recorded is not None and Path(recorded.path) == model  # the stage's model: predict as the stage does
             seen = stage_volume(ws, stage, volume) if own else volume
             result = predict_layer_volume(model, seen, name, out, device, report, should_stop, client,
-                                          *((ws, stage) if own else ()))
+                                          ws=ws if own else None, stage=stage)
             return {"record": result["record"], "layers": inference_layers(title, result, per_fold, disagreement)}
 
         self.job.start(f"segmenting {layer.name}", on_cluster(scheduler, device, work), self._show)

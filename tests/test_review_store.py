@@ -57,6 +57,20 @@ def test_training_pairs_scores_and_organ_means(store, tmp_path):
     assert means.keys() == {1, 2} and means[1] == pytest.approx(0.8) and means[2] == pytest.approx(0.4)
 
 
+def test_a_replacement_keeps_the_scores_and_replaces_an_outcome_of_its_own_name(store, tmp_path):
+    """A case's label replaced twice for the same reason (a transfer run again) keeps its scores, its
+    other outcomes and one outcome of that name, the latest."""
+    mid = store.add_model("ws:transferred:r0", tmp_path / "t", 0)
+    label = tmp_path / "pred" / "c2.nii.gz"
+    for reason in ("from a.nii.gz", "from b.nii.gz"):
+        row = {r.case: r for r in store.queue("T2WI")}["c2"]
+        store.add_replacement("c2", mid, label, FilterResult("transferred", True, reason), row)
+    row = {r.case: r for r in store.queue("T2WI")}["c2"]
+    assert row.case_score == 0.8 and row.organ_consistency == {1: 0.8, 2: 0.4}
+    assert row.filters == (FilterOutcome("organs_present", False, "missing: spleen"),
+                           FilterOutcome("transferred", True, "from b.nii.gz"))
+
+
 def test_decisions_history_and_undo(store):
     d = store.decide("c1", "accept", "ana", note="looks right")
     assert d.action == "accept" and d.reviewer == "ana" and d.label_hash == file_hash(store.queue()[0].label)

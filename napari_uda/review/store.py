@@ -285,11 +285,13 @@ class ReviewStore:
                         previous: QueueRow | None) -> int:
         """Record a new pseudo-label for a case that keeps the per-organ consistency, case score and
         filter outcomes of its previous one (``previous``, the case's queue row; None: none, score 0)
-        and adds ``outcome`` (the reason it replaced it)."""
+        and adds ``outcome`` (the reason it replaced it), in place of an outcome of that name already
+        there (a label transferred again replaces the earlier transfer's reason)."""
         if previous is None:
             return self.add_prediction(case_id, model_id, label_path, {}, 0.0, [outcome])
+        kept = [f for f in previous.filters or () if f.name != outcome.name]
         return self.add_prediction(case_id, model_id, label_path, previous.organ_consistency or {},
-                                   previous.case_score or 0.0, [*(previous.filters or ()), outcome])
+                                   previous.case_score or 0.0, [*kept, outcome])
 
     def training_pairs(self, decided: Sequence[tuple[str, str]]) -> tuple[list[Path], list[Path]]:
         """(images, labels) to train on from reviewed cases given as (case id, label path), such as

@@ -12,7 +12,7 @@ from scipy import ndimage
 from napari_uda.core.errors import UdaError
 from napari_uda.core.io import read_volume
 from napari_uda.core.organs import ORGAN_BY_KEY, ORGANS
-from napari_uda.data.phantom import DEFAULT_SHAPE, PHANTOM_MODALITIES, make_case
+from napari_uda.data.phantom import DEFAULT_SHAPE, PHANTOM_MODALITIES, make_case, make_same_patient
 from napari_uda.evaluate.metrics import organ_volumes_ml
 
 # Plausible adult organ volumes (mL), generous bounds around textbook values.
@@ -94,6 +94,21 @@ def test_intensities_plausible(cases):
     kid = np.median(pet.array[pet_lab.array == ORGAN_BY_KEY["left_kidney"].index])
     muscle_like = np.median(pet.array[pet_lab.array == ORGAN_BY_KEY["pancreas"].index])
     assert kid > muscle_like
+
+
+def test_a_patient_scanned_again_has_the_same_anatomy_moved_and_another_contrast():
+    shape = (16, 48, 48)
+    image, labels = make_case("t2wi", 2, seed=9, shape=shape)
+    still_image, still = make_same_patient("inphase", "t2wi", 2, seed=9, shape=shape, max_deg=0.0, max_mm=0.0)
+    np.testing.assert_array_equal(still.array, labels.array)  # no motion: the very same anatomy
+    assert still.geometry == labels.geometry and still_image.modality == "InPhase"
+    organs = labels.array > 0
+    assert abs(np.corrcoef(image.array[organs], still_image.array[organs])[0, 1]) < 0.8  # another contrast
+    moved_image, moved = make_same_patient("inphase", "t2wi", 2, seed=9, shape=shape)
+    np.testing.assert_array_equal(make_same_patient("inphase", "t2wi", 2, seed=9, shape=shape)[0].array, moved_image.array)
+    assert 0.5 < (moved.array == labels.array)[labels.array > 0].mean() < 1.0  # moved, not another patient
+    before, after = (organ_volumes_ml(v.array, v.geometry.spacing) for v in (labels, moved))
+    assert all(abs(after[k] - before[k]) <= 0.25 * before[k] + 2.0 for k in before)  # ml: the organs only moved
 
 
 def test_rejects_what_it_cannot_render():

@@ -9,7 +9,8 @@ one of the eight MRI sequences of the design, or PET (FDG or PSMA, in SUV).
 Patient coordinates, in mm, follow the array axes: x increases to the patient's left,
 y to posterior, z to superior (LPS with an identity direction). Everything is
 deterministic given the seed, modality and case number; CT and each target modality
-draw different patients, so the data are unpaired like the real problem.
+draw different patients, so the data are unpaired like the real problem. :func:`make_same_patient`
+scans one patient again in another sequence (ASIT's multi-domain matching needs such pairs).
 
 Folder layout written by :func:`write_phantom_dataset`::
 
@@ -394,9 +395,10 @@ def _render(tissue: np.ndarray, modality: Modality, spacing: np.ndarray, rng: np
     return img.astype(np.float32)
 
 
-def _patient_rng(seed: int, modality: Modality, case: int) -> np.random.Generator:
+def _patient_rng(seed: int, modality: Modality, case: int, *stream: int) -> np.random.Generator:
+    """The random stream of patient ``case`` of ``modality``; ``stream`` picks further independent ones."""
     m_index = [m.slug for m in MODALITIES].index(modality.slug)
-    return np.random.default_rng(np.random.SeedSequence([int(seed), m_index, int(case)]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed), m_index, int(case), *stream]))
 
 
 def make_case(modality: str, case: int = 0, seed: int = 0, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tuple[Volume, Volume]:
@@ -412,6 +414,35 @@ def make_case(modality: str, case: int = 0, seed: int = 0, shape: tuple[int, int
     image = _render(tissue, mod, np.asarray(geometry.spacing), rng)
     labels = _labels_from_tissue(tissue)
     return Volume(image, geometry, mod.key), Volume(labels, geometry, mod.key)
+
+
+def _moved(tissue: np.ndarray, spacing: np.ndarray, rng: np.random.Generator, max_deg: float, max_mm: float) -> np.ndarray:
+    """``tissue`` after a random rigid motion about the grid centre: a rotation about z of up to
+    ``max_deg`` degrees and a shift of up to ``max_mm`` mm per axis (nearest neighbour; the edge continues past the grid)."""
+    a = np.deg2rad(rng.uniform(-max_deg, max_deg))
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    shift_mm = rng.uniform(-max_mm, max_mm, 3)
+    matrix = np.diag(1 / spacing) @ rot @ np.diag(spacing)  # output voxel -> input voxel, rotation in mm
+    centre = (np.array(tissue.shape) - 1) / 2
+    offset = centre - matrix @ centre + shift_mm / spacing
+    return ndimage.affine_transform(tissue, matrix, offset, order=0, mode="nearest")
+
+
+def make_same_patient(modality: str, of: str, case: int = 0, seed: int = 0, shape: tuple[int, int, int] = DEFAULT_SHAPE,
+                      max_deg: float = 5.0, max_mm: float = 8.0) -> tuple[Volume, Volume]:
+    """The patient of ``make_case(of, case, seed, shape)`` scanned again as ``modality`` (another
+    sub-domain of the same patient, as ASIT's T1 phases and T2): the same anatomy and grid, moved
+    between the two acquisitions (:func:`_moved`), with its own noise. (image, organ labels)."""
+    mod, first = get_modality(modality), get_modality(of)
+    if mod.slug not in _TABLE or first.slug not in _TABLE:
+        known = ", ".join(m.slug for m in PHANTOM_MODALITIES)
+        raise UdaError(f"the phantom cannot render {mod.key!r} or {first.key!r}; it renders: {known}")
+    _, geometry, tissue = _draw_patient(_patient_rng(seed, first, case), tuple(int(s) for s in shape))  # type: ignore[arg-type]
+    rng = _patient_rng(seed, mod, case, 1)
+    spacing = np.asarray(geometry.spacing)
+    tissue = _moved(tissue, spacing, rng, max_deg, max_mm)
+    image = _render(tissue, mod, spacing, rng)
+    return Volume(image, geometry, mod.key), Volume(_labels_from_tissue(tissue), geometry, mod.key)
 
 
 def case_name(modality: Modality, case: int) -> str:

@@ -103,7 +103,7 @@ def test_transferred_labels_enter_the_review_queue_marked_as_transferred(pair, t
         rows = {r.case: r for r in store.queue("T2WI")}
         moved, alone = rows["patient_01_t2"], rows["patient_02_t2"]
         assert [f.name for f in moved.filters] == ["organs present", "transferred"] and moved.case_score == 0.5
-        assert "from patient_01_t1.nii.gz by affine registration" in moved.filters[1].reason
+        assert "from patient_01_t1.nii.gz (patient 'patient_01') by affine registration" in moved.filters[1].reason
         assert mean_dice(read_volume(moved.label).array, truth.array) >= 0.9
         assert alone.label == str(tmp_path / "own/patient_02_t2.nii.gz")  # no scan of patient 02 in the other sub-domain
         store.decide("patient_01_t2", "accept", "ana")
@@ -112,3 +112,68 @@ def test_transferred_labels_enter_the_review_queue_marked_as_transferred(pair, t
     assert main([*args, "--patient", "^(nobody)"]) == 1
     assert capsys.readouterr().err.strip().endswith("none of the 2 scans belongs to a patient of the workspace's 2 target "
                                                    "scans (patients are case names matched by '^(nobody)')")
+
+
+def test_similarity_is_the_pearson_correlation_and_the_pairing_the_best_permutation():
+    """Against references written independently: numpy's correlation, and every assignment tried."""
+    from itertools import permutations
+
+    from napari_uda.pseudo.volume_matching import match_volumes, similarity_matrix
+
+    rng = np.random.default_rng(5)
+    targets = [rng.normal(size=(3, 4, 5)) for _ in range(3)]
+    sources = [t + rng.normal(scale=2.0, size=t.shape) for t in targets] + [rng.normal(size=(3, 4, 5))]
+    sim = similarity_matrix(targets, sources)
+    reference = np.corrcoef([a.ravel() for a in [*targets, *sources]])[:3, 3:]
+    np.testing.assert_allclose(sim, reference, atol=1e-12)
+    best = max(permutations(range(4), 3), key=lambda cols: sum(sim[t, c] for t, c in enumerate(cols)))
+    matches = match_volumes(targets, sources)
+    assert [(m.target, m.source) for m in matches] == list(enumerate(best))
+    assert all(m.runner_up == max(np.delete(sim[m.target], m.source)) for m in matches)
+
+
+def test_volume_matching_pairs_each_scan_with_the_same_patient_in_another_sequence():
+    """Five patients scanned as T2WI and again, moved, as T1 in-phase, the second set in another
+    order: each T2WI scan is paired with its own patient's T1 scan."""
+    from napari_uda.data.phantom import make_same_patient
+    from napari_uda.pseudo.volume_matching import match_volumes, sobel_signature
+
+    order = [3, 0, 4, 1, 2]
+    t2 = [sobel_signature(make_case("t2wi", i, seed=4, shape=(24, 80, 80))[0]) for i in range(5)]
+    t1 = [sobel_signature(make_same_patient("inphase", "t2wi", i, seed=4, shape=(24, 80, 80))[0]) for i in order]
+    matches = match_volumes(t2, t1)
+    assert {m.target: order[m.source] for m in matches} == {i: i for i in range(5)}
+    assert all(m.similarity > m.runner_up for m in matches)
+
+
+def test_the_cli_pairs_by_volume_when_the_names_differ(tmp_path, capsys):
+    """``review transfer --pair-by volume``: targets and the other sub-domain's scans share no names;
+    each target gets its own patient's label (reason names the scan and the similarity); --patient
+    with volume matching is one line."""
+    from napari_uda.cli.app import main
+    from napari_uda.core.io import read_volume, write_volume
+    from napari_uda.core.workspace import Workspace
+    from napari_uda.data.phantom import make_same_patient, write_phantom_dataset
+    from napari_uda.review.store import ReviewStore
+
+    write_phantom_dataset(tmp_path / "data", {"ct": 1}, seed=1, shape=(16, 32, 32))
+    truths = {}
+    for i, name in ((0, "b_17"), (1, "a_03")):  # the T1 scans sorted the other way round
+        image, truth = make_case("t2wi", i, seed=6, shape=(24, 80, 80))
+        truths[f"t2_{i}"] = (truth, name)
+        write_volume(image, tmp_path / "t2" / f"t2_{i}.nii.gz")
+        t1, t1_label = make_same_patient("inphase", "t2wi", i, seed=6, shape=(24, 80, 80))
+        write_volume(t1, tmp_path / "t1" / f"{name}.nii.gz")
+        write_volume(t1_label, tmp_path / "t1_labels" / f"{name}.nii.gz")
+    ws = Workspace.create(tmp_path / "ws", tmp_path / "data/ct/images", tmp_path / "data/ct/labels", tmp_path / "t2", "T2WI")
+    args = ["review", "transfer", f"--workspace={ws.root}", f"--scans={tmp_path / 't1'}", f"--labels={tmp_path / 't1_labels'}"]
+    assert main([*args, "--pair-by", "volume", "--patient", "^(a)"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("volume matching pairs scans without names: give "
+                                                                     "one of the two")
+    assert main([*args, "--pair-by", "volume", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    with ReviewStore.for_workspace(ws.root) as store:
+        rows = {r.case: r for r in store.queue("T2WI")}
+    for case, (truth, name) in truths.items():
+        assert done[case].startswith(f"from {name}.nii.gz (volume matching, similarity ")
+        assert mean_dice(read_volume(rows[case].label).array, truth.array) >= 0.8

@@ -374,6 +374,15 @@ def test_the_selftraining_widget_transfers_labels_into_the_queue_off_the_ui_thre
     assert row.case == "t2wi_001" and [f.name for f in row.filters] == ["transferred"]
     truth = read_volume(d / "t2wi/labels/t2wi_001.nii.gz").array
     assert mean_dice(read_volume(row.label).array, truth) >= 0.9
+    for folder in ("other", "other_labels"):  # names that say nothing: volume matching finds the patient
+        (tmp_path / folder / "t2wi_001.nii.gz").rename(tmp_path / folder / "scan_a.nii.gz")
+    widget.pair_by.setCurrentText("volume")
+    assert not widget.patient.isEnabled()
+    widget.transfer_clicked()
+    wait_job(qtbot, widget, timeout=60_000)
+    with ReviewStore.for_workspace(ws.root) as store:
+        (row,) = [r for r in store.queue("T2WI") if r.label is not None]
+    assert row.case == "t2wi_001" and row.filters[-1].reason.startswith("from scan_a.nii.gz (volume matching, similarity")
 
 
 def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, tmp_path, errors):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from napari_uda.cli.options import add_dataset, add_json, add_target_modality, add_workspace
+from napari_uda.core.choices import PAIRINGS
 from napari_uda.core.errors import UdaError
 
 
@@ -48,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patient", default=None, metavar="REGEX",
                    help="the patient of a scan: this regular expression's first group in its case name (default: the "
                         "case name itself), e.g. '^(patient_[0-9]+)'")
+    p.add_argument("--pair-by", choices=PAIRINGS, default="name",
+                   help="name: a target and a scan of one patient share its name (--patient); volume: the names differ, "
+                        "pair each target with the most alike scan in Sobel space (ASIT's volume matching; both folders "
+                        "should hold the same patients)")
     add_json(p)
     p.set_defaults(func=cmd_transfer)
 
@@ -117,7 +122,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from napari_uda.core.workspace import Workspace
     from napari_uda.pipeline.transfer import transfer_from_folders
 
-    done = transfer_from_folders(Workspace.open(args.workspace), args.scans, args.labels, args.patient, args.console)
+    done = transfer_from_folders(Workspace.open(args.workspace), args.scans, args.labels, args.patient, args.console,
+                                 pair_by=args.pair_by)
     if args.json:
         print(json.dumps(done, indent=2))
         return 0

@@ -46,6 +46,7 @@ POOLED = "pooled"  # multi-view pooling (TANQ): one segmenter trained on the tra
 #: how pseudo-labels are selected for self-training (``FilterSettings.rule``): ``filters`` (FLARE 2025), ``consistency``
 #: (FLARE 2024), ``uncertainty`` (ASIT: the lowest uncertainty across rounds, their union as the pseudo-label)
 ACCEPT_RULES = ("filters", "consistency", "uncertainty")
+PAIRINGS = ("name", "volume")  # label transfer (ASIT): a target finds its patient's scan by name, or by volume matching
 # coarse-to-fine (FLARE 2025): the coarse model trains at this multiple of the budget's spacing, the fine
 # model on crops of the organs' region with a margin (mm; the paper gives none, 10 mm is our choice)
 COARSE_SPACING_FACTOR = 2.0

@@ -2,21 +2,29 @@
 sub-domain (one where the segmenter is good, such as the T1 phases) carried onto the workspace's
 target scans by affine registration (:mod:`napari_uda.pseudo.label_transfer`); each transferred
 label becomes its case's latest pseudo-label in the review queue, marked ``transferred`` with the
-scan it came from, so that a person decides on it as on any other."""
+scan it came from, so that a person decides on it as on any other. Scans are paired by patient name
+(:func:`match_patients`) or, where the names differ, by volume matching in Sobel space
+(:func:`match_by_volume`)."""
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
+from napari_uda.core.choices import PAIRINGS
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import list_volumes, pair_labels, stem_of
-from napari_uda.core.io import write_volume
+from napari_uda.core.io import read_volume, require_finite, write_volume
 from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.workspace import Workspace
 from napari_uda.pseudo.filters import FilterResult
 from napari_uda.pseudo.label_transfer import transfer_label_files
+from napari_uda.pseudo.volume_matching import match_volumes, sobel_signature
 from napari_uda.review.store import ReviewStore
+
+Paired = tuple[Path, Path, str]  # (target scan, the other sub-domain's scan of its patient, how they were paired)
 
 TRANSFERRED = "transferred"  # the filter outcome, the model's name suffix and W/predictions/transferred/
 
@@ -33,9 +41,9 @@ def patient_key(path: Path, pattern: str | None) -> str | None:
     return found.group(1) if found.groups() else found.group(0)
 
 
-def match_patients(targets: Sequence[Path], scans: Sequence[Path], pattern: str | None = None) -> list[tuple[Path, Path]]:
-    """(target scan, other sub-domain scan) of every target whose patient (:func:`patient_key`) has
-    exactly one scan among ``scans``; an error if two scans claim one patient or none matches."""
+def match_patients(targets: Sequence[Path], scans: Sequence[Path], pattern: str | None = None) -> list[Paired]:
+    """The pairs of every target whose patient (:func:`patient_key`) has exactly one scan among
+    ``scans``; an error if two scans claim one patient or none matches."""
     try:
         re.compile(pattern or "")
     except re.error as exc:
@@ -48,17 +56,43 @@ def match_patients(targets: Sequence[Path], scans: Sequence[Path], pattern: str 
         if key in by_patient:
             raise UdaError(f"{scan}: patient {key!r} also has {by_patient[key].name}; one scan per patient")
         by_patient[key] = scan
-    pairs = [(t, by_patient[k]) for t in targets if (k := patient_key(t, pattern)) is not None and k in by_patient]
+    pairs = [(t, by_patient[k], f"patient {k!r}") for t in targets if (k := patient_key(t, pattern)) is not None
+             and k in by_patient]
     if not pairs:
         raise UdaError(f"none of the {len(scans)} scans belongs to a patient of the workspace's {len(targets)} target "
                        "scans (patients are case names" + (f" matched by {pattern!r})" if pattern else ")"))
     return pairs
 
 
-def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tuple[Path, Path, Path]],
+def _signature(path: Path) -> np.ndarray:
+    """The file's Sobel signature; a bad scan is one line naming it."""
+    volume = read_volume(path)
+    require_finite(volume, str(path))
+    try:
+        return sobel_signature(volume)
+    except UdaError as exc:
+        raise UdaError(f"{path}: {exc}") from None
+
+
+def match_by_volume(targets: Sequence[Path], scans: Sequence[Path], progress: Progress | None = None,
+                    should_stop: StopFlag | None = None) -> list[Paired]:
+    """The pairs by volume matching
+    (:func:`napari_uda.pseudo.volume_matching.match_volumes`): min(len(targets), len(scans)) pairs,
+    each noted with its similarity and the target's next best."""
+    signatures = []
+    for i, path in enumerate([*targets, *scans]):
+        check_stop(should_stop, "volume matching", "run it again")
+        signatures.append(_signature(path))
+        emit(progress, "volume matching", f"{path.name}: Sobel signature", i + 1, len(targets) + len(scans), "scans")
+    matches = match_volumes(signatures[:len(targets)], signatures[len(targets):])
+    return [(targets[m.target], scans[m.source], f"volume matching, similarity {m.similarity:.2f}, next best "
+             f"{m.runner_up:.2f}") for m in matches]
+
+
+def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tuple[Path, Path, Path, str]],
                          progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict[str, str]:
-    """For each (target scan, other sub-domain scan, its label): the label carried onto the target
-    scan, written to ``W/predictions/transferred/r<R>/<case>.nii.gz`` and recorded as the case's
+    """For each (target scan, other sub-domain scan, its label, how the two were paired): the label
+    carried onto the target scan, written to ``W/predictions/transferred/r<R>/<case>.nii.gz`` and recorded as the case's
     latest pseudo-label (model ``<workspace>:transferred:r<R>`` of the latest round R, 0 before any)
     with the scores and filters of its previous one plus a ``transferred`` outcome naming the source
     scan and the registration's metric. Cases done are kept when the run is stopped. Returns case ->
@@ -69,14 +103,15 @@ def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tupl
                                {"kind": "label transfer (affine, Mattes mutual information)"})
     rows = {row.case: row for row in store.queue(ws.modality)}
     done: dict[str, str] = {}
-    for i, (target, scan, label) in enumerate(pairs):
+    for i, (target, scan, label, paired_by) in enumerate(pairs):
         check_stop(should_stop, TRANSFERRED, "run it again to transfer the rest")
         case = stem_of(target)
         result = transfer_label_files(label, scan, target)
         out = write_volume(result.label, folder / f"{case}.nii.gz")
         if case not in rows:
             store.add_case(case, target, ws.modality)
-        reason = f"from {scan.name} by affine registration (Mattes mutual information {result.metric:.3f})"
+        reason = (f"from {scan.name} ({paired_by}) by affine registration (Mattes mutual information "
+                  f"{result.metric:.3f})")
         store.add_replacement(case, model_id, out, FilterResult(TRANSFERRED, True, reason), rows.get(case))
         done[case] = reason
         emit(progress, TRANSFERRED, f"{case}: label transferred {reason}", i + 1, len(pairs), "cases")
@@ -84,12 +119,20 @@ def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tupl
 
 
 def transfer_from_folders(ws: Workspace, scans: str | Path, labels: str | Path, pattern: str | None = None,
-                          progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict[str, str]:
+                          progress: Progress | None = None, should_stop: StopFlag | None = None,
+                          pair_by: str = "name") -> dict[str, str]:
     """:func:`transfer_into_review` of the labels in the folder ``labels`` (same file names as the
-    scans in ``scans``, the other sub-domain) onto the workspace's target scans of the same patients
-    (:func:`match_patients` by ``pattern``)."""
+    scans in ``scans``, the other sub-domain) onto the workspace's target scans of the same patients:
+    ``pair_by`` "name" (:func:`match_patients` by ``pattern``) or "volume" (:func:`match_by_volume`)."""
+    if pair_by not in PAIRINGS:
+        raise UdaError(f"pair scans by one of {', '.join(PAIRINGS)}, not {pair_by!r}")
+    if pair_by == "volume" and pattern is not None:
+        raise UdaError("--patient names patients; volume matching pairs scans without names: give one of the two")
     sources = list_volumes(scans)
     label_of = dict(zip(sources, pair_labels(sources, labels)))
-    pairs = [(t, s, label_of[s]) for t, s in match_patients(ws.files("target_images"), sources, pattern)]
+    targets = ws.files("target_images")
+    matched = (match_patients(targets, sources, pattern) if pair_by == "name"
+               else match_by_volume(targets, sources, progress, should_stop))
+    pairs = [(t, s, label_of[s], how) for t, s, how in matched]
     with ReviewStore.for_workspace(ws.root) as store:
         return transfer_into_review(ws, store, pairs, progress, should_stop)

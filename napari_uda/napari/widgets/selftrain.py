@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_uda.core.child import run_child
-from napari_uda.core.choices import ACCEPT_RULES, BUDGETS, CROP_MARGIN_MM
+from napari_uda.core.choices import ACCEPT_RULES, BUDGETS, CROP_MARGIN_MM, PAIRINGS
 from napari_uda.core.device import available_devices
 from napari_uda.core.errors import UdaError
 from napari_uda.core.jobs import Progress, StopFlag
@@ -94,8 +94,13 @@ class SelfTrainingWidget(QWidget):
         start.clicked.connect(self.start_clicked)
         self.other_scans = PathField("the same patients' scans in another sub-domain (e.g. T1 phases)")
         self.other_labels = PathField("their labels or pseudo-labels (same file names)")
+        self.pair_by = QComboBox()
+        self.pair_by.addItems(PAIRINGS)
+        self.pair_by.setToolTip("name: a scan and a target of one patient share its name; volume: the names differ, "
+                                "each target is paired with the most alike scan in Sobel space (ASIT)")
         self.patient = QLineEdit()
         self.patient.setPlaceholderText("the case name; or a regular expression, e.g. ^(patient_[0-9]+)")
+        self.pair_by.currentTextChanged.connect(lambda how: self.patient.setEnabled(how == "name"))
         transfer = QPushButton("Transfer their labels into the review queue")
         transfer.clicked.connect(self.transfer_clicked)
         self.labels = PathField("target labels for evaluation only (optional)")
@@ -114,6 +119,7 @@ class SelfTrainingWidget(QWidget):
         form.addRow(start)
         form.addRow("Other sub-domain", self.other_scans)
         form.addRow("Its labels", self.other_labels)
+        form.addRow("Pair scans by", self.pair_by)
         form.addRow("Patient of a scan", self.patient)
         form.addRow(transfer)
         form.addRow("Evaluation labels", self.labels)
@@ -176,8 +182,10 @@ class SelfTrainingWidget(QWidget):
         except UdaError as exc:
             notify_error(exc)
             return
-        pattern = self.patient.text().strip() or None
-        self.job.start("label transfer", lambda report, stop: transfer_from_folders(ws, scans, labels, pattern, report, stop),
+        how = self.pair_by.currentText()
+        pattern = (self.patient.text().strip() or None) if how == "name" else None
+        self.job.start("label transfer",
+                       lambda report, stop: transfer_from_folders(ws, scans, labels, pattern, report, stop, pair_by=how),
                        lambda _: self.refresh())
 
     def evaluate_clicked(self) -> None:

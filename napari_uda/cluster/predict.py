@@ -15,16 +15,9 @@ from typing import Any
 
 from napari_uda.cluster.engine import follow, task_resources
 from napari_uda.core.files import stem_of
-from napari_uda.core.io import Geometry
+from napari_uda.core.io import Geometry, read_scan
 from napari_uda.core.jobs import Progress, StopFlag
-from napari_uda.segment.prediction import (
-    FoldPredictor,
-    check_model,
-    fuse_case,
-    predict_folds,
-    read_input,
-    write_records,
-)
+from napari_uda.segment.prediction import FoldPredictor, check_model, fuse_case, predict_folds, write_records
 from napari_uda.segment.prediction_folder import PredictionFolder
 
 try:
@@ -73,7 +66,7 @@ def predict_task(model_dir: str, fold: int, path: str, out: str, device: str, mi
     from distributed import get_worker
 
     predictor = get_worker().plugins[ModelCache.name].get(model_dir, fold, device, mirroring)
-    vol = read_input(path)
+    vol = read_scan(path)
     return predictor.predict(vol, PredictionFolder(out), stem_of(path), probabilities), vol.geometry
 
 

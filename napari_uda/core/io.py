@@ -361,6 +361,13 @@ def require_finite(volume: Volume, name: str) -> None:
         raise VolumeError(f"{name}: contains NaN or infinite values")
 
 
+def read_scan(path: str | Path) -> Volume:
+    """A scan read from ``path``, checked to hold finite values (errors name the file)."""
+    volume = read_volume(path)
+    require_finite(volume, str(path))
+    return volume
+
+
 def require_organ_labels(volume: Volume, name: str) -> None:
     """Raise :class:`VolumeError` naming ``name`` unless the volume holds integer organ labels 0..13."""
     from napari_uda.core.organs import MAX_LABEL, is_organ_label_array

@@ -401,16 +401,22 @@ def _patient_rng(seed: int, modality: Modality, case: int, *stream: int) -> np.r
     return np.random.default_rng(np.random.SeedSequence([int(seed), m_index, int(case), *stream]))
 
 
-def make_case(modality: str, case: int = 0, seed: int = 0, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tuple[Volume, Volume]:
-    """One synthetic patient rendered as ``modality``: (image, organ labels), deterministic in its arguments."""
+def _renderable(modality: str, shape: tuple[int, ...]) -> tuple[Modality, tuple[int, int, int]]:
+    """``modality`` as the phantom renders it and ``shape`` as a grid; an error for either it cannot make."""
     mod = get_modality(modality)
     if mod.slug not in _TABLE:
         known = ", ".join(m.slug for m in PHANTOM_MODALITIES)
         raise UdaError(f"the phantom cannot render {mod.key!r}; it renders: {known}")
     if len(shape) != 3 or min(shape) < 8:
         raise UdaError(f"phantom shape must be three sizes of at least 8 voxels (z, y, x), got {shape}")
+    return mod, (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def make_case(modality: str, case: int = 0, seed: int = 0, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tuple[Volume, Volume]:
+    """One synthetic patient rendered as ``modality``: (image, organ labels), deterministic in its arguments."""
+    mod, grid = _renderable(modality, shape)
     rng = _patient_rng(seed, mod, case)
-    _, geometry, tissue = _draw_patient(rng, tuple(int(s) for s in shape))  # type: ignore[arg-type]
+    _, geometry, tissue = _draw_patient(rng, grid)
     image = _render(tissue, mod, np.asarray(geometry.spacing), rng)
     labels = _labels_from_tissue(tissue)
     return Volume(image, geometry, mod.key), Volume(labels, geometry, mod.key)
@@ -418,7 +424,8 @@ def make_case(modality: str, case: int = 0, seed: int = 0, shape: tuple[int, int
 
 def _moved(tissue: np.ndarray, spacing: np.ndarray, rng: np.random.Generator, max_deg: float, max_mm: float) -> np.ndarray:
     """``tissue`` after a random rigid motion about the grid centre: a rotation about z of up to
-    ``max_deg`` degrees and a shift of up to ``max_mm`` mm per axis (nearest neighbour; the edge continues past the grid)."""
+    ``max_deg`` degrees and a shift of up to ``max_mm`` mm per axis (nearest neighbour; the edge
+    continues past the grid)."""
     a = np.deg2rad(rng.uniform(-max_deg, max_deg))
     rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     shift_mm = rng.uniform(-max_mm, max_mm, 3)
@@ -433,11 +440,9 @@ def make_same_patient(modality: str, of: str, case: int = 0, seed: int = 0, shap
     """The patient of ``make_case(of, case, seed, shape)`` scanned again as ``modality`` (another
     sub-domain of the same patient, as ASIT's T1 phases and T2): the same anatomy and grid, moved
     between the two acquisitions (:func:`_moved`), with its own noise. (image, organ labels)."""
-    mod, first = get_modality(modality), get_modality(of)
-    if mod.slug not in _TABLE or first.slug not in _TABLE:
-        known = ", ".join(m.slug for m in PHANTOM_MODALITIES)
-        raise UdaError(f"the phantom cannot render {mod.key!r} or {first.key!r}; it renders: {known}")
-    _, geometry, tissue = _draw_patient(_patient_rng(seed, first, case), tuple(int(s) for s in shape))  # type: ignore[arg-type]
+    first, grid = _renderable(of, shape)
+    mod, _ = _renderable(modality, shape)
+    _, geometry, tissue = _draw_patient(_patient_rng(seed, first, case), grid)
     rng = _patient_rng(seed, mod, case, 1)
     spacing = np.asarray(geometry.spacing)
     tissue = _moved(tissue, spacing, rng, max_deg, max_mm)

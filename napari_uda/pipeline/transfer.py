@@ -16,7 +16,7 @@ import numpy as np
 from napari_uda.core.choices import PAIRINGS
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import list_volumes, pair_labels, stem_of
-from napari_uda.core.io import read_volume, require_finite, write_volume
+from napari_uda.core.io import read_scan, write_volume
 from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.workspace import Workspace
 from napari_uda.pseudo.filters import FilterResult
@@ -66,8 +66,7 @@ def match_patients(targets: Sequence[Path], scans: Sequence[Path], pattern: str 
 
 def _signature(path: Path) -> np.ndarray:
     """The file's Sobel signature; a bad scan is one line naming it."""
-    volume = read_volume(path)
-    require_finite(volume, str(path))
+    volume = read_scan(path)
     try:
         return sobel_signature(volume)
     except UdaError as exc:
@@ -92,8 +91,8 @@ def match_by_volume(targets: Sequence[Path], scans: Sequence[Path], progress: Pr
 def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tuple[Path, Path, Path, str]],
                          progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict[str, str]:
     """For each (target scan, other sub-domain scan, its label, how the two were paired): the label
-    carried onto the target scan, written to ``W/predictions/transferred/r<R>/<case>.nii.gz`` and recorded as the case's
-    latest pseudo-label (model ``<workspace>:transferred:r<R>`` of the latest round R, 0 before any)
+    carried onto the target scan, written to ``W/predictions/transferred/r<R>/<case>.nii.gz`` and
+    recorded as the case's latest pseudo-label (model ``<workspace>:transferred:r<R>`` of the latest round R, 0 before any)
     with the scores and filters of its previous one plus a ``transferred`` outcome naming the source
     scan and the registration's metric. Cases done are kept when the run is stopped. Returns case ->
     the outcome's reason."""

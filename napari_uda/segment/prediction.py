@@ -18,7 +18,7 @@ import numpy as np
 from napari_uda.core.efficiency import RunMeter
 from napari_uda.core.errors import UdaError
 from napari_uda.core.files import read_json, stem_of
-from napari_uda.core.io import Geometry, Volume, read_volume, require_finite, write_volume
+from napari_uda.core.io import Geometry, Volume, read_scan, read_volume, write_volume
 from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.orientation import channels_from_canonical, from_canonical, to_canonical
 from napari_uda.segment.ensemble import fuse_probabilities, majority_vote
@@ -43,13 +43,6 @@ def check_model(model_dir: str | Path, folds: Sequence[int] | None) -> tuple[Pat
     if n_channels != 1:
         raise UdaError(f"{model_dir}: the model expects {n_channels} input channels; napari-uda predicts single-channel volumes")
     return model_dir, folds
-
-
-def read_input(path: str | Path) -> Volume:
-    """A scan to predict, checked to hold finite values."""
-    vol = read_volume(path)
-    require_finite(vol, str(path))
-    return vol
 
 
 class FoldPredictor:
@@ -119,7 +112,7 @@ def predict_folds(model_dir: str | Path, inputs: Sequence[Path], out: str | Path
     curve. ``model_dir`` is an nnU-Net model folder or an exported model folder (its ``segmenter/``)."""
     model_dir, folds = check_model(model_dir, folds)
     pred = PredictionFolder(out)
-    volumes = {stem_of(p): read_input(p) for p in inputs}
+    volumes = {stem_of(p): read_scan(p) for p in inputs}
     records = {case: {"case": case, "input": str(p), "folds": {}} for case, p in zip(volumes, inputs)}
     for fold in folds:
         predictor = FoldPredictor(model_dir, fold, device, mirroring)

@@ -382,7 +382,8 @@ def test_the_selftraining_widget_transfers_labels_into_the_queue_off_the_ui_thre
     wait_job(qtbot, widget, timeout=60_000)
     with ReviewStore.for_workspace(ws.root) as store:
         (row,) = [r for r in store.queue("T2WI") if r.label is not None]
-    assert row.case == "t2wi_001" and row.filters[-1].reason.startswith("from scan_a.nii.gz (volume matching, similarity")
+    assert row.case == "t2wi_001" and [f.name for f in row.filters] == ["transferred"]  # the newer transfer replaced it
+    assert row.filters[0].reason.startswith("from scan_a.nii.gz (volume matching, similarity")
 
 
 def test_review_only_session_with_keyboard_shortcuts(make_napari_viewer, qtbot, tmp_path, errors):

@@ -17,16 +17,21 @@ from typing import Any
 
 from napari_uda.cluster.engine import follow, task_resources
 from napari_uda.core.child import LineFollower
+from napari_uda.core.device import TORCH_THREADS
 from napari_uda.core.jobs import Progress, StopFlag
 from napari_uda.segment.segmenter import FoldJob, fold_jobs, train_folds
 
 
 def fold_task(job: FoldJob, stop_event: str) -> int:
-    """On a worker: train one fold until it is done or the client sets ``stop_event``. On CUDA the
-    workers of a local cluster take one GPU each; a remote worker keeps its ``CUDA_VISIBLE_DEVICES``."""
+    """On a worker: train one fold until it is done or the client sets ``stop_event``, torch limited
+    to the worker's threads (nnU-Net takes every core on a CPU: two folds on two cores ran ten times
+    slower). On CUDA the workers of a local cluster take one GPU each; a remote worker keeps its
+    ``CUDA_VISIBLE_DEVICES``."""
     from distributed import Event, get_worker
 
-    name = get_worker().name
+    worker = get_worker()
+    name = worker.name
+    job = replace(job, env={**job.env, TORCH_THREADS: str(max(1, worker.state.nthreads))})
     if "cuda" in job.args and isinstance(name, int) and "CUDA_VISIBLE_DEVICES" not in os.environ:
         import torch
 

@@ -44,6 +44,9 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+TORCH_THREADS = "NAPARI_UDA_TORCH_THREADS"  # an nnU-Net training process's torch threads on a CPU (else all cores)
+
+
 def cpu_autocast_dtype() -> torch.dtype | None:
     """bfloat16 where this CPU computes it natively (AVX512-BF16 or AMX), else None (emulated
     bfloat16 is slower than float32); ``NAPARI_UDA_CPU_AMP=0`` turns it off. Measured on a 2-core

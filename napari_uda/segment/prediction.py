@@ -22,6 +22,7 @@ from napari_uda.core.io import Geometry, Volume, read_scan, read_volume, write_v
 from napari_uda.core.jobs import Progress, StopFlag, check_stop, emit
 from napari_uda.core.orientation import channels_from_canonical, from_canonical, to_canonical
 from napari_uda.segment.ensemble import fuse_probabilities, majority_vote
+from napari_uda.segment.mirroring import mirrored_mean, volume_axes
 from napari_uda.segment.nnunet_model import FOLD_WEIGHTS, check_fold, load_fold, pickle_hint, trained_folds
 from napari_uda.segment.prediction_folder import PredictionFolder
 from napari_uda.segment.probabilities import save_probabilities
@@ -47,28 +48,39 @@ def check_model(model_dir: str | Path, folds: Sequence[int] | None) -> tuple[Pat
 
 class FoldPredictor:
     """One fold of a model, loaded once (network built from the plans, safetensors weights: nothing
-    unpickled) into nnU-Net's predictor on ``device``."""
+    unpickled) into nnU-Net's predictor on ``device``. With ``mirroring`` it predicts every flip of
+    the fold's mirror axes and averages them flipped back (:mod:`~napari_uda.segment.mirroring`: a
+    mirrored scan then predicts the mirrored result exactly, which nnU-Net's own per-tile mirroring
+    does not)."""
 
     def __init__(self, model_dir: str | Path, fold: int, device: str = "cpu", mirroring: bool = False) -> None:
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         self.fold, self.device = fold, torch.device(device)
-        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                          perform_everything_on_device=self.device.type == "cuda", device=self.device,
                                          verbose=False, allow_tqdm=False)
         m = load_fold(model_dir, fold)
         self.predictor.manual_initialization(m["network"], m["plans_manager"], m["configuration_manager"], [m["state"]],
                                              m["dataset_json"], m["trainer"], m["mirror_axes"])
+        patch_dims = len(m["configuration_manager"].patch_size)
+        self.mirror_axes = volume_axes(m["mirror_axes"], patch_dims) if mirroring else ()
 
     def predict(self, vol: Volume, out: PredictionFolder, case: str, probabilities: bool = True) -> dict[str, Any]:
         """Predict ``vol`` (in the canonical orientation, back on its own axes) into ``out``'s
         ``fold_<k>/<case>.nii.gz`` (and ``.npz`` float16 probabilities); returns the run's time
         (and, on CUDA, GPU memory) record."""
         canon = to_canonical(vol)
+        properties = {"spacing": list(canon.spacing)}
+
+        def probabilities_of(array: np.ndarray) -> np.ndarray:  # (c, z, y, x) of (z, y, x)
+            return self.predictor.predict_single_npy_array(array[None].astype(np.float32), properties, None, None,
+                                                           True)[1]
+
         with RunMeter(self.device) as meter:
-            seg, probs = self.predictor.predict_single_npy_array(canon.array[None].astype(np.float32),
-                                                                 {"spacing": list(canon.spacing)}, None, None, True)
+            probs = mirrored_mean(probabilities_of, canon.array, self.mirror_axes)
+            seg = self.predictor.label_manager.convert_probabilities_to_segmentation(probs)
         if canon is not vol:  # back onto the input's own axes
             seg = from_canonical(Volume(seg, canon.geometry), vol.geometry).array
             probs = channels_from_canonical(probs, canon.geometry, vol.geometry)

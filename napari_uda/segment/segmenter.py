@@ -413,7 +413,7 @@ def coarse_to_fine_predict(coarse_model: str | Path, fine_model: str | Path, inp
                            should_stop: StopFlag | None = None, mirroring: bool = False) -> list[dict[str, Any]]:
     """Coarse-to-fine prediction (FLARE 2025): :func:`coarse_regions` finds where the organs are,
     :func:`predict_in_regions` segments there at full resolution and pastes the result back; both
-    models with nnU-Net's test-time ``mirroring`` if asked."""
+    models with test-time ``mirroring`` (:mod:`~napari_uda.segment.mirroring`) if asked."""
     regions = coarse_regions(coarse_model, inputs, Path(out) / "_coarse", coarse_spacing_factor, margin_mm, device,
                              progress, should_stop, mirroring)
     return predict_in_regions(fine_model, inputs, regions, out, folds, device, progress, should_stop, mirroring)

@@ -141,8 +141,9 @@ def add_pipeline_run(p: argparse.ArgumentParser) -> None:
                         "needs 2 rounds, round 1 by consistency); default: the budget's (consistency for tiny and "
                         "small, filters for full)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time mirroring (every flip of the model's mirror axes, averaged; exactly equivariant) for the stages trained from now on; the CPU budgets' segmenters "
-                        "then train with mirroring augmentation too (default: off, or as the workspace recorded)")
+                   help="test-time mirroring (every flip of the model's mirror axes, averaged; exactly "
+                        "equivariant) for the stages trained from now on; the CPU budgets' segmenters then "
+                        "train with mirroring augmentation too (default: off, or as the workspace recorded)")
     p.add_argument("--coarse-to-fine", action=argparse.BooleanOptionalAction, default=None,
                    help="FLARE 2025's coarse-to-fine for the stages trained from now on: a coarse model at twice the "
                         "spacing finds the organs, a fine model trained on crops of them segments there (default: off, "

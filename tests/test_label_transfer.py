@@ -177,3 +177,72 @@ def test_the_cli_pairs_by_volume_when_the_names_differ(tmp_path, capsys):
     for case, (truth, name) in truths.items():
         assert done[case].startswith(f"from {name}.nii.gz (volume matching, similarity ")
         assert mean_dice(read_volume(rows[case].label).array, truth.array) >= 0.8
+
+
+def test_the_pipeline_transfers_another_workspaces_final_labels_into_the_queue(pair, tmp_path, capsys):
+    """``selftrain``/``pipeline --transfer-from W_OTHER``: ASIT's multi-domain matching in the pipeline.
+    The final labels of the workspace that adapted to the same patients' other sub-domain are
+    registered onto this workspace's target scans and become their latest pseudo-labels, marked as
+    transferred with that workspace named; automatic acceptance says so in its note (the round then
+    trains on them); once per round; recorded in the manifest; misuse is one line before any work."""
+    from napari_uda.cli.app import main
+    from napari_uda.core.io import read_volume, write_volume
+    from napari_uda.core.records import PipelineRecord, StageRecord
+    from napari_uda.core.workspace import Workspace
+    from napari_uda.data.phantom import write_phantom_dataset
+    from napari_uda.pipeline.workflow import FilterSettings, auto_accept, transfer_for_round
+    from napari_uda.review.store import ReviewStore
+
+    moving, label, fixed, truth = pair
+    write_phantom_dataset(tmp_path / "data", {"ct": 1}, seed=1, shape=(16, 32, 32))
+    ct = (tmp_path / "data/ct/images", tmp_path / "data/ct/labels")
+    write_volume(moving, tmp_path / "t1" / "patient_01_t1.nii.gz")
+    other = Workspace.create(tmp_path / "w_t1", *ct, tmp_path / "t1", "InPhase")  # finished: its final labels
+    write_volume(label, other.predictions_dir("final") / "patient_01_t1.nii.gz")
+    other.record("final", StageRecord("done", str(other.predictions_dir("final")), postprocessed=True))
+    unfinished = Workspace.create(tmp_path / "w_t1_new", *ct, tmp_path / "t1", "InPhase")
+    targets = [write_volume(fixed, tmp_path / "t2" / f"patient_{i}_t2.nii.gz") for i in ("01", "02")]
+    ws = Workspace.create(tmp_path / "ws", *ct, tmp_path / "t2", "T2WI")  # its base stage scored into the queue
+    ws.set_pipeline(PipelineRecord("organ-attention", "tiny", "organ_attention"))
+    ws.record("organ_attention", StageRecord("done", str(tmp_path / "own")))
+    with ReviewStore.for_workspace(ws.root) as store:
+        model = store.add_model("ws:organ_attention", None, 0)
+        for target in targets:
+            case = target.name.removesuffix(".nii.gz")
+            store.add_case(case, target, "T2WI")
+            own = write_volume(Volume(np.zeros(fixed.shape, np.uint8), fixed.geometry), tmp_path / "own" / target.name)
+            store.add_prediction(case, model, own, {1: 0.5}, 0.5 + 0.1 * (case == "patient_01_t2"))
+
+    args = ["selftrain", f"--workspace={ws.root}", "--rounds=0", "--budget=tiny", "--patient", "^(patient_[0-9]+)"]
+    capsys.readouterr()
+    for source, says in ((ws.root, "cannot transfer labels from itself"), (tmp_path / "t1", "not a napari-uda workspace"),
+                         (unfinished.root, "no final predictions to transfer labels from")):
+        assert main([*args, f"--transfer-from={source}"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert Workspace.open(ws.root).pipeline().transfer_from is None  # nothing recorded by a refused run
+    pipeline = ["pipeline", f"--source-images={ct[0]}", f"--source-labels={ct[1]}", f"--target-images={tmp_path / 't2'}",
+                "--modality=T2WI", f"--workspace={tmp_path / 'w2'}", "--budget=tiny", f"--transfer-from={unfinished.root}"]
+    assert main(pipeline) == 1  # refused before any training
+    assert "no final predictions to transfer labels from" in capsys.readouterr().err
+    assert not (tmp_path / "w2/translators").exists() or not any((tmp_path / "w2/translators").iterdir())
+    assert main([*args, f"--transfer-from={other.root}"]) == 0
+    recorded = Workspace.open(ws.root).pipeline()
+    assert (recorded.transfer_from, recorded.transfer_pair_by, recorded.transfer_patient) == (
+        str(other.root), "name", "^(patient_[0-9]+)")
+    with ReviewStore.for_workspace(ws.root) as store:
+        rows = {r.case: r for r in store.queue("T2WI")}
+        moved = rows["patient_01_t2"]
+        assert moved.label == str(ws.predictions_dir("transferred") / "r0" / "patient_01_t2.nii.gz")
+        assert [f.name for f in moved.filters] == ["transferred"] and moved.case_score == 0.6
+        assert moved.filters[0].reason.startswith(f"from patient_01_t1.nii.gz of {other.root} (patient 'patient_01')")
+        assert mean_dice(read_volume(moved.label).array, truth.array) >= 0.9
+        assert rows["patient_02_t2"].label == str(tmp_path / "own/patient_02_t2.nii.gz")  # no such patient there
+        assert transfer_for_round(Workspace.open(ws.root), store) == {}  # this round's transfer is done
+        assert auto_accept(store, "T2WI", FilterSettings(top_k=1)) == {"patient_01_t2": "accept", "patient_02_t2": "reject"}
+        assert store.history("patient_01_t2")[-1].note == "case score 0.600; pseudo-label: transferred from another sub-domain"
+        assert ("patient_01_t2", moved.label) in store.accepted()  # what the round trains on
+    assert main(["workspace", f"--workspace={ws.root}"]) == 0
+    assert f"labels transferred from {other.root} (pairs by name)" in capsys.readouterr().out
+    assert main([*args[:-2], "--no-transfer"]) == 0
+    assert Workspace.open(ws.root).pipeline().transfer_from is None

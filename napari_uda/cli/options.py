@@ -12,6 +12,7 @@ from napari_uda.core.choices import (
     BASE_STAGES,
     BUDGETS as PIPELINE_BUDGETS,
     CROP_MARGIN_MM,
+    PAIRINGS,
     PLANNERS,
     SEGMENTER_BUDGETS,
 )
@@ -127,9 +128,20 @@ def add_segmenter_budget(p: argparse.ArgumentParser) -> None:
                    help="the nnU-Net trainer's budget (see napari_uda.core.choices.SEGMENTER_BUDGETS)")
 
 
+def add_pairing(p: argparse.ArgumentParser) -> None:
+    """``--pair-by`` and ``--patient``: how label transfer pairs a target scan with its patient's scan."""
+    p.add_argument("--patient", default=None, metavar="REGEX",
+                   help="the patient of a scan: this regular expression's first group in its case name (default: the "
+                        "case name itself), e.g. '^(patient_[0-9]+)'")
+    p.add_argument("--pair-by", choices=PAIRINGS, default="name",
+                   help="name: a target and a scan of one patient share its name (--patient); volume: the names differ, "
+                        "pair each target with the most alike scan in Sobel space (ASIT's volume matching; both folders "
+                        "should hold the same patients)")
+
+
 def add_pipeline_run(p: argparse.ArgumentParser) -> None:
     """``--budget``, ``--device``, ``--top-k``, ``--select``, ``--tta``, ``--coarse-to-fine``, ``--margin-mm``,
-    ``--auto-accept`` and the Dask engine of the method's runs."""
+    ``--transfer-from`` (with its pairing), ``--auto-accept`` and the Dask engine of the method's runs."""
     p.add_argument("--budget", default="small", choices=list(PIPELINE_BUDGETS),
                    help="tiny (tests), small (a CPU demo), full (a GPU); see napari_uda.core.choices.BUDGETS")
     add_device(p)
@@ -150,6 +162,14 @@ def add_pipeline_run(p: argparse.ArgumentParser) -> None:
                         "or as the workspace recorded)")
     p.add_argument("--margin-mm", type=MILLIMETRES, default=CROP_MARGIN_MM,
                    help="coarse-to-fine: the margin around the organs of the fine model's crops, in mm")
+    transfer = p.add_mutually_exclusive_group()
+    transfer.add_argument("--transfer-from", type=Path, default=None, metavar="W_OTHER",
+                          help="ASIT's multi-domain matching: the workspace of the same patients in another sub-domain "
+                               "(where the model is good, e.g. the T1 phases); its final labels are registered onto "
+                               "these target scans and replace their pseudo-labels in the queue before each round, "
+                               "marked as transferred (default: none, or as the workspace recorded)")
+    transfer.add_argument("--no-transfer", action="store_true", help="stop the transfer the workspace recorded")
+    add_pairing(p)
     p.add_argument("--auto-accept", action="store_true",
                    help="accept pseudo-labels that pass the filters without review (recorded as reviewer auto:<settings>)")
     add_scheduler(p)

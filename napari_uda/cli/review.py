@@ -5,8 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from napari_uda.cli.options import add_dataset, add_json, add_target_modality, add_workspace
-from napari_uda.core.choices import PAIRINGS
+from napari_uda.cli.options import add_dataset, add_json, add_pairing, add_target_modality, add_workspace
 from napari_uda.core.errors import UdaError
 
 
@@ -46,13 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workspace(p)
     p.add_argument("--scans", required=True, type=Path, help="the other sub-domain's scans (e.g. T1 phases)")
     p.add_argument("--labels", required=True, type=Path, help="their labels or pseudo-labels (same file names)")
-    p.add_argument("--patient", default=None, metavar="REGEX",
-                   help="the patient of a scan: this regular expression's first group in its case name (default: the "
-                        "case name itself), e.g. '^(patient_[0-9]+)'")
-    p.add_argument("--pair-by", choices=PAIRINGS, default="name",
-                   help="name: a target and a scan of one patient share its name (--patient); volume: the names differ, "
-                        "pair each target with the most alike scan in Sobel space (ASIT's volume matching; both folders "
-                        "should hold the same patients)")
+    add_pairing(p)
     add_json(p)
     p.set_defaults(func=cmd_transfer)
 

@@ -19,6 +19,7 @@ from napari_uda.cli.options import (
 from napari_uda.core.choices import BASE_STAGES, Budget
 
 if TYPE_CHECKING:
+    from napari_uda.pipeline.transfer import TransferFrom
     from napari_uda.pipeline.workflow import FilterSettings
 
 
@@ -84,6 +85,17 @@ def _acceptance(args: argparse.Namespace, budget: Budget) -> FilterSettings:
     return FilterSettings(top_k=args.top_k, rule=args.select or budget.accept_rule)
 
 
+def _transfer(args: argparse.Namespace) -> TransferFrom | None:
+    """The label transfer the options ask for: from --transfer-from, off with --no-transfer, None: as recorded."""
+    from napari_uda.pipeline.transfer import TransferFrom
+
+    if args.no_transfer:
+        return TransferFrom(None)
+    if args.transfer_from is None:
+        return None
+    return TransferFrom(str(args.transfer_from.absolute()), args.pair_by, args.patient)
+
+
 def cmd_selftrain(args: argparse.Namespace) -> int:
     from napari_uda.cluster.engine import dask_client
     from napari_uda.core.choices import get_budget
@@ -95,12 +107,17 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     budget, device = get_budget(args.budget), str(pick_device(args.device))
     with dask_client(args.scheduler, args.workers, device) as client:
         done = self_train(ws, args.rounds, budget, args.auto_accept, device, _acceptance(args, budget), args.console,
-                          client=client, tta=args.tta, coarse_to_fine=args.coarse_to_fine, margin_mm=args.margin_mm)
+                          client=client, tta=args.tta, coarse_to_fine=args.coarse_to_fine, margin_mm=args.margin_mm,
+                          transfer=_transfer(args))
     for r in done:
         print(f"round {r['round']}: predictions in {ws.predictions_dir(r['stage'])}; "
               f"uncertainty across rounds: {describe_uncertainty(r['uncertainty'])}")
     if not done:
         print(f"{args.rounds} round(s) already done in {ws.root}")
+    source = ws.pipeline().transfer_from
+    if source is not None:
+        print(f"the queue holds the labels of {source} transferred onto these scans: `napari-uda review queue "
+              f"--workspace {ws.root}`")
     return 0
 
 
@@ -110,6 +127,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from napari_uda.core.device import pick_device
     from napari_uda.core.workspace import Workspace
     from napari_uda.evaluate.evaluation import compare_markdown
+    from napari_uda.pipeline.transfer import TransferFrom
     from napari_uda.pipeline.workflow import evaluate_stages, run_pipeline
 
     ws = Workspace.create(args.workspace, args.source_images, args.source_labels, args.target_images, args.modality)
@@ -120,7 +138,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                               _acceptance(args, budget), args.console, real_ct=not args.no_real_ct,
                               intensity_aug=not args.no_intensity_aug, finetune=not args.no_finetune, client=client,
                               ablation_variants=args.ablation_variants, pool_variants=args.pool_variants,
-                              tta=bool(args.tta), coarse_to_fine=bool(args.coarse_to_fine), margin_mm=args.margin_mm)
+                              tta=bool(args.tta), coarse_to_fine=bool(args.coarse_to_fine), margin_mm=args.margin_mm,
+                              transfer=_transfer(args) or TransferFrom(None))
     if result["status"] != "done":
         print(result["message"], file=sys.stderr)
         return 3

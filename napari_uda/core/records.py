@@ -126,6 +126,9 @@ class PipelineRecord(Record):
     pool_variants: list[str] | None = None  # multi-view pooling: the base stage trains on these translators' translations
     tta: bool = False  # test-time mirroring for the stages trained and predicted from now on (mirroring augmentation with it)
     crop_margin_mm: float | None = None  # coarse-to-fine for the stages trained from now on: the fine crops' margin
+    transfer_from: str | None = None  # MDM (ASIT): the workspace whose final labels are transferred before each round
+    transfer_pair_by: str = "name"  # how its scans find this workspace's (PAIRINGS)
+    transfer_patient: str | None = None  # pairing by name: the patient's regular expression (None: the case name)
 
     def training_variants(self) -> list[str]:
         """The translators whose translations train the base stage and the self-training rounds."""

@@ -191,6 +191,12 @@ class Workspace:
         rows = [("workspace", str(self.root)), ("modality", m["modality"]),
                 ("source CT", f"{len(m['data']['source_images'])} labelled"),
                 ("target scans", str(len(m["data"]["target_images"])))]
+        pipeline = self.pipeline()
+        if pipeline is not None:
+            rows.append(("pipeline", f"{pipeline.variant}, {pipeline.budget}" + ", test-time mirroring" * pipeline.tta
+                         + ("" if pipeline.crop_margin_mm is None else f", coarse-to-fine ({pipeline.crop_margin_mm:g} mm)")
+                         + ("" if pipeline.transfer_from is None else f", labels transferred from {pipeline.transfer_from} "
+                            f"(pairs by {pipeline.transfer_pair_by})")))
         rows += [(f"translator {k}", f"{self.translator(k).iterations} iterations") for k in m["translators"]]
         rows += [(f"model {k}", f"dataset {v.dataset}, {v.budget}, folds {v.folds}") for k, v in self.models().items()]
         rows += [(f"stage {k}", v.status) for k, v in self.stages().items()]

@@ -41,6 +41,7 @@ from napari_uda.core.modalities import SOURCE, get_modality
 from napari_uda.core.organs import ORGAN_INDICES, PET_SCORED
 from napari_uda.core.records import ModelRecord, PipelineRecord, RoundRecord, StageRecord, TranslatorRecord
 from napari_uda.core.workspace import Workspace
+from napari_uda.pipeline.transfer import TRANSFERRED, TransferFrom, transfer_from_workspace
 from napari_uda.pseudo.consistency import fold_consistency_details
 from napari_uda.pseudo.filters import (
     DEFAULT_AGREEMENT,
@@ -590,14 +591,20 @@ def auto_accept(store: ReviewStore, modality: str, settings: FilterSettings = Fi
             continue  # this prediction was decided already
         failed, reason = _selection(row, settings.rule, uncertainty)
         if not failed and accepted < limit:
-            union = "; pseudo-label: the union of the rounds' predictions" if uncertainty is not None else ""
-            store.decide(row.case, "accept", reviewer, note=reason + union)
+            store.decide(row.case, "accept", reviewer, note=reason + _label_kind(row, uncertainty is not None))
             accepted += 1
             taken[row.case] = "accept"
         else:
             store.decide(row.case, "reject", reviewer, note="; ".join(failed) or f"outside the top {limit} ({reason})")
             taken[row.case] = "reject"
     return taken
+
+
+def _label_kind(row: Any, union: bool) -> str:
+    """What an accepted queue row's pseudo-label is, for the decision's note: transferred, a union, or ''."""
+    if any(f.name == TRANSFERRED for f in row.filters or ()):
+        return "; pseudo-label: transferred from another sub-domain"
+    return "; pseudo-label: the union of the rounds' predictions" if union else ""
 
 
 def latest_uncertainty(store: ReviewStore) -> dict[str, float] | None:
@@ -694,9 +701,11 @@ def record_union_labels(ws: Workspace, store: ReviewStore, stages: Sequence[str]
     last = stages[-1]
     folder = ws.predictions_dir(last) / "union"
     model_id = store.add_model(f"{ws.root.name}:{last}:union", folder, r, {"stage": last, "union_of": list(stages)})
-    rows = {row.case: row for row in store.queue(ws.modality)}
+    rows, recorded = {row.case: row for row in store.queue(ws.modality)}, store.model_cases(model_id)
     for path in ws.files("target_images"):
         case, u = stem_of(path), uncertainty[stem_of(path)]
+        if case in recorded:  # a resumed run: the union (and whatever replaced it since) stays
+            continue
         vols = [read_volume(ws.predictions_dir(s) / f"{case}.nii.gz") for s in stages]
         label = write_volume(Volume(union_ensemble([v.array for v in vols]), vols[-1].geometry), folder / f"{case}.nii.gz")
         outcome = FilterResult("uncertainty", bool(np.isfinite(u)), f"{u:.4f} across {len(stages)} rounds" if np.isfinite(u)
@@ -711,6 +720,19 @@ def union_for_round(ws: Workspace, store: ReviewStore, r: int) -> None:
     record_union_labels(ws, store, round_stages(ws)[:r + 1], r, row.uncertainty)
 
 
+def transfer_for_round(ws: Workspace, store: ReviewStore, progress: Progress | None = None,
+                       should_stop: StopFlag | None = None) -> dict[str, str]:
+    """ASIT's multi-domain matching as the pipeline records it (``transfer_from``): the other
+    workspace's final labels carried onto this workspace's target scans of the same patients and made
+    their latest pseudo-labels, for the next acceptance (:func:`transfer_from_workspace`; the cases
+    this round transferred already are kept). Returns case -> reason for the cases transferred now."""
+    pipeline = ws.pipeline()
+    if pipeline is None or pipeline.transfer_from is None:
+        return {}
+    return transfer_from_workspace(ws, store, pipeline.transfer_from, pipeline.transfer_pair_by,
+                                   pipeline.transfer_patient, progress, should_stop)
+
+
 def describe_uncertainty(uncertainty: dict[str, float]) -> str:
     """Mean over the cases where it is finite, and how many cases lost all foreground."""
     finite = [u for u in uncertainty.values() if np.isfinite(u)]
@@ -722,17 +744,25 @@ def describe_uncertainty(uncertainty: dict[str, float]) -> str:
 def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, device: str = "cpu",
                settings: FilterSettings = FilterSettings(), progress: Progress | None = None,
                should_stop: StopFlag | None = None, client: Any = None, tta: bool | None = None,
-               coarse_to_fine: bool | None = None, margin_mm: float = CROP_MARGIN_MM) -> list[dict[str, Any]]:
+               coarse_to_fine: bool | None = None, margin_mm: float = CROP_MARGIN_MM,
+               transfer: TransferFrom | None = None) -> list[dict[str, Any]]:
     """Run self-training until ``rounds`` rounds exist (finished rounds are kept). With ``auto``
     the selection rule accepts pseudo-labels before each round (recorded as reviewer ``auto:<settings>``).
     ``tta``: test-time mirroring (and mirroring augmentation) for the rounds from now on;
     ``coarse_to_fine``: coarse and fine models (crops with ``margin_mm``) for the rounds from now
-    on; both recorded in the pipeline's settings, None: as recorded."""
+    on; ``transfer``: the other sub-domain's workspace whose final labels are transferred into the
+    queue before each round (:func:`transfer_for_round`; ``TransferFrom.OFF``: no more); all recorded
+    in the pipeline's settings, None: as recorded. The queue left for the next round holds the
+    transferred labels too (with ``rounds`` done already, that is all it does)."""
+    if transfer is not None:
+        base_stage(ws)  # a pipeline to record it in
+        transfer.check(ws)
     pipeline = ws.pipeline()
     if pipeline is not None:
         changed = replace(pipeline, tta=pipeline.tta if tta is None else tta,
                           crop_margin_mm=pipeline.crop_margin_mm if coarse_to_fine is None
-                          else (margin_mm if coarse_to_fine else None))
+                          else (margin_mm if coarse_to_fine else None),
+                          **(transfer.fields() if transfer is not None else {}))
         if changed != pipeline:
             ws.set_pipeline(changed)
     done = []
@@ -740,9 +770,11 @@ def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, d
         for r in range(1, rounds + 1):
             if ws.stage_done(stage_for_round(r)) and any(x.round == r for x in ws.rounds()):
                 continue
+            if settings.rule == "uncertainty" and r > 1 and auto:  # idempotent where round r - 1 recorded them
+                union_for_round(ws, store, r - 1)
+            if not store.round_cases(r):  # before the round's acceptance, not in a resumed round
+                transfer_for_round(ws, store, progress, should_stop)
             if auto:
-                if settings.rule == "uncertainty" and r > 1:  # idempotent where round r - 1 recorded them
-                    union_for_round(ws, store, r - 1)
                 auto_accept(store, ws.modality, settings)
                 if not store.accepted() and not store.round_cases(r):
                     reasons = [f"{q.case}: " + "; ".join(q.failed) for q in store.queue(ws.modality)]
@@ -750,6 +782,7 @@ def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, d
                                    "self-train on; review the cases by hand (`napari-uda review queue`) or train longer. "
                                    + " | ".join(reasons[:3]))
             done.append(self_training_round(ws, store, r, budget, device, settings, progress, should_stop, client))
+        transfer_for_round(ws, store, progress, should_stop)  # into the queue of the round to come
     return done
 
 
@@ -820,7 +853,7 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                  real_ct: bool = True, intensity_aug: bool = True, finetune: bool = True,
                  client: Any = None, ablation_variants: Sequence[str] | None = None,
                  pool_variants: Sequence[str] | None = None, tta: bool = False, coarse_to_fine: bool = False,
-                 margin_mm: float = CROP_MARGIN_MM) -> dict[str, Any]:
+                 margin_mm: float = CROP_MARGIN_MM, transfer: TransferFrom = TransferFrom(None)) -> dict[str, Any]:
     """Translate, train, predict, score, accept, self-train ``rounds`` rounds, write the final
     predictions. Segmenters train on translated CT plus, with ``real_ct`` (FLARE 2025's RCT+FI),
     the real CT. With ``pool_variants`` (TANQ's multi-view pooling; ``variant`` among them) the
@@ -836,16 +869,20 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
     (nnU-Net's, over the axes the trainer allows). With ``coarse_to_fine`` (FLARE 2025) each stage
     trained from now on is two models, a coarse one on whole volumes at twice the spacing and a fine
     one on crops of the organs' region with ``margin_mm``; the coarse model finds the region in each
-    target scan, the fine one segments it (serially, also with a ``client``). With a Dask ``client``
+    target scan, the fine one segments it (serially, also with a ``client``). With ``transfer`` (ASIT's
+    multi-domain matching) the final labels of another workspace, the same patients in another
+    sub-domain, are registered onto the target scans and take the place of their pseudo-labels in
+    the queue before each acceptance (:func:`transfer_for_round`). With a Dask ``client``
     the folds train in parallel and prediction and scoring run as tasks on its cluster. Returns
     ``{"status": "done" | "awaiting review", ...}``."""
     if auto and settings.rule == "uncertainty" and rounds < 2:
         raise UdaError("selection by uncertainty needs at least 2 self-training rounds (round 1 has no uncertainty "
                        "across rounds yet); run 2 or more rounds, or choose another selection rule")
     base, others, pool = _pipeline_settings(ws, budget, variant, ablation_variants, pool_variants, real_ct)
+    transfer.check(ws)
     ws.set_pipeline(PipelineRecord(variant, budget.name, base, rounds, auto, ablation, real_ct, intensity_aug, finetune,
                                    list(others) if ablation else None, pool, tta,
-                                   margin_mm if coarse_to_fine else None))
+                                   margin_mm if coarse_to_fine else None, **transfer.fields()))
     segmented = ([] if pool else [variant]) + (others if ablation else [])  # translators with a stage of their own
     with ReviewStore.for_workspace(ws.root) as store:
         if ablation:
@@ -859,6 +896,8 @@ def run_pipeline(ws: Workspace, budget: Budget, variant: str = "organ-attention"
                           augment=intensity_aug, names=names, client=client)
         if not ws.stage_done(base):  # the ablation stages are evaluated, not reviewed
             score_stage(ws, base, store, settings, progress, should_stop, client)
+        if not ws.rounds():
+            transfer_for_round(ws, store, progress, should_stop)
         if rounds > 0 and not auto and not store.accepted():
             waiting = len(store.queue(ws.modality))
             return {"status": "awaiting review", "cases": waiting,

@@ -299,6 +299,10 @@ class ReviewStore:
         paths = dict(self.db.execute("SELECT id, path FROM cases").fetchall())
         return [Path(paths[case]) for case, _ in decided], [Path(label) for _, label in decided]
 
+    def model_cases(self, model_id: int) -> set[str]:
+        """The cases ``model_id`` has a pseudo-label of."""
+        return {c for (c,) in self.db.execute("SELECT case_id FROM predictions WHERE model_id = ?", (model_id,))}
+
     def case_scores(self, model_id: int | None) -> list[float]:
         """The case scores of ``model_id``'s pseudo-labels (empty for an unknown or missing model)."""
         rows = self.db.execute("SELECT case_score FROM predictions WHERE model_id = ? ORDER BY case_id", (model_id,))

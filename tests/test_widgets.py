@@ -10,9 +10,11 @@ import pytest
 from qtpy.QtCore import Qt, QTimer
 
 from napari_uda.core.io import read_volume
+from napari_uda.core.records import PipelineRecord
 from napari_uda.core.workspace import Workspace
 from napari_uda.data.phantom import write_phantom_dataset
 from napari_uda.napari.layers import volume_to_layer_data
+from napari_uda.pipeline.transfer import TransferFrom
 from napari_uda.review.store import ReviewStore, label_hash
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -363,6 +365,18 @@ def test_the_selftraining_widget_transfers_labels_into_the_queue_off_the_ui_thre
         shutil.copy(d / "t2wi" / src / "t2wi_001.nii.gz", tmp_path / folder / "t2wi_001.nii.gz")
     link_for(viewer).set(ws)
     widget = SelfTrainingWidget(viewer)
+    widget.transfer_rounds.setChecked(True)  # multi-domain matching in the rounds: a workspace to transfer from
+    widget.start_clicked()
+    assert errors[-1] == "choose the other sub-domain's workspace whose final labels the rounds transfer"
+    assert widget.job.worker is None
+    ws.set_pipeline(PipelineRecord("organ-attention", "tiny", "organ_attention", transfer_from=str(tmp_path / "w_t1"),
+                                   transfer_patient="^(t2wi_[0-9]+)"))
+    widget.transfer_rounds.setChecked(False)
+    widget.refresh()  # shows what the workspace recorded, and the rounds go on with it
+    assert widget.transfer_rounds.isChecked() and widget.other_workspace.path() == tmp_path / "w_t1"
+    assert widget.transfer() == TransferFrom(str(tmp_path / "w_t1"), "name", "^(t2wi_[0-9]+)")
+    widget.transfer_rounds.setChecked(False)
+    assert widget.transfer() == TransferFrom(None)
     widget.transfer_clicked()
     assert errors[-1] == "choose the other sub-domain's scans and their labels"
     widget.other_scans.set_path(tmp_path / "other")
@@ -477,3 +491,11 @@ def test_the_selftraining_command_carries_selection_tta_and_coarse_to_fine_and_t
     assert (c2f.coarse_to_fine, c2f.margin_mm) == (True, 7.5)
     off = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", coarse_to_fine=False)[3:])
     assert off.coarse_to_fine is False
+    assert default.transfer_from is None and not default.no_transfer
+    mdm = selftrain_command(ws, 1, "tiny", False, "cpu", transfer=TransferFrom("/w/t1", "name", "^(p[0-9]+)"))
+    mdm = build_parser().parse_args(mdm[3:])
+    assert (str(mdm.transfer_from), mdm.pair_by, mdm.patient, mdm.no_transfer) == ("/w/t1", "name", "^(p[0-9]+)", False)
+    by_volume = build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu",
+                                                            transfer=TransferFrom("/w/t1", "volume"))[3:])
+    assert (by_volume.pair_by, by_volume.patient) == ("volume", None)
+    assert build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", transfer=TransferFrom(None))[3:]).no_transfer

@@ -7,7 +7,8 @@ tasks on that cluster (progress per task). Automatic acceptance is a checkbox th
 filters, FLARE 2024's fold consistency, ASIT's uncertainty across rounds) a choice. Test-time mirroring and
 FLARE 2025's coarse-to-fine (with the crops' margin) are checkboxes for the rounds to come. ASIT's label
 transfer brings the pseudo-labels of the same patients' scans in another sub-domain into the review queue,
-marked as transferred (in a thread: registration, no model).
+marked as transferred: once from folders (in a thread: registration, no model), or before each round from
+the final labels of that sub-domain's workspace (multi-domain matching, ``--transfer-from``, recorded).
 """
 from __future__ import annotations
 
@@ -38,24 +39,35 @@ from napari_uda.napari.widgets._common import PathField, SchedulerField, fill_ta
 from napari_uda.napari.widgets._jobs import JobPanel
 from napari_uda.napari.widgets._session import link_for
 from napari_uda.pipeline.summary import compare_rounds
-from napari_uda.pipeline.transfer import transfer_from_folders
+from napari_uda.pipeline.transfer import TransferFrom, transfer_from_folders
 from napari_uda.pipeline.workflow import evaluate_stages, round_stages
 
 
 def selftrain_command(ws: Workspace, rounds: int, budget: str, auto: bool, device: str,
                       scheduler: str | None = None, select: str | None = None, tta: bool | None = None,
-                      coarse_to_fine: bool | None = None, margin_mm: float = CROP_MARGIN_MM) -> list[str]:
+                      coarse_to_fine: bool | None = None, margin_mm: float = CROP_MARGIN_MM,
+                      transfer: TransferFrom | None = None) -> list[str]:
     """The command line the widget runs, reporting progress as JSON lines (``--log-json``); with a Dask
     ``scheduler`` (``local``, an address or a scheduler file) prediction and scoring run on its cluster;
     ``select``: the selection rule (``ACCEPT_RULES``; None: the budget's); ``tta``: test-time
     mirroring for the rounds, ``coarse_to_fine``: coarse and fine models (crops with ``margin_mm``)
-    for the rounds (None: as the workspace recorded)."""
+    for the rounds, ``transfer``: the workspace whose final labels are transferred into the queue
+    before each round (its ``workspace`` None: none; None: each as the workspace recorded)."""
     return ([sys.executable, "-m", "napari_uda.cli", "--log-json", "selftrain", "--workspace", str(ws.root),
              "--rounds", str(rounds), "--budget", budget, "--device", device] + (["--auto-accept"] if auto else [])
             + (["--select", select] if select else []) + ([] if tta is None else ["--tta" if tta else "--no-tta"])
             + ([] if coarse_to_fine is None else
                ["--coarse-to-fine", "--margin-mm", f"{margin_mm:g}"] if coarse_to_fine else ["--no-coarse-to-fine"])
-            + (["--scheduler", scheduler] if scheduler else []))
+            + _transfer_args(transfer) + (["--scheduler", scheduler] if scheduler else []))
+
+
+def _transfer_args(transfer: TransferFrom | None) -> list[str]:
+    if transfer is None:
+        return []
+    if transfer.workspace is None:
+        return ["--no-transfer"]
+    return (["--transfer-from", transfer.workspace, "--pair-by", transfer.pair_by]
+            + (["--patient", transfer.patient] if transfer.patient else []))
 
 
 BUDGET_RULE = "the budget's rule"
@@ -92,6 +104,9 @@ class SelfTrainingWidget(QWidget):
         self.scheduler = SchedulerField()
         start = QPushButton("Start rounds")
         start.clicked.connect(self.start_clicked)
+        self.other_workspace = PathField("the workspace of the same patients' scans in another sub-domain")
+        self.transfer_rounds = QCheckBox("transfer its final labels into the queue before each round "
+                                         "(ASIT's multi-domain matching)")
         self.other_scans = PathField("the same patients' scans in another sub-domain (e.g. T1 phases)")
         self.other_labels = PathField("their labels or pseudo-labels (same file names)")
         self.pair_by = QComboBox()
@@ -116,11 +131,13 @@ class SelfTrainingWidget(QWidget):
         form.addRow(self.tta)
         form.addRow(self.coarse_to_fine)
         form.addRow("Crop margin", self.margin)
-        form.addRow(start)
-        form.addRow("Other sub-domain", self.other_scans)
-        form.addRow("Its labels", self.other_labels)
         form.addRow("Pair scans by", self.pair_by)
         form.addRow("Patient of a scan", self.patient)
+        form.addRow("Other sub-domain's workspace", self.other_workspace)
+        form.addRow(self.transfer_rounds)
+        form.addRow(start)
+        form.addRow("Other sub-domain's scans", self.other_scans)
+        form.addRow("Their labels", self.other_labels)
         form.addRow(transfer)
         form.addRow("Evaluation labels", self.labels)
         form.addRow(evaluate)
@@ -150,6 +167,11 @@ class SelfTrainingWidget(QWidget):
             self.coarse_to_fine.setChecked(bool(pipeline and pipeline.crop_margin_mm is not None))
             if pipeline and pipeline.crop_margin_mm is not None:
                 self.margin.setValue(pipeline.crop_margin_mm)
+            self.transfer_rounds.setChecked(bool(pipeline and pipeline.transfer_from))
+            if pipeline and pipeline.transfer_from:
+                self.other_workspace.set_path(pipeline.transfer_from)
+                self.pair_by.setCurrentText(pipeline.transfer_pair_by)
+                self.patient.setText(pipeline.transfer_patient or "")
             header, rows = compare_rounds(ws)
         except UdaError as exc:
             notify_error(exc)
@@ -161,7 +183,8 @@ class SelfTrainingWidget(QWidget):
             ws = self.link.open()
             cmd = selftrain_command(ws, self.rounds.value(), self.budget.currentText(), self.auto.isChecked(),
                                     self.device.currentText(), self.scheduler.scheduler(), self.selection(),
-                                    self.tta.isChecked(), self.coarse_to_fine.isChecked(), self.margin.value())
+                                    self.tta.isChecked(), self.coarse_to_fine.isChecked(), self.margin.value(),
+                                    self.transfer())
         except UdaError as exc:
             notify_error(exc)
             return
@@ -173,6 +196,20 @@ class SelfTrainingWidget(QWidget):
 
         self.job.start("self-training", work, lambda _: self.refresh())
 
+    def pairing(self) -> tuple[str, str | None]:
+        """How label transfer pairs scans: (``pair_by``, the patient's regular expression or None)."""
+        how = self.pair_by.currentText()
+        return how, (self.patient.text().strip() or None) if how == "name" else None
+
+    def transfer(self) -> TransferFrom:
+        """The multi-domain matching the rounds run with (checked, else none)."""
+        if not self.transfer_rounds.isChecked():
+            return TransferFrom(None)
+        other = self.other_workspace.path()
+        if other is None:
+            raise UdaError("choose the other sub-domain's workspace whose final labels the rounds transfer")
+        return TransferFrom(str(other.resolve()), *self.pairing())
+
     def transfer_clicked(self) -> None:
         try:
             ws = self.link.open()
@@ -182,8 +219,7 @@ class SelfTrainingWidget(QWidget):
         except UdaError as exc:
             notify_error(exc)
             return
-        how = self.pair_by.currentText()
-        pattern = (self.patient.text().strip() or None) if how == "name" else None
+        how, pattern = self.pairing()
         self.job.start("label transfer",
                        lambda report, stop: transfer_from_folders(ws, scans, labels, pattern, report, stop, pair_by=how),
                        lambda _: self.refresh())

@@ -499,3 +499,16 @@ def test_the_selftraining_command_carries_selection_tta_and_coarse_to_fine_and_t
                                                             transfer=TransferFrom("/w/t1", "volume"))[3:])
     assert (by_volume.pair_by, by_volume.patient) == ("volume", None)
     assert build_parser().parse_args(selftrain_command(ws, 1, "tiny", False, "cpu", transfer=TransferFrom(None))[3:]).no_transfer
+
+
+def test_tables_show_an_unmeasured_value_as_an_empty_cell(qtbot):
+    """A stage not yet evaluated (NaN DSC) or without scores reads as an empty cell, not "nan"."""
+    from qtpy.QtWidgets import QTableWidget
+
+    from napari_uda.napari.widgets._common import fill_table
+
+    table = QTableWidget()
+    qtbot.addWidget(table)
+    fill_table(table, ["stage", "accepted cases", "mean case score", "DSC"], [["r1", 2, 0.81234, float("nan")]])
+    assert [table.item(0, c).text() for c in range(4)] == ["r1", "2", "0.812", ""]
+    assert table.item(0, 3).toolTip() == "not measured" and table.item(0, 2).toolTip() == ""

@@ -79,7 +79,8 @@ class SchedulerField(QLineEdit):
 
 
 def fill_table(table: QTableWidget, header: list[str], rows: list[list[Any]]) -> None:
-    """Replace a table's contents (sorting switched off while filling, as Qt requires)."""
+    """Replace a table's contents (sorting switched off while filling, as Qt requires); a NaN (not
+    measured) is an empty cell that says so in its tooltip, floats show 3 decimals."""
     sorting = table.isSortingEnabled()
     table.setSortingEnabled(False)
     table.clear()
@@ -89,7 +90,9 @@ def fill_table(table: QTableWidget, header: list[str], rows: list[list[Any]]) ->
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             item = QTableWidgetItem()
-            if isinstance(value, float):
+            if isinstance(value, float) and np.isnan(value):
+                item.setToolTip("not measured")
+            elif isinstance(value, float):
                 item.setData(Qt.DisplayRole, round(value, 3))
             else:
                 item.setData(Qt.DisplayRole, value if isinstance(value, int) else str(value))

@@ -45,6 +45,11 @@ def test_transferred_label_matches_the_truth(pair):
     assert result.label.geometry.matches(fixed.geometry) and result.label.shape == fixed.shape
     assert mean_dice(result.label.array, truth.array) >= 0.9 > untransferred + 0.2
     assert np.isfinite(result.metric) and result.metric < 0
+    again = transfer_label(label, moving, fixed)  # bit for bit: a fixed sample of voxels, on one thread
+    assert again.transform.GetParameters() == result.transform.GetParameters() and again.metric == result.metric
+    assert np.array_equal(again.label.array, result.label.array)
+    with pytest.raises(UdaError, match="seed must be 1 or more"):  # 0 is SimpleITK's "from the clock"
+        transfer_label(label, moving, fixed, seed=0)
 
 
 def test_a_label_off_its_scans_grid_is_refused(pair):

@@ -50,9 +50,7 @@ class TransferFrom:
         labels, the workspace itself, a bad pairing, or (by name) no patient in common."""
         if self.workspace is None:
             return
-        if Workspace.open(self.workspace).root.resolve() == ws.root.resolve():
-            raise UdaError(f"{ws.root}: a workspace cannot transfer labels from itself; give the other sub-domain's")
-        _, labels = final_labels(self.workspace)
+        _, labels = final_labels(self.workspace, ws)
         if self.pair_by == "name":
             match_patients(ws.files("target_images"), list(labels), self.patient)
         else:
@@ -133,8 +131,8 @@ def transfer_into_review(ws: Workspace, store: ReviewStore, pairs: Sequence[tupl
     model_id = store.add_model(f"{ws.root.name}:{TRANSFERRED}:r{r}", folder, r,
                                {"kind": "label transfer (affine, Mattes mutual information)", "from": origin})
     rows = {row.case: row for row in store.queue(ws.modality)}
-    todo = [p for p in pairs if not (keep_done and stem_of(p[0]) in rows
-                                     and rows[stem_of(p[0])].label == str(folder / f"{stem_of(p[0])}.nii.gz"))]
+    kept = {c for c, row in rows.items() if row.label == str(folder / f"{c}.nii.gz")} if keep_done else set()
+    todo = [p for p in pairs if stem_of(p[0]) not in kept]
     done: dict[str, str] = {}
     for i, (target, scan, label, paired_by) in enumerate(todo):
         check_stop(should_stop, TRANSFERRED, "run it again to transfer the rest")
@@ -177,10 +175,12 @@ def transfer_from_folders(ws: Workspace, scans: str | Path, labels: str | Path, 
         return transfer_into_review(ws, store, pairs, progress, should_stop)
 
 
-def final_labels(other: str | Path) -> tuple[Workspace, dict[Path, Path]]:
-    """Another workspace and its target scans' final (post-processed) predictions, scan -> label;
-    one line naming the workspace where it has none yet."""
+def final_labels(other: str | Path, ws: Workspace) -> tuple[Workspace, dict[Path, Path]]:
+    """The workspace ``other`` (not ``ws`` itself) and its target scans' final (post-processed)
+    predictions, scan -> label; one line naming the workspace where it has none yet."""
     src = Workspace.open(other)
+    if src.root.resolve() == ws.root.resolve():
+        raise UdaError(f"{ws.root}: a workspace cannot transfer labels from itself; give the other sub-domain's")
     final = src.stage("final")
     if final is None:
         raise UdaError(f"{src.root}: no final predictions to transfer labels from; run its pipeline to the end "
@@ -199,8 +199,7 @@ def transfer_from_workspace(ws: Workspace, store: ReviewStore, other: str | Path
     """:func:`transfer_into_review` of the final predictions of the workspace ``other`` (the same
     patients in another sub-domain, :func:`final_labels`) onto this workspace's target scans
     (:func:`pair_scans`), leaving the cases this round transferred already (``keep_done``)."""
-    TransferFrom(str(other), pair_by, pattern).check(ws)
-    src, labels = final_labels(other)
+    src, labels = final_labels(other, ws)
     matched = pair_scans(ws.files("target_images"), list(labels), pair_by, pattern, progress, should_stop)
     pairs = [(t, s, labels[s], how) for t, s, how in matched]
     return transfer_into_review(ws, store, pairs, progress, should_stop, origin=str(src.root), keep_done=True)

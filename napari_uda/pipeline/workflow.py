@@ -751,7 +751,7 @@ def self_train(ws: Workspace, rounds: int, budget: Budget, auto: bool = False, d
     ``tta``: test-time mirroring (and mirroring augmentation) for the rounds from now on;
     ``coarse_to_fine``: coarse and fine models (crops with ``margin_mm``) for the rounds from now
     on; ``transfer``: the other sub-domain's workspace whose final labels are transferred into the
-    queue before each round (:func:`transfer_for_round`; ``TransferFrom.OFF``: no more); all recorded
+    queue before each round (:func:`transfer_for_round`; ``TransferFrom(None)``: no more); all recorded
     in the pipeline's settings, None: as recorded. The queue left for the next round holds the
     transferred labels too (with ``rounds`` done already, that is all it does)."""
     if transfer is not None:
